@@ -1,0 +1,71 @@
+"""selection: the consumer side of shadow-sweep, usable on its own.
+
+Store sweeps and candidates (:class:`Store`), rank them (:func:`leaderboard`,
+:func:`best_candidate`), and move a channel's model with an audit trail
+(:func:`promote`, :func:`rollback`, :func:`history`, :func:`current`).
+This package never imports ``shadow``: candidates produced by any tool can
+be ranked and promoted.
+"""
+
+from selection import errors, records
+from selection.artifacts import ArtifactStore, sha256_bytes
+from selection.channels import read_manifest
+from selection.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    PromotionError,
+    ShadowError,
+    StoreError,
+)
+from selection.home import Home
+from selection.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
+from selection.leaderboard import best_candidate, leaderboard
+from selection.promotion import current, history, promote, rollback, sync_channel
+from selection.ranking import rank_rows
+from selection.records import (
+    DEFAULT_CHANNEL,
+    HOST_DEVICE,
+    CandidateRecord,
+    DeviceResult,
+    HoldoutRecord,
+    PromotionRecord,
+    SliceRecord,
+    SweepRecord,
+    utc_now,
+)
+from selection.store import Store
+
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "HOST_DEVICE",
+    "LEADERBOARD_COLUMNS",
+    "ArtifactStore",
+    "CandidateRecord",
+    "ConfigError",
+    "DeviceResult",
+    "HoldoutRecord",
+    "Home",
+    "IntegrityError",
+    "NotFoundError",
+    "PromotionError",
+    "PromotionRecord",
+    "ShadowError",
+    "SliceRecord",
+    "Store",
+    "StoreError",
+    "SweepRecord",
+    "best_candidate",
+    "current",
+    "errors",
+    "history",
+    "leaderboard",
+    "promote",
+    "rank_rows",
+    "read_manifest",
+    "records",
+    "rollback",
+    "sha256_bytes",
+    "sync_channel",
+    "utc_now",
+]

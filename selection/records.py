@@ -1,0 +1,138 @@
+"""Immutable records exchanged between producers (``shadow``) and the store.
+
+These are plain frozen dataclasses holding JSON-able values only, so a
+producer other than ``shadow`` can build them, and the store can persist them
+on any SQL backend. The store never mutates a record it was handed and returns
+fresh records from queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+CandidateStatus = Literal["ok", "failed"]
+SweepStatus = Literal["running", "finished", "failed", "interrupted"]
+PromotionAction = Literal["promote", "rollback"]
+
+#: The device every candidate is evaluated on: this host's CPU through ONNX
+#: Runtime, fp32. Emulated edge devices add their own rows.
+HOST_DEVICE = "host-cpu"
+#: The channel an edge app reads by default.
+DEFAULT_CHANNEL = "production"
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC (what every record stores)."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class HoldoutRecord:
+    """The rows every candidate of a sweep is scored on (the most recent ones).
+
+    ``start``/``stop`` index the dataset's time-ordered rows, ``stop`` exclusive.
+    """
+
+    start: int
+    stop: int
+    rows_sha256: str
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One sweep: a dataset, a holdout and the config that planned it."""
+
+    sweep_id: str
+    name: str
+    dataset: str
+    dataset_fingerprint: str
+    holdout: HoldoutRecord
+    config: dict[str, Any]
+    n_planned: int
+    created_at: datetime = field(default_factory=utc_now)
+    status: SweepStatus = "running"
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """Lineage of one training slice: how it was cut and which rows it holds."""
+
+    sweep_id: str
+    slice_id: str
+    strategy: str
+    params: dict[str, Any]
+    n_rows: int
+    rows_sha256: str
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    """How one candidate did on one device (one leaderboard row).
+
+    ``latency_ms`` is the figure ranking uses for that device: measured on the
+    host for ``host-cpu``, estimated by a cost model for emulated devices.
+    Host-measured latencies always sit in their own ``host_*`` fields.
+    ``artifact_sha256`` names the model bytes this device runs (the artifact a
+    promotion to this device copies into the channel).
+    """
+
+    device: str
+    status: CandidateStatus
+    error: str | None = None
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    host_latency_p50_ms: float | None = None
+    host_latency_p99_ms: float | None = None
+    size_bytes: int | None = None
+    artifact_sha256: str | None = None
+    emulator: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One trained shadow model and its results on every device it was run on."""
+
+    candidate_id: str
+    sweep_id: str
+    slice_id: str
+    family: str
+    params: dict[str, Any]
+    seed: int
+    status: CandidateStatus
+    error: str | None = None
+    train_seconds: float | None = None
+    onnx_sha256: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    devices: tuple[DeviceResult, ...] = ()
+    created_at: datetime = field(default_factory=utc_now)
+
+    def device(self, name: str) -> DeviceResult | None:
+        """The result on device ``name``, or None if it was not run there."""
+        return next((d for d in self.devices if d.device == name), None)
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """One append-only history row: a channel changed from one model to another."""
+
+    history_id: int
+    channel: str
+    action: PromotionAction
+    candidate_id: str
+    device: str
+    sha256: str
+    previous_candidate_id: str | None
+    previous_sha256: str | None
+    at: datetime
+    who: str
+    reason: str | None
+    reverts_id: int | None = None
+    decision: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""Engine creation, per-backend connection settings and schema set-up.
+
+SQLite gets WAL (readers never block the writer, so `shadow leaderboard` runs
+while a sweep writes), a 30 s busy timeout (a second writer waits instead of
+failing with "database is locked") and enforced foreign keys. Write
+transactions on SQLite start with ``BEGIN IMMEDIATE``: a transaction that
+reads then writes (promotion) would otherwise fail at once, busy timeout or
+not, when another writer committed in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from selection.errors import ConfigError, StoreError
+from selection.records import utc_now
+from selection.store.codec import encode_dt
+from selection.store.schema import SCHEMA_VERSION, metadata, schema_version
+
+#: Milliseconds a SQLite writer waits for another one before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Execution option that marks a connection as about to write.
+WRITE_OPTION = "shadow_write"
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse a SQLAlchemy database URL, raising ConfigError on nonsense."""
+    try:
+        return make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"--store / SHADOW_STORE must be a database URL such as "
+            f"'sqlite:////abs/path/shadow.db' or 'postgresql://user@host/db'; got {url!r} ({exc})"
+        ) from None
+
+
+def display_url(url: URL) -> str:
+    """The URL as shown in messages, password masked."""
+    return url.render_as_string(hide_password=True)
+
+
+def is_sqlite(url: URL) -> bool:
+    """Whether ``url`` names a SQLite database."""
+    return url.get_backend_name() == "sqlite"
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for ``url`` with the backend settings described above."""
+    try:
+        engine = create_engine(url)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise ConfigError(
+            f"the store URL {display_url(url)} needs a database driver that is not "
+            f"installed ({exc}); install it (for PostgreSQL: `pip install psycopg2-binary`)"
+        ) from None
+    if is_sqlite(url):
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would
+        # emit its own deferred BEGIN) so the "begin" hook below decides.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def stored_version(conn: Connection) -> int | None:
+    """The schema version recorded in the database, None if it has no schema."""
+    if not inspect(conn).has_table(schema_version.name):
+        return None
+    version = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    return int(version) if version is not None else None
+
+
+def init_schema(engine: Engine, *, create: bool, where: str) -> None:
+    """Create the tables (if ``create``) and check the schema version.
+
+    Raises StoreError for a database this code cannot use: one without our
+    tables when ``create`` is False, or one written by a newer version.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: create})
+        with conn.begin():
+            version = stored_version(conn)
+            if version is None:
+                if not create:
+                    raise StoreError(
+                        f"{where} holds no shadow tables; point --home/--store at a "
+                        "shadow store, or run `shadow sweep run CONFIG` to create one"
+                    )
+                metadata.create_all(conn)
+                conn.execute(
+                    schema_version.insert().values(
+                        version=SCHEMA_VERSION, applied_at=encode_dt(utc_now())
+                    )
+                )
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store at {where} has schema version {version}, newer than the "
+                    f"{SCHEMA_VERSION} this shadow-sweep understands; upgrade shadow-sweep"
+                )
+            # version < SCHEMA_VERSION would run migrations here; version 1 is
+            # the first, so there is nothing to upgrade yet.

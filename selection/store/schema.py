@@ -1,0 +1,148 @@
+"""The metadata store's tables (SQLAlchemy Core), portable to SQLite and PostgreSQL.
+
+Conventions, chosen so the same DDL and queries run on both backends:
+
+- JSON values are TEXT holding ``json.dumps(..., sort_keys=True)``: no
+  dialect-specific JSON type, and equal values compare equal as strings.
+- Datetimes are TEXT holding ISO-8601 in UTC with microseconds
+  (``2024-05-01T12:00:00.000000+00:00``): fixed width, so string order is
+  time order on every backend.
+- Integers that may exceed 2**31 (seeds, sizes) are BIGINT.
+
+Bump :data:`SCHEMA_VERSION` and add a migration in ``store/engine.py`` when a
+table changes; the ``schema_version`` table tells an old file from a new one.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+#: The version this code reads and writes.
+SCHEMA_VERSION = 1
+
+# Ids are producer-chosen strings; 200 characters is far above anything the
+# sweep generates and keeps PostgreSQL VARCHARs bounded.
+_ID = 200
+_SHA = 64
+_TS = 32  # len("2024-05-01T12:00:00.000000+00:00")
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", String(_TS), nullable=False),
+)
+
+sweeps = Table(
+    "sweeps",
+    metadata,
+    Column("sweep_id", String(_ID), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("dataset_fingerprint", Text, nullable=False),
+    Column("holdout_start", BigInteger, nullable=False),
+    Column("holdout_stop", BigInteger, nullable=False),
+    Column("holdout_rows_sha256", String(_SHA), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("n_planned", Integer, nullable=False),
+    Column("created_at", String(_TS), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("finished_at", String(_TS), nullable=True),
+    Index("ix_sweeps_created_at", "created_at"),
+)
+
+slices = Table(
+    "slices",
+    metadata,
+    Column("sweep_id", String(_ID), ForeignKey("sweeps.sweep_id"), primary_key=True),
+    Column("slice_id", String(_ID), primary_key=True),
+    Column("strategy", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("n_rows", BigInteger, nullable=False),
+    Column("rows_sha256", String(_SHA), nullable=False),
+)
+
+candidates = Table(
+    "candidates",
+    metadata,
+    Column("candidate_id", String(_ID), primary_key=True),
+    Column("sweep_id", String(_ID), ForeignKey("sweeps.sweep_id"), nullable=False),
+    Column("slice_id", String(_ID), nullable=False),
+    Column("family", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("train_seconds", Float, nullable=True),
+    Column("onnx_sha256", String(_SHA), nullable=True),
+    Column("lineage", Text, nullable=False),
+    Column("created_at", String(_TS), nullable=False),
+    Index("ix_candidates_sweep_id", "sweep_id"),
+)
+
+# Columns are exactly DeviceResult's fields (plus the candidate they belong to).
+device_metrics = Table(
+    "device_metrics",
+    metadata,
+    Column("candidate_id", String(_ID), primary_key=True),
+    Column("device", String(_ID), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("accuracy", Float, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("host_latency_p50_ms", Float, nullable=True),
+    Column("host_latency_p99_ms", Float, nullable=True),
+    Column("size_bytes", BigInteger, nullable=True),
+    Column("artifact_sha256", String(_SHA), nullable=True),
+    Column("emulator", Text, nullable=True),
+    Column("extra", Text, nullable=False),
+    ForeignKeyConstraint(["candidate_id"], ["candidates.candidate_id"]),
+)
+
+# Append-only: rows are inserted, never updated or deleted. Each row records
+# the full state it set the channel to, so any row can be re-materialized.
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("history_id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("candidate_id", String(_ID), ForeignKey("candidates.candidate_id"), nullable=False),
+    Column("device", String(_ID), nullable=False),
+    Column("sha256", String(_SHA), nullable=False),
+    Column("previous_candidate_id", String(_ID), nullable=True),
+    Column("previous_sha256", String(_SHA), nullable=True),
+    Column("at", String(_TS), nullable=False),
+    Column("who", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("reverts_id", Integer, ForeignKey("promotions.history_id"), nullable=True),
+    Column("decision", Text, nullable=False),
+    Index("ix_promotions_channel", "channel", "history_id"),
+)
+
+# The current model of each channel: one row per channel, changed in the same
+# transaction as the history row that explains the change.
+channels = Table(
+    "channels",
+    metadata,
+    Column("channel", String(64), primary_key=True),
+    Column("candidate_id", String(_ID), ForeignKey("candidates.candidate_id"), nullable=False),
+    Column("device", String(_ID), nullable=False),
+    Column("sha256", String(_SHA), nullable=False),
+    Column("history_id", Integer, ForeignKey("promotions.history_id"), nullable=False),
+    Column("updated_at", String(_TS), nullable=False),
+)

@@ -1,0 +1,358 @@
+"""The metadata store: sweeps, slices, candidates and their per-device results.
+
+Contract (what producers and readers may rely on):
+
+- Every write is one transaction; a failed call leaves the database as it was.
+- Records handed in are never mutated; queries return fresh records.
+- Only one process should write at a time (the sweep driver, or a CLI verb);
+  any number may read, including while a sweep writes (SQLite runs in WAL).
+- Artifacts are written before the rows that reference them, so a row never
+  names a model file that is not on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+from sqlalchemy import ColumnElement, Connection, Engine, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from selection.artifacts import ArtifactStore, check_sha256
+from selection.errors import ConfigError, NotFoundError, StoreError
+from selection.home import Home
+from selection.records import (
+    HOST_DEVICE,
+    CandidateRecord,
+    DeviceResult,
+    SliceRecord,
+    SweepRecord,
+    SweepStatus,
+    utc_now,
+)
+from selection.store import codec, schema
+from selection.store.engine import (
+    WRITE_OPTION,
+    display_url,
+    init_schema,
+    is_sqlite,
+    make_engine,
+    parse_url,
+)
+
+#: Environment variable naming the metadata database (flag ``--store`` wins).
+STORE_ENV = "SHADOW_STORE"
+_LIST_SWEEPS_HINT = "list sweeps with `shadow leaderboard --sweep all`"
+
+
+class Store:
+    """A handle on one metadata database plus the artifact store of one home.
+
+    Build it with :meth:`Store.open`. Thread-safe for readers; writes are
+    serialized by the database.
+    """
+
+    def __init__(self, engine: Engine, url: URL, home: Home) -> None:
+        self._engine = engine
+        self._url = url
+        self.home: Home = home
+        self.artifacts: ArtifactStore = ArtifactStore(home.artifacts_dir)
+
+    # -- opening and closing ----------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        home: Home | str | Path | None = None,
+        url: str | None = None,
+        *,
+        create: bool = True,
+    ) -> Store:
+        """Open the store of ``home`` (see :meth:`Home.resolve`).
+
+        The database is ``url``, else ``$SHADOW_STORE``, else SQLite at
+        ``home.db_path``. With ``create=False`` (read-only commands) nothing
+        is created: a missing SQLite file raises NotFoundError.
+        """
+        home = home if isinstance(home, Home) else Home.resolve(home)
+        url = url or os.environ.get(STORE_ENV) or None
+        if url is None:
+            if not create:
+                home.require()
+            parsed = URL.create("sqlite", database=str(home.db_path))
+        else:
+            parsed = parse_url(url)
+            database = parsed.database
+            if (
+                not create
+                and is_sqlite(parsed)
+                and database not in (None, "", ":memory:")
+                and not Path(database).is_file()
+            ):
+                raise NotFoundError(
+                    f"no shadow store at {database} (from store URL {display_url(parsed)}); "
+                    "run `shadow sweep run CONFIG` first, or fix --store / "
+                    f"{STORE_ENV}"
+                )
+        if create:
+            home.ensure()
+        engine = make_engine(parsed)
+        try:
+            init_schema(engine, create=create, where=display_url(parsed))
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, parsed, home)
+
+    @property
+    def url(self) -> str:
+        """The database URL, password masked (safe to print)."""
+        return display_url(self._url)
+
+    def close(self) -> None:
+        """Release every pooled connection. The store is unusable afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store(url={self.url!r}, home={str(self.home.root)!r})"
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: commits on normal exit, rolls back on error.
+
+        On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``) so a
+        read-then-write sequence cannot be invalidated by a concurrent writer.
+        """
+        with self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read connection: all its queries see one consistent state."""
+        with self._engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    # -- sweeps ---------------------------------------------------------------------
+
+    def create_sweep(self, sweep: SweepRecord, slices: Sequence[SliceRecord]) -> None:
+        """Insert a sweep and its slices in one transaction.
+
+        Raises StoreError if the sweep id exists, ConfigError if a slice
+        belongs to another sweep.
+        """
+        sweep_row = codec.sweep_to_row(sweep)
+        slice_rows = []
+        for record in slices:
+            if record.sweep_id != sweep.sweep_id:
+                raise ConfigError(
+                    f"every slice of sweep {sweep.sweep_id!r} must carry that sweep_id; "
+                    f"slice {record.slice_id!r} has {record.sweep_id!r}; build it with "
+                    f"sweep_id={sweep.sweep_id!r}"
+                )
+            slice_rows.append(codec.slice_to_row(record))
+        try:
+            with self.transaction() as conn:
+                if self._sweep_row(conn, sweep.sweep_id) is not None:
+                    raise StoreError(
+                        f"sweep {sweep.sweep_id!r} already exists in the store at {self.url}; "
+                        "resume it with `shadow sweep run CONFIG --resume "
+                        f"{sweep.sweep_id}` or use a new sweep id"
+                    )
+                conn.execute(schema.sweeps.insert(), sweep_row)
+                if slice_rows:
+                    conn.execute(schema.slices.insert(), slice_rows)
+        except SAIntegrityError as exc:
+            raise StoreError(
+                f"sweep {sweep.sweep_id!r} was not stored: every slice_id must be unique "
+                f"within a sweep ({exc.orig}); fix the slice ids and retry"
+            ) from None
+
+    def finish_sweep(
+        self, sweep_id: str, status: SweepStatus, finished_at: datetime | None = None
+    ) -> None:
+        """Set a sweep's final ``status`` and ``finished_at`` (default: now)."""
+        codec.check_choice(status, codec.SWEEP_STATUSES, f"sweep {sweep_id!r} status")
+        values = {"status": status, "finished_at": codec.encode_dt(finished_at or utc_now())}
+        with self.transaction() as conn:
+            result = conn.execute(
+                schema.sweeps.update()
+                .where(schema.sweeps.c.sweep_id == sweep_id)
+                .values(**values)
+            )
+            if result.rowcount == 0:
+                raise self._no_sweep(sweep_id)
+
+    def get_sweep(self, sweep_id: str) -> SweepRecord:
+        """The sweep ``sweep_id``; NotFoundError if there is none."""
+        with self.snapshot() as conn:
+            row = self._sweep_row(conn, sweep_id)
+        if row is None:
+            raise self._no_sweep(sweep_id)
+        return codec.row_to_sweep(row)
+
+    def list_sweeps(self) -> list[SweepRecord]:
+        """Every sweep, newest first (ties broken by id, descending)."""
+        table = schema.sweeps
+        query = select(table).order_by(table.c.created_at.desc(), table.c.sweep_id.desc())
+        with self.snapshot() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [codec.row_to_sweep(row) for row in rows]
+
+    def latest_sweep_id(self) -> str | None:
+        """The id of the newest sweep, or None for an empty store."""
+        table = schema.sweeps
+        query = (
+            select(table.c.sweep_id)
+            .order_by(table.c.created_at.desc(), table.c.sweep_id.desc())
+            .limit(1)
+        )
+        with self.snapshot() as conn:
+            return conn.execute(query).scalar()
+
+    def get_slices(self, sweep_id: str) -> list[SliceRecord]:
+        """The slices of sweep ``sweep_id`` by slice id; NotFoundError if no such sweep."""
+        table = schema.slices
+        with self.snapshot() as conn:
+            if self._sweep_row(conn, sweep_id) is None:
+                raise self._no_sweep(sweep_id)
+            rows = (
+                conn.execute(
+                    select(table).where(table.c.sweep_id == sweep_id).order_by(table.c.slice_id)
+                )
+                .mappings()
+                .all()
+            )
+        return [codec.row_to_slice(row) for row in rows]
+
+    # -- candidates -----------------------------------------------------------------
+
+    def add_candidate(self, candidate: CandidateRecord, artifacts: Mapping[str, bytes]) -> None:
+        """Store a candidate, its device results and its artifact files.
+
+        ``artifacts`` maps sha256 -> bytes; each key is verified against its
+        bytes (IntegrityError). The files are written first, then the rows in
+        one transaction. Every sha the candidate references must be in
+        ``artifacts`` or already stored. Re-adding a candidate id raises
+        StoreError and changes nothing.
+        """
+        cid = candidate.candidate_id
+        candidate_row = codec.candidate_to_row(candidate)
+        metric_rows = codec.device_rows(candidate)
+        with self.snapshot() as conn:
+            if self._sweep_row(conn, candidate.sweep_id) is None:
+                raise self._no_sweep(candidate.sweep_id)
+            if self._candidate_row(conn, cid) is not None:
+                raise self._duplicate_candidate(cid)
+        for sha, data in artifacts.items():
+            self.artifacts.put(data, expected_sha256=check_sha256(sha))
+        referenced = {candidate.onnx_sha256} | {d.artifact_sha256 for d in candidate.devices}
+        for sha in sorted(s for s in referenced if s is not None):
+            if sha not in artifacts and not self.artifacts.exists(sha):
+                raise StoreError(
+                    f"candidate {cid!r} references artifact {sha}, which is neither in "
+                    f"`artifacts` nor in the artifact store at {self.artifacts.root}; "
+                    "pass the model bytes in `artifacts` keyed by their sha256"
+                )
+        try:
+            with self.transaction() as conn:
+                if self._candidate_row(conn, cid) is not None:
+                    raise self._duplicate_candidate(cid)
+                conn.execute(schema.candidates.insert(), candidate_row)
+                if metric_rows:
+                    conn.execute(schema.device_metrics.insert(), metric_rows)
+        except SAIntegrityError as exc:
+            raise StoreError(
+                f"candidate {cid!r} was not stored: the database refused it ({exc.orig}); "
+                "check that its sweep exists and its ids are unique"
+            ) from None
+
+    def candidate_ids(self, sweep_id: str) -> set[str]:
+        """The ids of the candidates already stored for ``sweep_id`` (resume skips them)."""
+        table = schema.candidates
+        with self.snapshot() as conn:
+            rows = conn.execute(select(table.c.candidate_id).where(table.c.sweep_id == sweep_id))
+            return {row[0] for row in rows}
+
+    def get_candidate(self, candidate_id: str) -> CandidateRecord:
+        """The candidate ``candidate_id`` with its device results (host device first)."""
+        with self.snapshot() as conn:
+            row = self._candidate_row(conn, candidate_id)
+            if row is None:
+                raise NotFoundError(
+                    f"no candidate {candidate_id!r} in the store at {self.url}; "
+                    "list candidates with `shadow leaderboard` (ids are in the candidate_id column)"
+                )
+            devices = self._devices(conn, schema.device_metrics.c.candidate_id == candidate_id)
+        return codec.row_to_candidate(row, devices.get(candidate_id, ()))
+
+    def list_candidates(self, sweep_id: str | None = None) -> list[CandidateRecord]:
+        """Candidates of ``sweep_id`` (every sweep if None), oldest first."""
+        table = schema.candidates
+        query = select(table).order_by(table.c.created_at, table.c.candidate_id)
+        candidate_filter = None
+        if sweep_id is not None:
+            query = query.where(table.c.sweep_id == sweep_id)
+            in_sweep = select(table.c.candidate_id).where(table.c.sweep_id == sweep_id)
+            candidate_filter = schema.device_metrics.c.candidate_id.in_(in_sweep)
+        with self.snapshot() as conn:
+            rows = conn.execute(query).mappings().all()
+            devices = self._devices(conn, candidate_filter)
+        return [codec.row_to_candidate(r, devices.get(r["candidate_id"], ())) for r in rows]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _sweep_row(conn: Connection, sweep_id: str) -> Mapping[str, object] | None:
+        table = schema.sweeps
+        return conn.execute(select(table).where(table.c.sweep_id == sweep_id)).mappings().first()
+
+    @staticmethod
+    def _candidate_row(conn: Connection, candidate_id: str) -> Mapping[str, object] | None:
+        table = schema.candidates
+        query = select(table).where(table.c.candidate_id == candidate_id)
+        return conn.execute(query).mappings().first()
+
+    @staticmethod
+    def _devices(
+        conn: Connection, candidate_filter: ColumnElement[bool] | None
+    ) -> dict[str, list[DeviceResult]]:
+        """Device results grouped by candidate id, host device first."""
+        query = select(schema.device_metrics)
+        if candidate_filter is not None:
+            query = query.where(candidate_filter)
+        grouped: dict[str, list[DeviceResult]] = {}
+        for row in conn.execute(query).mappings():
+            grouped.setdefault(row["candidate_id"], []).append(codec.row_to_device(row))
+        for results in grouped.values():
+            results.sort(key=lambda d: codec.device_order(d.device, HOST_DEVICE))
+        return grouped
+
+    def _no_sweep(self, sweep_id: str) -> NotFoundError:
+        return NotFoundError(f"no sweep {sweep_id!r} in the store at {self.url}; {_LIST_SWEEPS_HINT}")
+
+    def _duplicate_candidate(self, candidate_id: str) -> StoreError:
+        return StoreError(
+            f"candidate {candidate_id!r} is already in the store at {self.url}; a candidate "
+            "is stored once: skip ids returned by `Store.candidate_ids(sweep_id)` when resuming"
+        )

@@ -1,0 +1,1 @@
+"""The ``shadow`` command line; see :mod:`shadow.cli.main`."""

@@ -1,0 +1,64 @@
+"""``shadow datasets`` and ``shadow devices``: what can be swept, and where to."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+
+from shadow.cli.common import add_format_option
+from shadow.cli.output import render_frame
+from shadow.data.catalog import catalog_dirs, list_manifests
+from shadow.devices import DEVICES
+
+
+def add_parsers(verbs: Any) -> None:
+    datasets = verbs.add_parser(
+        "datasets", help="list the dataset catalog",
+        description="List datasets in the catalog ($SHADOW_CATALOG, ./datasets, the project's "
+        "datasets/). Each is a folder with a dataset.toml manifest.",
+    )
+    add_format_option(datasets)
+    datasets.set_defaults(handler=run_datasets)
+    devices = verbs.add_parser(
+        "devices", help="list the devices candidates are evaluated on",
+        description="List device profiles; name them in a sweep config's [sweep] devices.",
+    )
+    add_format_option(devices)
+    devices.set_defaults(handler=run_devices)
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "name": m.name,
+            "title": m.title,
+            "rows": m.declared_rows,
+            "target": m.target,
+            "features": len(m.features),
+            "drift_from_row": m.drift_from_row,
+            "license": m.license,
+            "manifest": str(m.path),
+        }
+        for m in list_manifests()
+    ]
+    columns = ["name", "rows", "target", "features", "drift_from_row", "title"]
+    frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
+    if not rows and args.format == "table":
+        searched = ", ".join(str(p) for p in catalog_dirs()) or "no catalog folder exists"
+        print(f"(no datasets; searched: {searched})")
+        return 0
+    render_frame(frame, args.format, table_columns=columns)
+    return 0
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    frame = pd.DataFrame(
+        [
+            {"name": d.name, "kind": d.kind, "numerics": d.numerics, "description": d.description}
+            for d in sorted(DEVICES.values(), key=lambda d: d.name)
+        ]
+    )
+    render_frame(frame, args.format, max_width=100)
+    return 0

@@ -1,0 +1,154 @@
+"""``shadow promote``, ``shadow rollback`` and ``shadow history``: the channel's model."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from selection.leaderboard import best_candidate
+from selection.promotion import current, history, promote, rollback
+from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
+from selection.store import Store
+from shadow.cli.common import add_format_option, add_store_options, open_store
+from shadow.cli.output import note, render_frame, render_mapping
+
+PROMOTE_EPILOG = """\
+examples:
+  shadow promote --best                      # rank 1 of the latest sweep on host-cpu
+  shadow promote c-1a2b3c4d5e6f --reason "fresh data after the storm season"
+  shadow promote --best --dry-run            # show what would happen, change nothing
+
+The candidate's artifact is verified against its sha256, then the channel is
+switched in one database transaction and its folder swapped atomically: an edge
+app reading channels/<channel>/model.onnx sees the old model or the new one,
+never a mix. `shadow rollback` undoes it.
+"""
+
+
+def add_parsers(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "promote", help="put a candidate into a channel (production by default)",
+        description="Promote a candidate: its model replaces the channel's model atomically.",
+        epilog=PROMOTE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("candidate_id", nargs="?", metavar="CANDIDATE_ID", help="candidate to promote")
+    target.add_argument("--best", action="store_true", help="the rank-1 candidate of --sweep on --device")
+    p.add_argument("--sweep", default="latest", metavar="ID", help="with --best: which sweep (default: latest)")
+    p.add_argument("--device", default=HOST_DEVICE, help=f"device whose model to ship (default: {HOST_DEVICE})")
+    _channel_option(p)
+    p.add_argument("--reason", default=None, help="why; recorded in the history")
+    p.add_argument("--dry-run", action="store_true", help="show what would be promoted; change nothing")
+    add_format_option(p)
+    add_store_options(p)
+    p.set_defaults(handler=run_promote)
+
+    r = verbs.add_parser(
+        "rollback", help="undo the channel's last promotion",
+        description="Put back the model the channel had before its last promotion. "
+        "Repeat to go further back.",
+    )
+    _channel_option(r)
+    r.add_argument("--reason", default=None, help="why; recorded in the history")
+    add_format_option(r)
+    add_store_options(r)
+    r.set_defaults(handler=run_rollback)
+
+    h = verbs.add_parser(
+        "history", help="list promotions and rollbacks, newest first",
+        description="The append-only history of every channel change, newest first.",
+    )
+    h.add_argument("--channel", default=None, help="only this channel (default: all)")
+    add_format_option(h)
+    add_store_options(h)
+    h.set_defaults(handler=run_history)
+
+
+def _channel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel", default=DEFAULT_CHANNEL,
+        help=f"channel to change (default: {DEFAULT_CHANNEL})",
+    )
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        candidate_id = args.candidate_id
+        if args.best:
+            candidate_id = best_candidate(store, sweep=args.sweep, device=args.device)
+        if args.dry_run:
+            return _show_plan(store, candidate_id, args)
+        record = promote(
+            store, candidate_id, device=args.device, channel=args.channel, reason=args.reason
+        )
+        _report(store, record, args.format, "promoted")
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        record = rollback(store, channel=args.channel, reason=args.reason)
+        _report(store, record, args.format, "rolled back")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        records = history(store, channel=args.channel)
+    columns = list(PromotionRecord.__dataclass_fields__)
+    frame = pd.DataFrame([asdict(r) for r in records], columns=columns)
+    render_frame(
+        frame, args.format,
+        table_columns=["history_id", "at", "channel", "action", "candidate_id",
+                       "previous_candidate_id", "who", "reason"],
+    )
+    return 0
+
+
+def _show_plan(store: Store, candidate_id: str, args: argparse.Namespace) -> int:
+    candidate = store.get_candidate(candidate_id)
+    result = candidate.device(args.device)
+    now = current(store, args.channel)
+    plan = {
+        "would_promote": candidate_id,
+        "channel": args.channel,
+        "device": args.device,
+        "slice_id": candidate.slice_id,
+        "accuracy": result.accuracy if result else None,
+        "latency_ms": result.latency_ms if result else None,
+        "status_on_device": result.status if result else "not run on this device",
+        "replacing": now.candidate_id if now else None,
+        "dry_run": True,
+    }
+    render_mapping(plan, args.format)
+    return 0
+
+
+def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:
+    path = store.home.channel_dir(record.channel) / "model.onnx"
+    summary = {
+        "action": record.action,
+        "channel": record.channel,
+        "candidate_id": record.candidate_id,
+        "device": record.device,
+        "sha256": record.sha256,
+        "previous_candidate_id": record.previous_candidate_id,
+        "model_path": str(path),
+        "history_id": record.history_id,
+        "at": record.at,
+        "who": record.who,
+        "reason": record.reason,
+    }
+    if fmt != "table":
+        render_mapping(summary, fmt)
+        return
+    was = record.previous_candidate_id or "nothing (first model of this channel)"
+    print(f"{verb} {record.candidate_id} into channel '{record.channel}' (device {record.device})")
+    print(f"  replaced: {was}")
+    print(f"  model:    {path}")
+    print(f"  sha256:   {record.sha256}")
+    note(f"undo with: shadow rollback --channel {record.channel}"
+         if record.action == "promote" else "see every change with: shadow history")

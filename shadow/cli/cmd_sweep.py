@@ -1,0 +1,106 @@
+"""``shadow sweep run CONFIG``: train, export and evaluate every candidate on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from shadow.cli.common import add_format_option, add_store_options, open_store
+from shadow.cli.output import note, render_mapping
+from shadow.sweep import Progress, load_config, prepare_sweep, run_sweep
+
+EPILOG = """\
+examples:
+  shadow sweep run datasets/noaa-weather/sweep.toml
+  shadow sweep run my-sweep.toml --address auto          # an existing Ray cluster
+  shadow sweep run my-sweep.toml --format json > summary.json
+
+The config names the dataset, the holdout (the most recent rows, never trained
+on), the slice strategies (all, recent, window, bootstrap), the model family
+with its hyper-parameter grid, and the devices. See datasets/noaa-weather/sweep.toml.
+Nothing is started or stored until the whole config and dataset are valid.
+"""
+
+
+def add_parsers(verbs: Any) -> None:
+    sweep = verbs.add_parser("sweep", help="run shadow sweeps", description="Run shadow sweeps.")
+    actions = sweep.add_subparsers(dest="action", metavar="ACTION", parser_class=type(sweep))
+    actions.required = True
+    run = actions.add_parser(
+        "run", help="run a sweep from a TOML config",
+        description="Train one shadow model per slice x hyper-parameter point as Ray tasks, "
+        "export each to ONNX, evaluate it on the shared holdout on every device, and store "
+        "the results as they land.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", metavar="CONFIG", help="sweep config file (TOML)")
+    run.add_argument(
+        "--address", metavar="ADDR", default=None,
+        help="Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001 "
+        "(default: a private local Ray on 127.0.0.1)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no per-candidate progress lines")
+    add_format_option(run)
+    add_store_options(run)
+    run.set_defaults(handler=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    prepared = prepare_sweep(config)  # every user error surfaces before Ray or the store
+    store = open_store(args, create=True)
+    with store:
+        if not args.quiet:
+            note(
+                f"sweep {prepared.sweep_id}: {len(prepared.candidates)} candidates "
+                f"({len(prepared.slices)} slices x {len(config.grid)} settings) on dataset "
+                f"{prepared.dataset.name!r}, {prepared.dataset.n_rows} rows, holdout rows "
+                f"{prepared.holdout.start}-{prepared.holdout.stop - 1}; devices "
+                f"{', '.join(config.devices)}"
+            )
+        try:
+            summary = run_sweep(
+                prepared, store, address=args.address,
+                on_progress=None if args.quiet else _print_progress,
+            )
+        except KeyboardInterrupt:
+            note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored.")
+            raise
+    result = {
+        "sweep_id": summary.sweep_id,
+        "planned": summary.planned,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "seconds": round(summary.seconds, 2),
+        "best_candidate_id": summary.best_candidate_id,
+        "best_accuracy": summary.best_accuracy,
+        "device": config.devices[0],
+        "store": store.url,
+    }
+    render_mapping(result, args.format)
+    if args.format == "table":
+        print(
+            f"\nnext: shadow leaderboard --sweep {summary.sweep_id}\n"
+            f"      shadow promote --best --sweep {summary.sweep_id}",
+            file=sys.stdout,
+        )
+    return 0
+
+
+def _print_progress(p: Progress) -> None:
+    record = p.record
+    result = record.devices[0] if record.devices else None
+    if record.status == "ok" and result is not None and result.status == "ok":
+        outcome = f"ok   acc={result.accuracy:.4f} lat={result.latency_ms:.3f}ms"
+    else:
+        error = record.error or (result.error if result else "") or "unknown error"
+        outcome = f"FAILED {error[:120]}"
+    remaining = p.total - p.done
+    eta = p.elapsed_s / p.done * remaining if p.done else 0.0
+    best = f"best {p.best_accuracy:.4f}" if p.best_accuracy is not None else "best -"
+    width = len(str(p.total))
+    note(
+        f"[{p.done:>{width}}/{p.total}] {record.candidate_id} {record.slice_id:<20} {outcome}"
+        f" | {best} | {p.elapsed_s:.0f}s elapsed, ~{eta:.0f}s left"
+    )

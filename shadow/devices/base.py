@@ -1,0 +1,60 @@
+"""The device interface: where a candidate's ONNX model is converted and measured.
+
+A device takes the candidate's fp32 ONNX model and the holdout, converts the
+model to the format it runs (fp32 as is for the host; quantized/compiled for an
+edge accelerator), and reports accuracy, latency and size as a DeviceResult.
+The bytes it actually runs come back too: they are what a promotion to that
+device ships. Devices are registered by name; adding one is adding a module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from selection.records import DeviceResult
+from shadow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """A device's result and the model bytes it ran (keyed by their sha256 in the result)."""
+
+    result: DeviceResult
+    artifact: bytes | None
+
+
+class Device:
+    """Base of devices. Implementations must be picklable (they travel to Ray workers)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    numerics: ClassVar[str]
+    description: ClassVar[str]
+
+    def run(
+        self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray
+    ) -> DeviceRun:  # pragma: no cover - interface
+        """Convert, evaluate on the holdout (features, labels) and measure latency."""
+        raise NotImplementedError
+
+
+DEVICES: dict[str, Device] = {}
+
+
+def register(cls: type[Device]) -> type[Device]:
+    DEVICES[cls.name] = cls()
+    return cls
+
+
+def get_device(name: str, where: str = "devices") -> Device:
+    """The registered device ``name``, or a ConfigError listing the known ones."""
+    device = DEVICES.get(name)
+    if device is None:
+        raise ConfigError(
+            f"{where}: unknown device {name!r}; known: {', '.join(sorted(DEVICES))} "
+            "(see `shadow devices`)."
+        )
+    return device

@@ -1,0 +1,116 @@
+"""Declared parameter constraints, checked where values enter (config files, flags).
+
+In the spirit of scikit-learn's parameter validation: every setting is declared
+once with its type, range or choices and a default, and a bad value produces a
+message that names where it came from, the rule, the value and the fix. Unknown
+keys are errors that list the known ones (a typo must never be silently ignored).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shadow.errors import ConfigError
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared setting: its name, type, allowed values and default."""
+
+    name: str
+    kind: type
+    default: Any = _REQUIRED
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def rule(self) -> str:
+        """The constraint in words, e.g. 'an int in the range [1, inf)'."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        article = "an" if self.kind is int else "a"
+        words = f"{article} {self.kind.__name__}"
+        if self.low is not None or self.high is not None:
+            lo = "-inf" if self.low is None else _num(self.low)
+            hi = "inf" if self.high is None else _num(self.high)
+            left = "(" if self.low_open or self.low is None else "["
+            right = ")" if self.high_open or self.high is None else "]"
+            words += f" in the range {left}{lo}, {hi}{right}"
+        return words
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return ``value`` converted to the declared kind, or raise ConfigError."""
+        converted = _convert(value, self.kind)
+        if converted is None or not self._in_range(converted):
+            raise ConfigError(
+                f"{where}: '{self.name}' must be {self.rule()}; got {value!r}. "
+                "Fix the value (see `--help` or the example configs in datasets/)."
+            )
+        return converted
+
+    def _in_range(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+            return False
+        return True
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _convert(value: Any, kind: type) -> Any:
+    # bool is an int subclass in Python; never let True pass as 1.
+    if isinstance(value, bool) and kind is not bool:
+        return None
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if kind is list:
+        return list(value) if isinstance(value, list) else None
+    return value if isinstance(value, kind) else None
+
+
+def check_known_keys(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    """Raise ConfigError naming every unknown key and listing the known ones."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(k) for k in unknown)}; known keys are "
+            f"{', '.join(repr(k) for k in known)}. Fix the spelling or remove it."
+        )
+
+
+def parse_table(table: Any, params: Sequence[Param], where: str) -> dict[str, Any]:
+    """Validate a config table against declared params; fill in defaults."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table of key = value pairs; got {table!r}.")
+    check_known_keys(table, [p.name for p in params], where)
+    out: dict[str, Any] = {}
+    for param in params:
+        if param.name in table:
+            out[param.name] = param.check(table[param.name], where)
+        elif param.required:
+            raise ConfigError(
+                f"{where}: missing required key '{param.name}' ({param.rule()}). Add it."
+            )
+        else:
+            out[param.name] = param.default
+    return out

@@ -1,0 +1,66 @@
+"""Connecting to Ray: a private local instance by default, or an existing cluster.
+
+A local instance binds loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+makes Ray honour ``127.0.0.1``; without it Ray binds the first interface) and
+skips the dashboard (about 1 s and 400 MB saved). If Ray is already initialized
+in this process (a notebook, a test session, ``ray job submit``'s driver), it is
+used as is and left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shadow.errors import ClusterError
+
+LOOPBACK = "127.0.0.1"
+
+
+def init_local_ray(num_cpus: int | None = None) -> None:
+    """Start a private Ray instance on loopback for this process."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address=LOOPBACK,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray for the duration of a sweep; shut down only if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address is None:
+        init_local_ray(num_cpus)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot connect to the Ray cluster at {address!r}: {exc}. Check the address "
+                "(auto, HOST:PORT or ray://HOST:10001), that the cluster runs, and that "
+                "RAY_AUTH_MODE matches the cluster's."
+            ) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus() -> int:
+    """CPUs the connected cluster offers (at least 1)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -1,0 +1,156 @@
+"""Sweep configuration: a TOML file validated into a frozen SweepConfig.
+
+Example (``datasets/noaa-weather/sweep.toml``)::
+
+    [sweep]
+    name = "noaa-demo"
+    dataset = "noaa-weather"
+    devices = ["host-cpu"]
+    seed = 0
+
+    [holdout]
+    rows = 1095              # the last three years; never trained on
+
+    [[slices]]
+    strategy = "recent"
+    rows = 1825
+
+    [model]
+    family = "mlp"
+
+    [model.params]           # a list means "try each": the grid is their product
+    width = [16, 64]
+    epochs = 15
+
+Every key is checked when the file is read; unknown keys are errors listing
+the known ones. Nothing starts (no Ray, no store write) until the whole file
+is valid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shadow.data.slices import SliceStrategy, build_strategy
+from shadow.devices import get_device
+from shadow.errors import ConfigError
+from shadow.models import get_family
+from shadow.params import Param, check_known_keys, parse_table
+
+#: More candidates than this in one sweep is almost surely a typo in the grid.
+MAX_CANDIDATES = 10_000
+
+_SWEEP = [
+    Param("name", str, default="sweep"),
+    Param("dataset", str),
+    Param("devices", list, default=["host-cpu"]),
+    Param("seed", int, default=0, low=0),
+    Param("max_in_flight", int, default=0, low=0,
+          help="candidates running at once (0: twice the cluster's CPUs)"),
+]
+_MODEL = [Param("family", str), Param("params", dict, default={})]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep: what data, which slices, which models, which devices."""
+
+    name: str
+    dataset: str
+    devices: tuple[str, ...]
+    seed: int
+    max_in_flight: int
+    holdout: dict[str, Any]
+    slices: tuple[SliceStrategy, ...]
+    family: str
+    grid: tuple[dict[str, Any], ...]
+    path: Path | None
+    raw: dict[str, Any]
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths in the config (a dataset.toml) are taken from."""
+        return self.path.parent if self.path else Path.cwd()
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"sweep config {str(path)!r} does not exist; pass a TOML file such as "
+            "datasets/noaa-weather/sweep.toml."
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"sweep config {str(path)!r} is a folder; pass its sweep.toml.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the syntax.") from None
+    return config_from_dict(raw, path)
+
+
+def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConfig:
+    """Validate an already-parsed config (used by tests and the Python API)."""
+    where = str(path) if path else "sweep config"
+    check_known_keys(raw, ["sweep", "holdout", "slices", "model"], where)
+    for required in ("sweep", "holdout", "slices", "model"):
+        if required not in raw:
+            raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
+    sweep = parse_table(raw["sweep"], _SWEEP, f"{where} [sweep]")
+    devices = tuple(sweep["devices"])
+    if not devices or len(set(devices)) != len(devices):
+        raise ConfigError(f"{where} [sweep]: 'devices' must list distinct device names; got {list(devices)}.")
+    for name in devices:
+        if not isinstance(name, str):
+            raise ConfigError(f"{where} [sweep]: device names must be strings; got {name!r}.")
+        get_device(name, f"{where} [sweep] devices")
+    if not isinstance(raw["holdout"], dict):
+        raise ConfigError(f"{where}: [holdout] must be a table such as `rows = 1000`.")
+    slice_tables = raw["slices"]
+    if not isinstance(slice_tables, list) or not slice_tables:
+        raise ConfigError(f"{where}: [[slices]] must list at least one slice strategy.")
+    strategies = tuple(
+        build_strategy(table, f"{where} [[slices]] #{i + 1}") for i, table in enumerate(slice_tables)
+    )
+    model = parse_table(raw["model"], _MODEL, f"{where} [model]")
+    family = get_family(model["family"], f"{where} [model]")
+    grid = tuple(
+        family.validate(point, f"{where} [model.params]")
+        for point in expand_grid(model["params"])
+    )
+    if len(grid) > MAX_CANDIDATES:
+        raise ConfigError(
+            f"{where} [model.params]: the grid has {len(grid)} points (> {MAX_CANDIDATES}); "
+            "use fewer values per key."
+        )
+    return SweepConfig(
+        name=sweep["name"],
+        dataset=sweep["dataset"],
+        devices=devices,
+        seed=sweep["seed"],
+        max_in_flight=sweep["max_in_flight"],
+        holdout=dict(raw["holdout"]),
+        slices=strategies,
+        family=family.name,
+        grid=grid,
+        path=path,
+        raw=raw,
+    )
+
+
+def expand_grid(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product of list-valued keys; scalar keys are fixed.
+
+    ``{"width": [16, 64], "epochs": 10}`` -> two points.
+    """
+    keys = sorted(params)
+    choices = [params[k] if isinstance(params[k], list) else [params[k]] for k in keys]
+    for key, values in zip(keys, choices):
+        if not values:
+            raise ConfigError(f"[model.params]: '{key}' is an empty list; give at least one value.")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]

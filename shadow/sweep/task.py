@@ -1,0 +1,118 @@
+"""One candidate, start to finish: train -> export -> verify -> run on each device.
+
+This is a plain function so it can run in a Ray worker (see
+:mod:`shadow.sweep.runner`) or serially in the driver (benchmarks compare the
+two). It never raises for a candidate's own failure: a failure is data, a
+record with status ``failed`` and the error, so one bad candidate cannot stop
+a sweep.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from selection.artifacts import sha256_bytes
+from selection.records import CandidateRecord, DeviceResult
+from shadow.devices import get_device
+from shadow.export import export_onnx, verify_onnx
+from shadow.models import get_family
+from shadow.sweep.plan import CandidateSpec
+from shadow.training import train
+
+#: Rows of the holdout used to check ONNX Runtime against torch.
+VERIFY_ROWS = 256
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """Everything a worker needs, put into Ray's object store once per sweep.
+
+    Workers read the arrays zero-copy (read-only); slicing copies what it uses.
+    """
+
+    sweep_id: str
+    features: np.ndarray
+    labels: np.ndarray
+    holdout_start: int
+    holdout_stop: int
+    slice_rows: dict[str, np.ndarray]
+    n_classes: int
+    devices: tuple[str, ...]
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateOutcome:
+    """A finished candidate: its record and the artifact bytes its rows point at."""
+
+    record: CandidateRecord
+    artifacts: dict[str, bytes]
+    worker: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` plus the innermost frame: enough to act on, short enough for a row."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
+    """Train, export and evaluate one candidate; failures become a failed record."""
+    # One thread per task: Ray already runs one task per core, and torch's own
+    # thread pool on top would oversubscribe the machine.
+    torch.set_num_threads(1)
+    base = dict(
+        candidate_id=spec.candidate_id,
+        sweep_id=data.sweep_id,
+        slice_id=spec.slice_id,
+        family=spec.family,
+        params=spec.params,
+        seed=spec.seed,
+    )
+    rows = data.slice_rows[spec.slice_id]
+    lineage = {**data.lineage, "slice_rows": int(len(rows))}
+    started = time.perf_counter()
+    try:
+        trained = train(
+            get_family(spec.family), spec.params, data.features[rows], data.labels[rows],
+            data.n_classes, spec.seed,
+        )
+        holdout_x = data.features[data.holdout_start:data.holdout_stop]
+        onnx_bytes = export_onnx(trained.module, holdout_x)
+        lineage["onnx_max_abs_diff"] = verify_onnx(onnx_bytes, trained.module, holdout_x[:VERIFY_ROWS])
+        lineage["final_loss"] = trained.final_loss
+    except Exception as exc:  # a candidate's failure is a row, never a crashed sweep
+        return CandidateOutcome(
+            CandidateRecord(**base, status="failed", error=describe_error(exc),
+                            train_seconds=time.perf_counter() - started, lineage=lineage),
+            {},
+        )
+    holdout_y = data.labels[data.holdout_start:data.holdout_stop]
+    onnx_sha = sha256_bytes(onnx_bytes)
+    artifacts = {onnx_sha: onnx_bytes}
+    results = []
+    for name in data.devices:
+        try:
+            run = get_device(name).run(onnx_bytes, holdout_x, holdout_y)
+        except Exception as exc:  # failed on this device only; others still count
+            results.append(DeviceResult(device=name, status="failed", error=describe_error(exc)))
+            continue
+        results.append(run.result)
+        if run.artifact is not None and run.result.artifact_sha256:
+            artifacts[run.result.artifact_sha256] = run.artifact
+    record = CandidateRecord(
+        **base,
+        status="ok",
+        train_seconds=trained.seconds,
+        onnx_sha256=onnx_sha,
+        lineage=lineage,
+        devices=tuple(results),
+    )
+    return CandidateOutcome(record, artifacts)
