@@ -1,0 +1,43 @@
+# The two commands: `make demo` (set-up + the main job) and `make test`
+# (set-up + the whole suite). Set-up is a virtual environment in .venv with the
+# project installed against the tested pins in constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SHADOW := $(BIN)/shadow
+DEMO_CONFIG := datasets/noaa-weather/sweep.toml
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo ">> setting up $(VENV) (first time: about a minute)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default: a shadow sweep on the real NOAA weather
+# data on a local Ray, the leaderboard, and promotion of the best challenger.
+demo: $(STAMP)
+	$(SHADOW) datasets
+	$(SHADOW) sweep run $(DEMO_CONFIG)
+	$(SHADOW) leaderboard --top 5
+	$(SHADOW) promote --best --reason "make demo: rank 1 of the latest sweep"
+	$(SHADOW) history
+	@echo
+	@echo ">> done. The production model an edge app loads: .shadow/channels/production/model.onnx"
+	@echo ">> the same steps by hand (after 'source $(VENV)/bin/activate'):"
+	@echo "     shadow sweep run $(DEMO_CONFIG)"
+	@echo "     shadow leaderboard --top 5"
+	@echo "     shadow promote --best"
+	@echo "     shadow history"
+	@echo "     shadow rollback        # undo the promotion"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .shadow .pytest_cache
