@@ -41,7 +41,6 @@ COLUMNS = (
 )
 _DTYPES: dict[str, Any] = {
     "rank": "Int64",
-    "params": object,
     "accuracy": "float64",
     "latency_ms": "float64",
     "size_bytes": "Int64",
@@ -145,7 +144,11 @@ def _first_device(sweep: SweepRecord) -> str:
     The first entry of the sweep config's ``devices`` list when it names one,
     else the host device every candidate is evaluated on.
     """
+    # Producers lay configs out their own way: shadow nests it under [sweep].
+    section = sweep.config.get("sweep")
     devices = sweep.config.get("devices")
+    if devices is None and isinstance(section, dict):
+        devices = section.get("devices")
     if isinstance(devices, list) and devices:
         first = devices[0]
         if isinstance(first, str):
@@ -193,8 +196,6 @@ def _rows(candidate: CandidateRecord, sweep: SweepRecord, order: int) -> list[di
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the column dtypes every leaderboard has (empty or not)."""
     for column, dtype in _DTYPES.items():
-        if column == "params":
-            continue
         frame[column] = frame[column].astype(dtype)
     return frame
 

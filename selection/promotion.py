@@ -120,8 +120,8 @@ def promote(
             if now is not None:
                 if now["candidate_id"] == candidate_id and now["sha256"] == sha:
                     raise PromotionError(
-                        f"candidate {candidate_id!r} on {device!r} is already in {channel} "
-                        f"(history row {now['history_id']}); nothing to do"
+                        f"candidate {candidate_id!r} on {device!r} (history row "
+                        f"{now['history_id']}) is already in {channel}; nothing to do"
                     )
                 record = replace(
                     record, previous_candidate_id=now["candidate_id"], previous_sha256=now["sha256"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_mapping
-from shadow.sweep import Progress, load_config, prepare_sweep, run_sweep
+
+if TYPE_CHECKING:
+    from shadow.sweep import Progress
 
 EPILOG = """\
 examples:
@@ -47,6 +49,9 @@ def add_parsers(verbs: Any) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    # torch, onnx and ray load only here: the other verbs stay quick to start.
+    from shadow.sweep import load_config, prepare_sweep, run_sweep
+
     config = load_config(args.config)
     prepared = prepare_sweep(config)  # every user error surfaces before Ray or the store
     store = open_store(args, create=True)
@@ -88,7 +93,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_progress(p: Progress) -> None:
+def _print_progress(p: "Progress") -> None:
     record = p.record
     result = record.devices[0] if record.devices else None
     if record.status == "ok" and result is not None and result.status == "ok":

@@ -187,3 +187,30 @@ def test_url_for_messages_hides_password() -> None:
     assert "s3cret" not in shown and "alice" in shown
     with pytest.raises(ConfigError, match="must be a database URL"):
         parse_url("not a url")
+
+
+def test_second_writer_waits_instead_of_failing(home: Home, store: Store, make) -> None:
+    import threading
+    import time
+
+    from selection import HoldoutRecord, SweepRecord
+
+    holding = threading.Event()
+    released = threading.Event()
+
+    def hold_write_lock() -> None:
+        with store.transaction():
+            holding.set()
+            time.sleep(0.3)
+            released.set()
+
+    thread = threading.Thread(target=hold_write_lock)
+    thread.start()
+    assert holding.wait(5)
+    with Store.open(home) as other:
+        other.create_sweep(
+            SweepRecord("sw-2", "n", "d", "fp", HoldoutRecord(0, 1, "b" * 64), {}, 1), []
+        )
+        assert released.is_set()  # it got the lock only after the first writer let go
+    thread.join()
+    assert store.latest_sweep_id() == "sw-2"

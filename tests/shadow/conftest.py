@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from selection.store import Store
+from shadow.cli.main import main
+
 
 def write_dataset(
     folder: Path, frame: pd.DataFrame, *, name: str = "toy", target: str = "label",
@@ -40,3 +43,45 @@ def toy_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_dataset(catalog, separable_frame())
     monkeypatch.setenv("SHADOW_CATALOG", str(catalog))
     return catalog
+
+
+SMALL_NOAA = """
+[sweep]
+name = "e2e"
+dataset = "noaa-weather"
+seed = 3
+
+[holdout]
+rows = 365
+
+[[slices]]
+strategy = "recent"
+rows = 730
+
+[[slices]]
+strategy = "window"
+size = 1000
+stride = 4000
+count = 2
+
+[model]
+family = "mlp"
+
+[model.params]
+width = [8, 16]
+hidden_layers = 1
+epochs = 3
+"""
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> tuple[Path, dict]:
+    """One real sweep on NOAA data, shared by the tests that need a populated store."""
+    home = tmp_path_factory.mktemp("home")
+    config = home.parent / "small-noaa.toml"
+    config.write_text(SMALL_NOAA)
+    code = main(["sweep", "run", str(config), "--home", str(home), "--format", "json", "--quiet"])
+    assert code == 0
+    with Store.open(home, create=False) as store:
+        sweep_id = store.latest_sweep_id()
+    return home, {"sweep_id": sweep_id, "config": config}

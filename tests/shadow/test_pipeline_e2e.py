@@ -1,0 +1,118 @@
+"""The whole pipeline for real: NOAA data -> Ray sweep -> store -> promote -> rollback.
+
+Checks the contract an edge app relies on: the production file loads in ONNX
+Runtime and scores exactly what the leaderboard says on the sweep's holdout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from selection.artifacts import sha256_bytes
+from selection.leaderboard import leaderboard
+from selection.store import Store
+from shadow.cli.main import main
+from shadow.data.catalog import find_manifest
+from shadow.data.loader import load_dataset
+
+from .conftest import SMALL_NOAA, separable_frame, write_dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sweep_stores_every_candidate_with_lineage(swept):
+    home, info = swept
+    with Store.open(home, create=False) as store:
+        board = leaderboard(store, sweep="latest")
+        sweep = store.get_sweep(info["sweep_id"])
+        slices = store.get_slices(info["sweep_id"])
+        some = store.get_candidate(board["candidate_id"].iloc[0])
+    assert sweep.status == "finished" and sweep.n_planned == 6
+    assert sweep.holdout.stop - sweep.holdout.start == 365
+    assert sorted(s.slice_id for s in slices) == ["recent-730", "window-1000@12794", "window-1000@16794"]
+    assert len(board) == 6 and set(board["status"]) == {"ok"}
+    assert sorted(board["rank"].tolist()) == [1, 2, 3, 4, 5, 6]
+    assert board["accuracy"].between(0.5, 1.0).all()
+    assert (board["latency_ms"] > 0).all() and (board["size_bytes"] > 0).all()
+    assert some.lineage["dataset_fingerprint"] == load_dataset(find_manifest("noaa-weather")).fingerprint
+    assert some.lineage["versions"]["torch"].startswith("2.")
+    assert some.lineage["model_io"]["features"][0] == "temperature"
+
+
+def test_promote_best_then_rollback(swept, capsys):
+    home, info = swept
+    code, out, err = run_cli(capsys, "leaderboard", "--home", str(home), "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    best = min(rows, key=lambda r: r["rank"])
+    second = next(r for r in rows if r["rank"] == 2)
+
+    code, out, err = run_cli(capsys, "promote", "--best", "--home", str(home), "--format", "json")
+    assert code == 0, err
+    promoted = json.loads(out)
+    assert promoted["candidate_id"] == best["candidate_id"]
+
+    # The production file is what an edge app loads: it must score what the board says.
+    model_path = home / "channels" / "production" / "model.onnx"
+    data = model_path.read_bytes()
+    assert sha256_bytes(data) == promoted["sha256"] == best["artifact_sha256"]
+    dataset = load_dataset(find_manifest("noaa-weather"))
+    x, y = dataset.features[-365:], dataset.labels[-365:]
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.isclose((probabilities.argmax(axis=1) == y).mean(), best["accuracy"])
+    manifest = json.loads((home / "channels" / "production" / "manifest.json").read_text())
+    assert manifest["candidate_id"] == best["candidate_id"] and manifest["sha256"] == promoted["sha256"]
+
+    code, out, err = run_cli(capsys, "promote", second["candidate_id"], "--home", str(home),
+                             "--reason", "second opinion")
+    assert code == 0, err
+    assert sha256_bytes(model_path.read_bytes()) == second["artifact_sha256"]
+
+    code, out, err = run_cli(capsys, "rollback", "--home", str(home), "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["candidate_id"] == best["candidate_id"]
+    assert sha256_bytes(model_path.read_bytes()) == best["artifact_sha256"]
+
+    code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
+    history = json.loads(out)
+    assert [h["action"] for h in history] == ["rollback", "promote", "promote"]
+    assert history[1]["reason"] == "second opinion"
+    assert history[0]["candidate_id"] == best["candidate_id"]
+
+
+def test_a_failing_candidate_is_a_row_and_the_sweep_goes_on(tmp_path, ray_local, capsys):
+    # Finite but extreme values in the oldest rows overflow float32 statistics,
+    # so training on any slice holding them diverges: a real failure, stored as data.
+    frame = separable_frame(n=400)
+    frame.loc[:49, "x0"] = 3e38
+    write_dataset(tmp_path / "catalog", frame, name="extreme")
+    config = tmp_path / "extreme.toml"
+    config.write_text(
+        '[sweep]\ndataset = "catalog/extreme/dataset.toml"\n[holdout]\nrows = 100\n'
+        '[[slices]]\nstrategy = "all"\n[[slices]]\nstrategy = "window"\nsize = 100\nstride = 100\n'
+        '[model]\nfamily = "mlp"\n[model.params]\nwidth = 4\nepochs = 2\n'
+    )
+    home = tmp_path / "home"
+    code, out, err = run_cli(capsys, "sweep", "run", str(config), "--home", str(home),
+                             "--format", "json", "--quiet")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["planned"], summary["ok"], summary["failed"]) == (4, 2, 2)
+    with Store.open(home, create=False) as store:
+        board = leaderboard(store)
+    failed = board[board["status"] == "failed"].sort_values("slice_id")
+    assert failed["slice_id"].tolist() == ["all", "window-100@0"]
+    assert failed["rank"].isna().all()
+    assert failed["error"].str.contains("training diverged").all()
+    assert board[board["status"] == "ok"]["rank"].tolist() == [1, 2]
