@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import pandas as pd
+
 from selection.leaderboard import leaderboard
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import render_frame
@@ -62,5 +64,19 @@ def run(args: argparse.Namespace) -> int:
         frame = leaderboard(store, sweep=args.sweep, device=args.device, status=args.status)
     if args.top is not None:
         frame = frame[frame["rank"].notna() & (frame["rank"] <= args.top)]
-    render_frame(frame.reset_index(drop=True), args.format, table_columns=TABLE_COLUMNS)
+    frame = frame.reset_index(drop=True)
+    if args.format == "table":
+        frame = frame.assign(params=varying_params(frame["params"]))
+    render_frame(frame, args.format, table_columns=TABLE_COLUMNS)
     return 0
+
+
+def varying_params(params: pd.Series) -> pd.Series:
+    """Only the hyper-parameters that differ between rows: what a reader compares.
+
+    The full set is in csv/json output and in `shadow promote --dry-run`.
+    """
+    dicts = [p if isinstance(p, dict) else {} for p in params]
+    keys = sorted({k for d in dicts for k in d})
+    varying = [k for k in keys if len({repr(d.get(k)) for d in dicts}) > 1]
+    return pd.Series([{k: d.get(k) for k in varying} for d in dicts], index=params.index)

@@ -120,11 +120,22 @@ def _show_plan(store: Store, candidate_id: str, args: argparse.Namespace) -> int
         "accuracy": result.accuracy if result else None,
         "latency_ms": result.latency_ms if result else None,
         "status_on_device": result.status if result else "not run on this device",
+        "params": candidate.params,
         "replacing": now.candidate_id if now else None,
+        "outcome": _would(now, candidate_id, result),
         "dry_run": True,
     }
     render_mapping(plan, args.format)
     return 0
+
+
+def _would(now: PromotionRecord | None, candidate_id: str, result: Any) -> str:
+    """What a real promote would do, in words (the promote call itself decides)."""
+    if result is None or result.status != "ok":
+        return "refused: the candidate has no successful result on this device"
+    if now is not None and now.candidate_id == candidate_id and now.sha256 == result.artifact_sha256:
+        return "no change: already the channel's model"
+    return "promote" if now is None else f"replace {now.candidate_id}"
 
 
 def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:

@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from shadow.cli.common import add_format_option, add_store_options, open_store
-from shadow.cli.output import note, render_mapping
+from shadow.cli.output import note, render_frame, render_mapping
 
 if TYPE_CHECKING:
     from shadow.sweep import Progress
@@ -46,6 +48,37 @@ def add_parsers(verbs: Any) -> None:
     add_format_option(run)
     add_store_options(run)
     run.set_defaults(handler=run_sweep_command)
+
+    listing = actions.add_parser(
+        "list", help="list sweeps, newest first",
+        description="List the sweeps in the store, newest first.",
+    )
+    add_format_option(listing)
+    add_store_options(listing)
+    listing.set_defaults(handler=list_sweeps_command)
+
+
+def list_sweeps_command(args: argparse.Namespace) -> int:
+    with open_store(args) as store:
+        sweeps = store.list_sweeps()
+        rows = [
+            {
+                "sweep_id": s.sweep_id,
+                "name": s.name,
+                "dataset": s.dataset,
+                "status": s.status,
+                "planned": s.n_planned,
+                "stored": len(store.candidate_ids(s.sweep_id)),
+                "holdout_rows": s.holdout.n_rows,
+                "created_at": s.created_at,
+                "finished_at": s.finished_at,
+            }
+            for s in sweeps
+        ]
+    columns = ["sweep_id", "name", "dataset", "status", "planned", "stored", "holdout_rows",
+               "created_at", "finished_at"]
+    render_frame(pd.DataFrame(rows, columns=columns), args.format)
+    return 0
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
