@@ -203,6 +203,17 @@ class Store:
             if result.rowcount == 0:
                 raise self._no_sweep(sweep_id)
 
+    def reopen_sweep(self, sweep_id: str) -> None:
+        """Mark a stored sweep as running again (a resume); its candidates stay as they are."""
+        with self.transaction() as conn:
+            result = conn.execute(
+                schema.sweeps.update()
+                .where(schema.sweeps.c.sweep_id == sweep_id)
+                .values(status="running", finished_at=None)
+            )
+            if result.rowcount == 0:
+                raise self._no_sweep(sweep_id)
+
     def get_sweep(self, sweep_id: str) -> SweepRecord:
         """The sweep ``sweep_id``; NotFoundError if there is none."""
         with self.snapshot() as conn:

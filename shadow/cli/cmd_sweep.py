@@ -19,6 +19,7 @@ examples:
   shadow sweep run datasets/noaa-weather/sweep.toml
   shadow sweep run my-sweep.toml --address auto          # an existing Ray cluster
   shadow sweep run my-sweep.toml --format json > summary.json
+  shadow sweep run my-sweep.toml --resume s-20261122-093015-a1f3   # after a crash or Ctrl-C
 
 The config names the dataset, the holdout (the most recent rows, never trained
 on), the slice strategies (all, recent, window, bootstrap), the model family
@@ -43,6 +44,11 @@ def add_parsers(verbs: Any) -> None:
         "--address", metavar="ADDR", default=None,
         help="Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001 "
         "(default: a private local Ray on 127.0.0.1)",
+    )
+    run.add_argument(
+        "--resume", metavar="SWEEP_ID", default=None,
+        help="finish a sweep that was interrupted: same CONFIG, only candidates not yet "
+        "stored run (ids are deterministic, so nothing is recomputed or duplicated)",
     )
     run.add_argument("--quiet", action="store_true", help="no per-candidate progress lines")
     add_format_option(run)
@@ -84,11 +90,17 @@ def list_sweeps_command(args: argparse.Namespace) -> int:
 def run_sweep_command(args: argparse.Namespace) -> int:
     # torch, onnx and ray load only here: the other verbs stay quick to start.
     from shadow.sweep import load_config, prepare_sweep, run_sweep
+    from shadow.sweep.runner import check_resumable
 
     config = load_config(args.config)
-    prepared = prepare_sweep(config)  # every user error surfaces before Ray or the store
-    store = open_store(args, create=True)
+    # Every user error surfaces here, before Ray starts or the store changes.
+    prepared = prepare_sweep(config, sweep_id=args.resume)
+    store = open_store(args, create=args.resume is None)
     with store:
+        if args.resume is not None:
+            todo = check_resumable(prepared, store)
+            note(f"resuming sweep {prepared.sweep_id}: {len(prepared.candidates) - len(todo)} "
+                 f"candidates already stored, {len(todo)} to run")
         if not args.quiet:
             note(
                 f"sweep {prepared.sweep_id}: {len(prepared.candidates)} candidates "
@@ -101,6 +113,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             summary = run_sweep(
                 prepared, store, address=args.address,
                 on_progress=None if args.quiet else _print_progress,
+                resume=args.resume is not None,
             )
         except KeyboardInterrupt:
             note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored.")
@@ -108,6 +121,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     result = {
         "sweep_id": summary.sweep_id,
         "planned": summary.planned,
+        "skipped": summary.skipped,
         "ok": summary.ok,
         "failed": summary.failed,
         "seconds": round(summary.seconds, 2),

@@ -13,6 +13,7 @@ Order of work, and why:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
 from selection.store import Store
+from shadow.errors import ConfigError
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
 from shadow.data.slices import Holdout, Slice, cut_holdout, make_slices, rows_sha256
@@ -65,6 +67,7 @@ class SweepSummary:
 
     sweep_id: str
     planned: int
+    skipped: int = 0
     ok: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -135,21 +138,59 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
     )
 
 
+def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateSpec]:
+    """The candidates of a stored sweep still to run; refuse if the plan changed.
+
+    Candidate ids hash the sweep id, the rows, the model and the seed, so the
+    same config and data plan the same ids, and finished ones are skipped.
+    """
+    stored = store.get_sweep(prepared.sweep_id)
+    planned = sweep_record(prepared)
+    changes = [
+        what for what, same in (
+            ("dataset", stored.dataset_fingerprint == planned.dataset_fingerprint),
+            ("holdout", stored.holdout == planned.holdout),
+            ("config", stored.config == json.loads(json.dumps(planned.config))),
+        ) if not same
+    ]
+    if changes:
+        raise ConfigError(
+            f"cannot resume sweep {prepared.sweep_id!r}: its {' and '.join(changes)} differ from "
+            "what it was started with; resume with the same config and data, or start a new "
+            "sweep (drop --resume)."
+        )
+    done = store.candidate_ids(prepared.sweep_id)
+    return [c for c in prepared.candidates if c.candidate_id not in done]
+
+
 def run_sweep(
     prepared: PreparedSweep,
     store: Store,
     *,
     address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    resume: bool = False,
 ) -> SweepSummary:
-    """Run every planned candidate on Ray and store each result as it lands."""
-    store.create_sweep(sweep_record(prepared), slice_records(prepared))
-    summary = SweepSummary(prepared.sweep_id, planned=len(prepared.candidates))
+    """Run every planned candidate on Ray and store each result as it lands.
+
+    With ``resume``, the sweep must already be stored (``prepared`` planned
+    with its id): only candidates not yet stored run.
+    """
+    if resume:
+        todo = check_resumable(prepared, store)
+        store.reopen_sweep(prepared.sweep_id)
+    else:
+        store.create_sweep(sweep_record(prepared), slice_records(prepared))
+        todo = list(prepared.candidates)
+    summary = SweepSummary(
+        prepared.sweep_id, planned=len(todo), skipped=len(prepared.candidates) - len(todo)
+    )
     started = time.perf_counter()
     status = "failed"
     try:
         with ray_session(address):
-            _fan_out(prepared, store, summary, started, on_progress)
+            if todo:
+                _fan_out(prepared, todo, store, summary, started, on_progress)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -162,6 +203,7 @@ def run_sweep(
 
 def _fan_out(
     prepared: PreparedSweep,
+    todo: list[CandidateSpec],
     store: Store,
     summary: SweepSummary,
     started: float,
@@ -172,7 +214,7 @@ def _fan_out(
     remote = ray.remote(num_cpus=1, max_retries=WORKER_RETRIES)(run_candidate)
     data_ref = ray.put(sweep_data(prepared))
     limit = prepared.config.max_in_flight or 2 * cluster_cpus()
-    queue = list(reversed(prepared.candidates))
+    queue = list(reversed(todo))
     running: dict[Any, CandidateSpec] = {}
     try:
         while queue or running:
