@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from shadow.errors import ExportError
+from shadow.model_io import INPUT_NAME, OUTPUT_NAME
 from shadow.models.base import WithProbabilities
 
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
 #: Probabilities from ORT and torch must agree this closely (fp32 kernels differ slightly).
 ATOL = 1e-4
 RTOL = 1e-3

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from selection.artifacts import sha256_bytes
 from selection.records import HOST_DEVICE, DeviceResult
 from shadow.devices.base import Device, DeviceRun, register
-from shadow.export import INPUT_NAME, OUTPUT_NAME
+from shadow.model_io import INPUT_NAME, OUTPUT_NAME
 
 WARMUP_RUNS = 20
 TIMED_RUNS = 200

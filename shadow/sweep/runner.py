@@ -25,7 +25,7 @@ from shadow.errors import ConfigError
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
 from shadow.data.slices import Holdout, Slice, cut_holdout, make_slices, rows_sha256
-from shadow.export import INPUT_NAME, OUTPUT_NAME
+from shadow.model_io import INPUT_NAME, OUTPUT_NAME
 from shadow.lineage import code_lineage
 from shadow.sweep.cluster import cluster_cpus, ray_session
 from shadow.sweep.config import SweepConfig
