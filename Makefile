@@ -14,7 +14,7 @@ DEMO_CONFIG := datasets/noaa-weather/sweep.toml
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> setting up $(VENV) (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[test,bench]"
 	@touch $(STAMP)
 
 install: $(STAMP)
