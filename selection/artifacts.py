@@ -1,4 +1,4 @@
-"""Content-addressed storage of model files: ``<root>/<sha256>.onnx``.
+"""Content-addressed storage of artifacts (models, holdout data, predictions): ``<root>/<sha256>``.
 
 The name *is* the checksum, so a promotion can always tell whether the bytes on
 disk are the ones that were evaluated. Artifacts are treated as opaque bytes
@@ -15,8 +15,9 @@ from selection.atomic import write_bytes_atomic
 from selection.errors import ConfigError, IntegrityError, NotFoundError
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-#: Artifacts are ONNX models (or ONNX-wrapped compiled contexts).
-SUFFIX = ".onnx"
+#: No suffix: artifacts are ONNX models, compiled contexts and .npy/.npz arrays
+#: alike; the name is the checksum and the recording row says what it is.
+SUFFIX = ""
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,7 +1,7 @@
 """Where shadow-sweep keeps its state on disk: the SHADOW_HOME directory.
 
 Layout (see DESIGN.md): ``shadow.db`` (the SQLite metadata store, unless
-``SHADOW_STORE`` points elsewhere), ``artifacts/<sha256>.onnx`` and
+``SHADOW_STORE`` points elsewhere), ``artifacts/<sha256>`` and
 ``channels/<channel>``. Resolving a home never touches the disk; only
 :meth:`Home.ensure` creates directories, so read-only commands run against a
 missing home fail cleanly instead of leaving an empty store behind.
@@ -45,7 +45,7 @@ class Home:
 
     @property
     def artifacts_dir(self) -> Path:
-        """Content-addressed model files, ``<sha256>.onnx``."""
+        """Content-addressed artifacts, ``<sha256>``."""
         return self.root / "artifacts"
 
     @property

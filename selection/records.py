@@ -38,6 +38,9 @@ class HoldoutRecord:
     start: int
     stop: int
     rows_sha256: str
+    #: Artifact (.npz, ``features`` and ``labels``) holding the holdout rows, so a
+    #: champion from another sweep can be re-scored on exactly these rows.
+    data_sha256: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -93,6 +96,9 @@ class DeviceResult:
     size_bytes: int | None = None
     artifact_sha256: str | None = None
     emulator: str | None = None
+    #: Artifact (.npy, int64) with the predicted class of every holdout row, in
+    #: holdout order: what paired tests between two candidates compare.
+    predictions_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

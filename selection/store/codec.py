@@ -100,6 +100,7 @@ def sweep_to_row(sweep: SweepRecord) -> dict[str, Any]:
         "holdout_start": sweep.holdout.start,
         "holdout_stop": sweep.holdout.stop,
         "holdout_rows_sha256": sweep.holdout.rows_sha256,
+        "holdout_data_sha256": sweep.holdout.data_sha256,
         "config": encode_json(sweep.config, what=f"sweep {sweep.sweep_id!r} config"),
         "n_planned": sweep.n_planned,
         "created_at": encode_dt(sweep.created_at),
@@ -119,6 +120,7 @@ def row_to_sweep(row: Row) -> SweepRecord:
             start=int(row["holdout_start"]),
             stop=int(row["holdout_stop"]),
             rows_sha256=row["holdout_rows_sha256"],
+            data_sha256=row["holdout_data_sha256"],
         ),
         config=decode_json(row["config"]),
         n_planned=int(row["n_planned"]),
@@ -201,6 +203,7 @@ def device_rows(candidate: CandidateRecord) -> list[dict[str, Any]]:
                 "size_bytes": None if result.size_bytes is None else int(result.size_bytes),
                 "artifact_sha256": result.artifact_sha256,
                 "emulator": result.emulator,
+                "predictions_sha256": result.predictions_sha256,
                 "extra": encode_json(result.extra, what=f"candidate {cid!r} {result.device} extra"),
             }
         )
@@ -220,6 +223,7 @@ def row_to_device(row: Row) -> DeviceResult:
         size_bytes=None if row["size_bytes"] is None else int(row["size_bytes"]),
         artifact_sha256=row["artifact_sha256"],
         emulator=row["emulator"],
+        predictions_sha256=row["predictions_sha256"],
         extra=decode_json(row["extra"]),
     )
 

@@ -57,6 +57,7 @@ sweeps = Table(
     Column("holdout_start", BigInteger, nullable=False),
     Column("holdout_stop", BigInteger, nullable=False),
     Column("holdout_rows_sha256", String(_SHA), nullable=False),
+    Column("holdout_data_sha256", String(_SHA), nullable=True),
     Column("config", Text, nullable=False),
     Column("n_planned", Integer, nullable=False),
     Column("created_at", String(_TS), nullable=False),
@@ -109,6 +110,7 @@ device_metrics = Table(
     Column("size_bytes", BigInteger, nullable=True),
     Column("artifact_sha256", String(_SHA), nullable=True),
     Column("emulator", Text, nullable=True),
+    Column("predictions_sha256", String(_SHA), nullable=True),
     Column("extra", Text, nullable=False),
     ForeignKeyConstraint(["candidate_id"], ["candidates.candidate_id"]),
 )

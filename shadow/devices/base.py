@@ -20,10 +20,16 @@ from shadow.errors import ConfigError
 
 @dataclass(frozen=True)
 class DeviceRun:
-    """A device's result and the model bytes it ran (keyed by their sha256 in the result)."""
+    """A device's result, the model bytes it ran and its prediction for every holdout row.
+
+    ``artifact`` is keyed by ``result.artifact_sha256``; ``predictions`` (int64
+    class indices, holdout order) become an artifact the sweep driver links to
+    the result, for paired comparisons between candidates.
+    """
 
     result: DeviceResult
     artifact: bytes | None
+    predictions: np.ndarray | None = None
 
 
 class Device:
@@ -35,9 +41,14 @@ class Device:
     description: ClassVar[str]
 
     def run(
-        self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray
+        self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray,
+        calibration: np.ndarray,
     ) -> DeviceRun:  # pragma: no cover - interface
-        """Convert, evaluate on the holdout (features, labels) and measure latency."""
+        """Convert, evaluate on the holdout (features, labels) and measure latency.
+
+        ``calibration`` holds rows of the candidate's own training slice (never
+        holdout rows), for devices that quantize.
+        """
         raise NotImplementedError
 
 

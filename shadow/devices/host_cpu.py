@@ -68,9 +68,13 @@ class HostCpu(Device):
     numerics = "fp32"
     description = "this machine's CPU, ONNX Runtime CPU EP, fp32, 1 thread, measured latency"
 
-    def run(self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray) -> DeviceRun:
+    def run(
+        self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray,
+        calibration: np.ndarray,
+    ) -> DeviceRun:
+        del calibration  # fp32 needs no calibration
         session = cpu_session(onnx_bytes)
-        predictions = predict_proba(session, features).argmax(axis=1)
+        predictions = predict_proba(session, features).argmax(axis=1).astype(np.int64)
         accuracy = float(np.mean(predictions == labels))
         p50, p99 = measure_latency_ms(session, features[-1])
         result = DeviceResult(
@@ -85,4 +89,4 @@ class HostCpu(Device):
             emulator="none",
             extra={"holdout_rows": int(len(labels)), "numerics": self.numerics},
         )
-        return DeviceRun(result=result, artifact=onnx_bytes)
+        return DeviceRun(result=result, artifact=onnx_bytes, predictions=predictions)

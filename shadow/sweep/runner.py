@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from selection.arrays import encode_holdout
+from selection.artifacts import sha256_bytes
 from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
 from selection.store import Store
 from shadow.errors import ConfigError
@@ -89,6 +91,12 @@ def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedS
     return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates)
 
 
+def holdout_bytes(prepared: PreparedSweep) -> bytes:
+    """The holdout rows as an artifact, so selection can re-score any model on them."""
+    h, ds = prepared.holdout, prepared.dataset
+    return encode_holdout(ds.features[h.start:h.stop], ds.labels[h.start:h.stop])
+
+
 def sweep_record(prepared: PreparedSweep) -> SweepRecord:
     holdout = prepared.holdout
     return SweepRecord(
@@ -96,7 +104,10 @@ def sweep_record(prepared: PreparedSweep) -> SweepRecord:
         name=prepared.config.name,
         dataset=prepared.dataset.name,
         dataset_fingerprint=prepared.dataset.fingerprint,
-        holdout=HoldoutRecord(holdout.start, holdout.stop, rows_sha256(holdout.rows)),
+        holdout=HoldoutRecord(
+            holdout.start, holdout.stop, rows_sha256(holdout.rows),
+            data_sha256=sha256_bytes(holdout_bytes(prepared)),
+        ),
         config=prepared.config.raw,
         n_planned=len(prepared.candidates),
     )
@@ -180,6 +191,7 @@ def run_sweep(
         todo = check_resumable(prepared, store)
         store.reopen_sweep(prepared.sweep_id)
     else:
+        store.artifacts.put(holdout_bytes(prepared))
         store.create_sweep(sweep_record(prepared), slice_records(prepared))
         todo = list(prepared.candidates)
     summary = SweepSummary(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from selection.arrays import encode_array
 from selection.artifacts import sha256_bytes
 from selection.records import CandidateRecord, DeviceResult
 from shadow.devices import get_device
@@ -27,6 +28,8 @@ from shadow.training import train
 
 #: Rows of the holdout used to check ONNX Runtime against torch.
 VERIFY_ROWS = 256
+#: Rows of the candidate's own training slice handed to devices that calibrate.
+CALIBRATION_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+def calibration_rows(rows: np.ndarray, seed: int) -> np.ndarray:
+    """An evenly spread, seeded sample of the slice's rows for quantization calibration."""
+    if len(rows) <= CALIBRATION_ROWS:
+        return rows
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=CALIBRATION_ROWS, replace=False))
+
+
 def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
     """Train, export and evaluate one candidate; failures become a failed record."""
     # One thread per task: Ray already runs one task per core, and torch's own
@@ -95,18 +106,24 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
             {},
         )
     holdout_y = data.labels[data.holdout_start:data.holdout_stop]
+    calibration = data.features[calibration_rows(rows, spec.seed)]
     onnx_sha = sha256_bytes(onnx_bytes)
     artifacts = {onnx_sha: onnx_bytes}
     results = []
     for name in data.devices:
         try:
-            run = get_device(name).run(onnx_bytes, holdout_x, holdout_y)
+            run = get_device(name).run(onnx_bytes, holdout_x, holdout_y, calibration)
         except Exception as exc:  # failed on this device only; others still count
             results.append(DeviceResult(device=name, status="failed", error=describe_error(exc)))
             continue
-        results.append(run.result)
-        if run.artifact is not None and run.result.artifact_sha256:
-            artifacts[run.result.artifact_sha256] = run.artifact
+        result = run.result
+        if run.artifact is not None and result.artifact_sha256:
+            artifacts[result.artifact_sha256] = run.artifact
+        if run.predictions is not None:
+            encoded = encode_array(np.asarray(run.predictions, dtype=np.int64))
+            result = replace(result, predictions_sha256=sha256_bytes(encoded))
+            artifacts[result.predictions_sha256] = encoded
+        results.append(result)
     record = CandidateRecord(
         **base,
         status="ok",

@@ -18,7 +18,7 @@ def test_put_stores_under_sha_and_reads_back(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "artifacts")
     sha = store.put(DATA)
     assert sha == sha256_bytes(DATA)
-    assert store.path(sha) == tmp_path / "artifacts" / f"{sha}.onnx"
+    assert store.path(sha) == tmp_path / "artifacts" / sha
     assert store.path(sha).read_bytes() == DATA
     assert store.read_verified(sha) == DATA
 
@@ -29,7 +29,7 @@ def test_put_is_idempotent_and_leaves_no_temp_files(tmp_path: Path) -> None:
     mtime = store.path(first).stat().st_mtime_ns
     assert store.put(DATA) == first
     assert store.path(first).stat().st_mtime_ns == mtime  # not rewritten
-    assert os.listdir(tmp_path) == [f"{first}.onnx"]
+    assert os.listdir(tmp_path) == [first]
 
 
 def test_put_with_wrong_expected_sha_raises_and_writes_nothing(tmp_path: Path) -> None:

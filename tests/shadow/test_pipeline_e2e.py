@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from selection.arrays import decode_array, decode_holdout
 from selection.artifacts import sha256_bytes
 from selection.leaderboard import leaderboard
 from selection.store import Store
@@ -47,6 +48,21 @@ def test_sweep_stores_every_candidate_with_lineage(swept):
     assert some.lineage["dataset_fingerprint"] == load_dataset(find_manifest("noaa-weather")).fingerprint
     assert some.lineage["versions"]["torch"].startswith("2.")
     assert some.lineage["model_io"]["features"][0] == "temperature"
+
+
+def test_holdout_and_per_row_predictions_are_stored_for_paired_tests(swept):
+    home, info = swept
+    with Store.open(home, create=False) as store:
+        sweep = store.get_sweep(info["sweep_id"])
+        features, labels = decode_holdout(store.artifacts.read_verified(sweep.holdout.data_sha256))
+        board = leaderboard(store, sweep=info["sweep_id"])
+        results = [store.get_candidate(cid).device("host-cpu") for cid in board["candidate_id"]]
+        predictions = [decode_array(store.artifacts.read_verified(r.predictions_sha256)) for r in results]
+    dataset = load_dataset(find_manifest("noaa-weather"))
+    assert np.array_equal(features, dataset.features[-365:]) and np.array_equal(labels, dataset.labels[-365:])
+    for result, predicted in zip(results, predictions):
+        assert predicted.shape == (365,) and predicted.dtype == np.int64
+        assert np.isclose((predicted == labels).mean(), result.accuracy)
 
 
 def test_promote_best_then_rollback(swept, capsys):
