@@ -9,9 +9,21 @@ STAMP  := $(VENV)/.installed-stamp
 SHADOW := $(BIN)/shadow
 DEMO_CONFIG := datasets/noaa-weather/sweep.toml
 
-.PHONY: install demo test clean
+# Debian packages the project uses: Fashion-MNIST (the image catalog entry) and
+# Chromium (the test that renders the HTML report headless).
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 
-$(STAMP): pyproject.toml constraints.txt
+.PHONY: install system-deps demo test clean
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo ">> no apt-get: install $$missing yourself"; exit 1; fi; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	echo ">> installing Debian packages:" $$missing; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+$(STAMP): pyproject.toml constraints.txt | system-deps
 	@echo ">> setting up $(VENV) (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[test,bench]"

@@ -13,6 +13,9 @@ from shadow.data.catalog import catalog_dirs, list_manifests
 from shadow.devices import DEVICES
 
 
+#: Position of these verbs in `shadow --help`.
+ORDER = 80
+
 def add_parsers(verbs: Any) -> None:
     datasets = verbs.add_parser(
         "datasets", help="list the dataset catalog",

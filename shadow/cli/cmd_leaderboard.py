@@ -30,6 +30,9 @@ like with like.
 """
 
 
+#: Position of these verbs in `shadow --help`.
+ORDER = 20
+
 def add_parsers(verbs: Any) -> None:
     parser = verbs.add_parser(
         "leaderboard", help="list candidates, ranked",

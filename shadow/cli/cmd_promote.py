@@ -28,6 +28,9 @@ never a mix. `shadow rollback` undoes it.
 """
 
 
+#: Position of these verbs in `shadow --help`.
+ORDER = 30
+
 def add_parsers(verbs: Any) -> None:
     p = verbs.add_parser(
         "promote", help="put a candidate into a channel (production by default)",

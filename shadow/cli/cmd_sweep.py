@@ -28,6 +28,9 @@ Nothing is started or stored until the whole config and dataset are valid.
 """
 
 
+#: Position of these verbs in `shadow --help`.
+ORDER = 10
+
 def add_parsers(verbs: Any) -> None:
     sweep = verbs.add_parser("sweep", help="run shadow sweeps", description="Run shadow sweeps.")
     actions = sweep.add_subparsers(dest="action", metavar="ACTION", parser_class=type(sweep))

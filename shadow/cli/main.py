@@ -13,7 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from selection.errors import ShadowError
-from shadow.cli import cmd_catalog, cmd_leaderboard, cmd_promote, cmd_sweep
+import importlib
+import pkgutil
+
+import shadow.cli
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,9 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineErrorParser)
     verbs.required = True
-    for module in (cmd_sweep, cmd_leaderboard, cmd_promote, cmd_catalog):
+    for module in verb_modules():
         module.add_parsers(verbs)
     return parser
+
+
+def verb_modules() -> list:
+    """Every ``shadow/cli/cmd_*.py``, ordered by its ``ORDER`` (adding a verb is adding a file)."""
+    modules = [
+        importlib.import_module(f"shadow.cli.{info.name}")
+        for info in pkgutil.iter_modules(shadow.cli.__path__)
+        if info.name.startswith("cmd_")
+    ]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def _version() -> str:

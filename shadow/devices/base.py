@@ -9,7 +9,7 @@ device ships. Devices are registered by name; adding one is adding a module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -30,6 +30,9 @@ class DeviceRun:
     result: DeviceResult
     artifact: bytes | None
     predictions: np.ndarray | None = None
+    #: Further files the device made (a compiled context binary, ...), keyed by
+    #: sha256; the result's ``extra`` says what each one is.
+    extra_artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 class Device:

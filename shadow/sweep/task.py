@@ -119,6 +119,7 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         result = run.result
         if run.artifact is not None and result.artifact_sha256:
             artifacts[result.artifact_sha256] = run.artifact
+        artifacts.update(run.extra_artifacts)
         if run.predictions is not None:
             encoded = encode_array(np.asarray(run.predictions, dtype=np.int64))
             result = replace(result, predictions_sha256=sha256_bytes(encoded))
