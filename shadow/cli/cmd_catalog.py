@@ -10,7 +10,7 @@ import pandas as pd
 from shadow.cli.common import add_format_option
 from shadow.cli.output import render_frame
 from shadow.data.catalog import catalog_dirs, list_manifests
-from shadow.devices import DEVICES
+from shadow.devices import all_devices
 
 
 #: Position of these verbs in `shadow --help`.
@@ -26,7 +26,8 @@ def add_parsers(verbs: Any) -> None:
     datasets.set_defaults(handler=run_datasets)
     devices = verbs.add_parser(
         "devices", help="list the devices candidates are evaluated on",
-        description="List device profiles; name them in a sweep config's [sweep] devices.",
+        description="List devices (built-in profiles and those in $SHADOW_DEVICES folders); "
+        "name them in a sweep config's [sweep] devices.",
     )
     add_format_option(devices)
     devices.set_defaults(handler=run_devices)
@@ -57,11 +58,22 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    frame = pd.DataFrame(
-        [
-            {"name": d.name, "kind": d.kind, "numerics": d.numerics, "description": d.description}
-            for d in sorted(DEVICES.values(), key=lambda d: d.name)
-        ]
-    )
-    render_frame(frame, args.format, max_width=100)
+    rows = []
+    for device in sorted(all_devices().values(), key=lambda d: (d.kind != "host", d.name)):
+        profile = getattr(device, "profile", None)  # profile-defined devices carry their data
+        emulated = device.emulated()[0] if hasattr(device, "emulated") else False
+        rows.append({
+            "name": device.name,
+            "kind": device.kind,
+            "numerics": device.numerics,
+            "soc": profile.soc if profile else None,
+            "emulator": "qnn-htp" if emulated else ("none" if device.kind == "host" else "cpu-reference"),
+            "latency": "measured on this host" if profile is None else "cost model (estimate)",
+            "source": profile.source_summary() if profile else "measured",
+            "profile": str(profile.path) if profile else None,
+            "description": device.description,
+        })
+    frame = pd.DataFrame(rows)
+    render_frame(frame, args.format, max_width=60,
+                 table_columns=["name", "kind", "numerics", "soc", "emulator", "latency", "description"])
     return 0

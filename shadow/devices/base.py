@@ -63,12 +63,23 @@ def register(cls: type[Device]) -> type[Device]:
     return cls
 
 
+def all_devices() -> dict[str, Device]:
+    """Code-registered devices plus every profile-defined one (built-in and $SHADOW_DEVICES)."""
+    from shadow.devices.catalog import profile_devices  # lazy: profiles import this module
+
+    return {**DEVICES, **profile_devices()}
+
+
 def get_device(name: str, where: str = "devices") -> Device:
-    """The registered device ``name``, or a ConfigError listing the known ones."""
+    """The device ``name``, or a ConfigError listing the known ones."""
     device = DEVICES.get(name)
     if device is None:
-        raise ConfigError(
-            f"{where}: unknown device {name!r}; known: {', '.join(sorted(DEVICES))} "
-            "(see `shadow devices`)."
-        )
+        known = all_devices()
+        device = known.get(name)
+        if device is None:
+            raise ConfigError(
+                f"{where}: unknown device {name!r}; known: "
+                f"{', '.join([*sorted(DEVICES), *sorted(set(known) - set(DEVICES))])} "
+                "(see `shadow devices`; add your own profile in a folder named by $SHADOW_DEVICES)."
+            )
     return device
