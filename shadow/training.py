@@ -29,6 +29,7 @@ def train(
     labels: np.ndarray,
     n_classes: int,
     seed: int,
+    input_shape: tuple[int, ...] | None = None,
 ) -> TrainedModel:
     """Fit a fresh model of ``family`` on the given rows with Adam + cross-entropy."""
     started = time.perf_counter()
@@ -36,7 +37,7 @@ def train(
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
-    module = family.build(params, x.shape[1], n_classes, mean, std)
+    module = family.build(params, x.shape[1], n_classes, mean, std, input_shape)
     optimizer = torch.optim.Adam(
         module.parameters(), lr=params["lr"], weight_decay=params["weight_decay"]
     )

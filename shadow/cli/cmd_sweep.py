@@ -93,33 +93,35 @@ def list_sweeps_command(args: argparse.Namespace) -> int:
 def run_sweep_command(args: argparse.Namespace) -> int:
     # torch, onnx and ray load only here: the other verbs stay quick to start.
     from shadow.sweep import load_config, prepare_sweep, run_sweep
-    from shadow.sweep.runner import check_resumable
 
     config = load_config(args.config)
     # Every user error surfaces here, before Ray starts or the store changes.
     prepared = prepare_sweep(config, sweep_id=args.resume)
     store = open_store(args, create=args.resume is None)
     with store:
-        if args.resume is not None:
-            todo = check_resumable(prepared, store)
-            note(f"resuming sweep {prepared.sweep_id}: {len(prepared.candidates) - len(todo)} "
-                 f"candidates already stored, {len(todo)} to run")
-        if not args.quiet:
+        def announce(todo: list) -> None:
+            if args.quiet:
+                return
+            skipped = len(prepared.candidates) - len(todo)
             note(
-                f"sweep {prepared.sweep_id}: {len(prepared.candidates)} candidates "
-                f"({len(prepared.slices)} slices x {len(config.grid)} settings) on dataset "
+                f"sweep {prepared.sweep_id}: {len(todo)} candidates to run"
+                + (f" ({skipped} already stored)" if skipped else "")
+                + f" ({len(prepared.slices)} slices x {len(config.grid)} settings) on dataset "
                 f"{prepared.dataset.name!r}, {prepared.dataset.n_rows} rows, holdout rows "
                 f"{prepared.holdout.start}-{prepared.holdout.stop - 1}; devices "
                 f"{', '.join(config.devices)}"
             )
+
         try:
             summary = run_sweep(
                 prepared, store, address=args.address,
                 on_progress=None if args.quiet else _print_progress,
+                on_start=announce,
                 resume=args.resume is not None,
             )
         except KeyboardInterrupt:
-            note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored.")
+            note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored. Finish it "
+                 f"with: shadow sweep run {args.config} --resume {prepared.sweep_id}")
             raise
     result = {
         "sweep_id": summary.sweep_id,

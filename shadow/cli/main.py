@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from selection.errors import ShadowError
 import importlib
 import pkgutil
+from types import ModuleType
 
 import shadow.cli
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def verb_modules() -> list:
+def verb_modules() -> list[ModuleType]:
     """Every ``shadow/cli/cmd_*.py``, ordered by its ``ORDER`` (adding a verb is adding a file)."""
     modules = [
         importlib.import_module(f"shadow.cli.{info.name}")

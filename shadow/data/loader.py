@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shadow.data.manifest import DatasetManifest
+from shadow.data.sources import ARRAY_SOURCES, read_arrays
 from shadow.errors import DatasetError
 
 #: Fewer rows than this cannot give a holdout and a training slice worth the name.
@@ -32,6 +33,10 @@ class Dataset:
     classes: tuple[str, ...]  # class label of each index, as text
     fingerprint: str  # sha256 over values, column names and classes
     manifest: DatasetManifest
+    #: Shape of one example for models that care (images: (channels, height, width)).
+    input_shape: tuple[int, ...] | None = None
+    #: Segment column -> its value on every row (what `segment` slices cut by).
+    segments: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -59,10 +64,18 @@ def read_table(manifest: DatasetManifest) -> pd.DataFrame:
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{where}: cannot parse {source.location!r} as CSV: {exc}") from None
+    except IndexError:
+        raise DatasetError(
+            f"{where}: index_col = {source.index_col} is past the table's last column; "
+            f"fix [source] index_col in {manifest.path}."
+        ) from None
 
 
 def load_dataset(manifest: DatasetManifest) -> Dataset:
     """Read, validate and fingerprint the dataset a manifest describes."""
+    if manifest.source.kind in ARRAY_SOURCES:
+        features, target = read_arrays(manifest)
+        return dataset_from_arrays(features, target, manifest, {})
     return dataset_from_frame(read_table(manifest), manifest)
 
 
@@ -70,17 +83,13 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
     """Validate a table against its manifest and turn it into arrays."""
     where = f"dataset {manifest.name!r} ({manifest.path})"
     columns = [str(c) for c in frame.columns]
-    missing = [c for c in (manifest.target, *manifest.features) if c not in columns]
+    wanted = (manifest.target, *manifest.features, *manifest.segment_columns)
+    missing = [c for c in wanted if c not in columns]
     if missing:
         raise DatasetError(
             f"{where}: column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(c) for c in missing)} not in the table; it has "
             f"{', '.join(repr(c) for c in columns)}. Fix 'target'/'features' in the manifest."
-        )
-    if len(frame) < MIN_ROWS:
-        raise DatasetError(
-            f"{where}: has {len(frame)} rows; at least {MIN_ROWS} are needed for a holdout "
-            "and a training slice."
         )
     features = frame[list(manifest.features)]
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
@@ -94,11 +103,39 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
     _reject_missing(features, where, "feature")
     target = frame[manifest.target]
     _reject_missing(target.to_frame(), where, "target")
-    values = features.to_numpy(dtype=np.float32)
+    segments = frame[list(manifest.segment_columns)]
+    _reject_missing(segments, where, "segment")
+    return dataset_from_arrays(
+        features.to_numpy(dtype=np.float32), target.to_numpy(), manifest,
+        {c: segments[c].to_numpy() for c in manifest.segment_columns},
+    )
+
+
+def dataset_from_arrays(
+    values: np.ndarray, target: np.ndarray, manifest: DatasetManifest,
+    segments: dict[str, np.ndarray],
+) -> Dataset:
+    """Validate numeric arrays (rows in time order) and fingerprint them."""
+    where = f"dataset {manifest.name!r} ({manifest.path})"
+    if len(values) < MIN_ROWS:
+        raise DatasetError(
+            f"{where}: has {len(values)} rows; at least {MIN_ROWS} are needed for a holdout "
+            "and a training slice."
+        )
+    if manifest.declared_rows is not None and manifest.declared_rows != len(values):
+        raise DatasetError(
+            f"{where}: the manifest says rows = {manifest.declared_rows} but the data has "
+            f"{len(values)}; the data changed: update 'rows' (or remove it) after checking it."
+        )
+    if values.shape[1] != len(manifest.features):
+        raise DatasetError(
+            f"{where}: rows have {values.shape[1]} values but the manifest declares "
+            f"{len(manifest.features)} features; fix 'features' or 'input_shape'."
+        )
     if not np.isfinite(values).all():
         row = int(np.argwhere(~np.isfinite(values))[0][0])
         raise DatasetError(f"{where}: infinite feature value at row {row}; clean the data.")
-    classes, labels = np.unique(target.to_numpy(), return_inverse=True)
+    classes, labels = np.unique(target, return_inverse=True)
     if len(classes) < 2:
         raise DatasetError(
             f"{where}: target {manifest.target!r} has a single value ({classes[0]!r}); "
@@ -113,8 +150,10 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
         labels=labels,
         feature_names=manifest.features,
         classes=class_names,
-        fingerprint=_fingerprint(values, labels, manifest.features, class_names),
+        fingerprint=_fingerprint(values, labels, manifest.features, class_names, segments),
         manifest=manifest,
+        input_shape=manifest.input_shape,
+        segments=segments,
     )
 
 
@@ -131,7 +170,8 @@ def _reject_missing(frame: pd.DataFrame, where: str, what: str) -> None:
 
 
 def _fingerprint(
-    values: np.ndarray, labels: np.ndarray, names: tuple[str, ...], classes: tuple[str, ...]
+    values: np.ndarray, labels: np.ndarray, names: tuple[str, ...], classes: tuple[str, ...],
+    segments: dict[str, np.ndarray],
 ) -> str:
     digest = hashlib.sha256()
     digest.update("\x1f".join(names).encode())
@@ -140,4 +180,7 @@ def _fingerprint(
     digest.update(b"\x1e")
     digest.update(values.astype("<f4").tobytes())
     digest.update(labels.astype("<i8").tobytes())
+    for column in sorted(segments):
+        digest.update(f"\x1e{column}\x1f".encode())
+        digest.update("\x1f".join(map(str, segments[column].tolist())).encode())
     return digest.hexdigest()

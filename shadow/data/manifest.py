@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shadow.errors import ConfigError, DatasetError
 from shadow.params import Param, check_known_keys, parse_table
 
@@ -23,7 +25,9 @@ _TOP = [
     Param("title", str, default=""),
     Param("task", str, default="classification", choices=("classification",)),
     Param("target", str),
-    Param("features", list),
+    Param("features", list, default=None, help="feature columns (tabular data)"),
+    Param("input_shape", list, default=None, help="e.g. [1, 28, 28] for images"),
+    Param("segment_columns", list, default=[], help="columns slices may segment by"),
     Param("order", str, default="row", choices=("row",), help="row order is time order"),
     Param("rows", int, default=None, low=1),
     Param("license", str, default=""),
@@ -40,6 +44,16 @@ _SOURCE_CSV = [
     Param("path", str, help="relative to the manifest's folder"),
     Param("index_col", int, default=None, low=0),
 ]
+_SOURCE_IDX = [
+    Param("kind", str, choices=("idx",)),
+    Param("images", list, help="IDX image files (gzip ok), concatenated in order"),
+    Param("labels", list, help="IDX label files matching 'images'"),
+    Param("install_hint", str, default=""),
+]
+_SOURCE_SKLEARN = [
+    Param("kind", str, choices=("sklearn",)),
+    Param("loader", str, choices=("load_digits",)),
+]
 _DRIFT = [Param("from_row", int, default=None, low=0), Param("note", str, default="")]
 
 
@@ -51,6 +65,9 @@ class DatasetSource:
     location: str
     package: str | None = None
     index_col: int | None = None
+    images: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    install_hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class DatasetManifest:
     task: str
     target: str
     features: tuple[str, ...]
+    input_shape: tuple[int, ...] | None
+    segment_columns: tuple[str, ...]
     order: str
     declared_rows: int | None
     license: str
@@ -78,9 +97,16 @@ class DatasetManifest:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise DatasetError(f"dataset manifest {where} does not exist.") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where} is not valid TOML: {exc}. Fix the syntax.") from None
+            raise DatasetError(
+                f"dataset manifest {where} does not exist; name a catalog dataset "
+                "(`shadow datasets`) or a dataset.toml path relative to the sweep config."
+            ) from None
+        except IsADirectoryError:
+            raise DatasetError(
+                f"dataset manifest {where} is a folder; name its dataset.toml, or the dataset by name."
+            ) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where} is not valid TOML (UTF-8): {exc}. Fix the syntax.") from None
         return cls.from_dict(raw, path)
 
     @classmethod
@@ -93,14 +119,26 @@ class DatasetManifest:
                 f"{where}: 'name' must be lower-case letters, digits, '-', '_' or '.'; "
                 f"got {top['name']!r}."
             )
+        source = _parse_source(raw.get("source"), f"{where} [source]", path.parent)
+        shape = _parse_shape(top["input_shape"], where)
         features = top["features"]
+        if features is None and shape is not None:
+            # Image sources name their pixels; the model sees them flattened.
+            features = [f"pixel_{i}" for i in range(int(np.prod(shape)))]
         if not features or not all(isinstance(f, str) and f for f in features):
             raise ConfigError(f"{where}: 'features' must be a non-empty list of column names.")
         if len(set(features)) != len(features):
             raise ConfigError(f"{where}: 'features' lists a column twice: {features}.")
         if top["target"] in features:
             raise ConfigError(f"{where}: the target {top['target']!r} is also listed as a feature.")
-        source = _parse_source(raw.get("source"), f"{where} [source]", path.parent)
+        if shape is not None and int(np.prod(shape)) != len(features):
+            raise ConfigError(
+                f"{where}: 'input_shape' {list(shape)} holds {int(np.prod(shape))} values but "
+                f"there are {len(features)} features; make them agree."
+            )
+        segments = top["segment_columns"]
+        if not all(isinstance(c, str) and c for c in segments):
+            raise ConfigError(f"{where}: 'segment_columns' must be a list of column names.")
         drift = parse_table(raw.get("drift", {}), _DRIFT, f"{where} [drift]")
         return cls(
             name=top["name"],
@@ -108,6 +146,8 @@ class DatasetManifest:
             task=top["task"],
             target=top["target"],
             features=tuple(features),
+            input_shape=shape,
+            segment_columns=tuple(segments),
             order=top["order"],
             declared_rows=top["rows"],
             license=top["license"],
@@ -129,4 +169,27 @@ def _parse_source(table: Any, where: str, base: Path) -> DatasetSource:
     if kind == "csv":
         s = parse_table(table, _SOURCE_CSV, where)
         return DatasetSource("csv", str((base / s["path"]).resolve()), index_col=s["index_col"])
-    raise ConfigError(f"{where}: 'kind' must be 'package' or 'csv'; got {kind!r}.")
+    if kind == "idx":
+        s = parse_table(table, _SOURCE_IDX, where)
+        if len(s["images"]) != len(s["labels"]) or not s["images"]:
+            raise ConfigError(f"{where}: 'images' and 'labels' must list the same number of files.")
+        return DatasetSource(
+            "idx", s["images"][0],
+            images=tuple(str(base / p) for p in s["images"]),
+            labels=tuple(str(base / p) for p in s["labels"]),
+            install_hint=s["install_hint"],
+        )
+    if kind == "sklearn":
+        s = parse_table(table, _SOURCE_SKLEARN, where)
+        return DatasetSource("sklearn", s["loader"], package="sklearn.datasets")
+    raise ConfigError(
+        f"{where}: 'kind' must be one of 'package', 'csv', 'idx', 'sklearn'; got {kind!r}."
+    )
+
+
+def _parse_shape(value: list[Any] | None, where: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ConfigError(f"{where}: 'input_shape' must be positive ints such as [1, 28, 28]; got {value!r}.")
+    return tuple(value)

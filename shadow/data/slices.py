@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from shadow.params import Param, parse_table
 
 #: A training slice needs at least this many rows to be worth a model.
 MIN_SLICE_ROWS = 20
+
+#: Segment column name -> its values on the pool rows.
+Columns: TypeAlias = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,12 @@ class SliceStrategy:
         self.config = config
         self.where = where
 
-    def slices(self, pool_size: int) -> list[Slice]:  # pragma: no cover - interface
+    def slices(self, pool_size: int, columns: Columns) -> list[Slice]:  # pragma: no cover
+        """Slices of the pool (rows ``0 .. pool_size - 1``).
+
+        ``columns`` maps the dataset's segment columns to their pool values,
+        for strategies that cut by value rather than by position.
+        """
         raise NotImplementedError
 
     def _need(self, size: int, pool_size: int) -> None:
@@ -112,88 +120,6 @@ def register(cls: type[SliceStrategy]) -> type[SliceStrategy]:
     return cls
 
 
-@register
-class AllHistory(SliceStrategy):
-    """Every row before the holdout."""
-
-    name = "all"
-    params: ClassVar[list[Param]] = []
-
-    def slices(self, pool_size: int) -> list[Slice]:
-        return [Slice("all", self.name, {}, np.arange(pool_size, dtype=np.int64))]
-
-
-@register
-class Recent(SliceStrategy):
-    """The last ``rows`` rows before the holdout."""
-
-    name = "recent"
-    params: ClassVar[list[Param]] = [Param("rows", int, low=MIN_SLICE_ROWS)]
-
-    def slices(self, pool_size: int) -> list[Slice]:
-        size = self.config["rows"]
-        self._need(size, pool_size)
-        rows = np.arange(pool_size - size, pool_size, dtype=np.int64)
-        return [Slice(f"recent-{size}", self.name, dict(self.config), rows)]
-
-
-@register
-class Window(SliceStrategy):
-    """Windows of ``size`` rows every ``stride`` rows, aligned to end at the holdout.
-
-    ``count`` keeps only the most recent windows (all when 0).
-    """
-
-    name = "window"
-    params: ClassVar[list[Param]] = [
-        Param("size", int, low=MIN_SLICE_ROWS),
-        Param("stride", int, low=1),
-        Param("count", int, default=0, low=0),
-    ]
-
-    def slices(self, pool_size: int) -> list[Slice]:
-        size, stride, count = self.config["size"], self.config["stride"], self.config["count"]
-        self._need(size, pool_size)
-        starts = list(range(pool_size - size, -1, -stride))
-        if count:
-            starts = starts[:count]
-        return [
-            Slice(
-                f"window-{size}@{start}",
-                self.name,
-                {"size": size, "stride": stride, "start": start},
-                np.arange(start, start + size, dtype=np.int64),
-            )
-            for start in sorted(starts)
-        ]
-
-
-@register
-class Bootstrap(SliceStrategy):
-    """``n`` resamples, with replacement, of ``fraction`` x pool rows (seeded)."""
-
-    name = "bootstrap"
-    params: ClassVar[list[Param]] = [
-        Param("n", int, low=1, high=1000),
-        Param("fraction", float, default=1.0, low=0.0, high=1.0, low_open=True),
-        Param("seed", int, default=0, low=0),
-    ]
-
-    def slices(self, pool_size: int) -> list[Slice]:
-        n, fraction, seed = self.config["n"], self.config["fraction"], self.config["seed"]
-        size = int(round(pool_size * fraction))
-        self._need(size, pool_size)
-        out = []
-        for k in range(n):
-            # One generator per replicate keyed by (seed, k): replicate k is the
-            # same rows whatever n is, so growing n keeps earlier slice ids valid.
-            rng = np.random.default_rng([seed, k])
-            rows = np.sort(rng.integers(0, pool_size, size=size, dtype=np.int64))
-            params = {"fraction": fraction, "seed": seed, "replicate": k}
-            out.append(Slice(f"bootstrap-{fraction:g}-s{seed}-{k}", self.name, params, rows))
-        return out
-
-
 def build_strategy(table: Mapping[str, Any], where: str) -> SliceStrategy:
     """A strategy instance from one ``[[slices]]`` table (``strategy = name`` plus params)."""
     if not isinstance(table, Mapping) or "strategy" not in table:
@@ -210,7 +136,9 @@ def build_strategy(table: Mapping[str, Any], where: str) -> SliceStrategy:
     return cls(parse_table(params, cls.params, f"{where} (strategy {name!r})"), where)
 
 
-def make_slices(strategies: list[SliceStrategy], pool_size: int) -> list[Slice]:
+def make_slices(
+    strategies: list[SliceStrategy], pool_size: int, columns: Columns | None = None
+) -> list[Slice]:
     """All slices of all strategies, each set of rows once.
 
     Two strategies can name the same rows (``recent`` N and the last ``window``
@@ -219,7 +147,10 @@ def make_slices(strategies: list[SliceStrategy], pool_size: int) -> list[Slice]:
     """
     by_rows: dict[str, Slice] = {}
     for strategy in strategies:
-        for piece in strategy.slices(pool_size):
+        for piece in strategy.slices(pool_size, columns or {}):
             by_rows.setdefault(piece.rows_sha256, piece)
     return list(by_rows.values())
 
+
+# The built-in strategies register themselves on import (kept apart: one job per module).
+from shadow.data import slice_strategies  # noqa: E402,F401

@@ -58,9 +58,13 @@ class ModelFamily:
 
     def build(
         self, params: dict[str, Any], n_features: int, n_classes: int,
-        mean: torch.Tensor, std: torch.Tensor,
+        mean: torch.Tensor, std: torch.Tensor, input_shape: tuple[int, ...] | None = None,
     ) -> nn.Module:  # pragma: no cover - interface
-        """A fresh module returning logits of shape (batch, n_classes)."""
+        """A fresh module taking flat (batch, n_features) rows, returning (batch, n_classes) logits.
+
+        ``input_shape`` is one example's shape (images: channels, height, width)
+        for families that need it; inputs still arrive flat.
+        """
         raise NotImplementedError
 
 

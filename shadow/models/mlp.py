@@ -34,7 +34,7 @@ class MLPFamily(ModelFamily):
 
     def build(
         self, params: dict[str, Any], n_features: int, n_classes: int,
-        mean: torch.Tensor, std: torch.Tensor,
+        mean: torch.Tensor, std: torch.Tensor, input_shape: tuple[int, ...] | None = None,
     ) -> nn.Module:
         layers: list[nn.Module] = [Standardize(mean, std)]
         width_in = n_features

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,6 +46,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address is None:
         init_local_ray(num_cpus)
     else:
+        probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
@@ -57,6 +59,27 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+def probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast if a HOST:PORT (or ray://HOST:PORT) address does not answer.
+
+    ray.init retries an unreachable GCS for minutes; a user with a typo in
+    --address deserves an answer in seconds. ``auto`` is left to Ray.
+    """
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address!r}: {exc.strerror or exc}. Check "
+            "the address (the head's GCS port, 6379 by default, or ray://HOST:10001) and that "
+            "the cluster runs (`ray status`)."
+        ) from None
 
 
 def cluster_cpus() -> int:

@@ -103,11 +103,12 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
     sweep = parse_table(raw["sweep"], _SWEEP, f"{where} [sweep]")
     devices = tuple(sweep["devices"])
-    if not devices or len(set(devices)) != len(devices):
-        raise ConfigError(f"{where} [sweep]: 'devices' must list distinct device names; got {list(devices)}.")
+    if not devices or not all(isinstance(d, str) for d in devices) or len(set(devices)) != len(devices):
+        raise ConfigError(
+            f"{where} [sweep]: 'devices' must list distinct device names such as "
+            f"[\"host-cpu\"]; got {list(devices)!r}."
+        )
     for name in devices:
-        if not isinstance(name, str):
-            raise ConfigError(f"{where} [sweep]: device names must be strings; got {name!r}.")
         get_device(name, f"{where} [sweep] devices")
     if not isinstance(raw["holdout"], dict):
         raise ConfigError(f"{where}: [holdout] must be a table such as `rows = 1000`.")
@@ -153,4 +154,8 @@ def expand_grid(params: dict[str, Any]) -> list[dict[str, Any]]:
     for key, values in zip(keys, choices):
         if not values:
             raise ConfigError(f"[model.params]: '{key}' is an empty list; give at least one value.")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(
+                f"[model.params]: '{key}' lists a value twice ({values!r}); each value once."
+            )
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]

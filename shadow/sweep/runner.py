@@ -83,7 +83,8 @@ def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedS
     manifest = find_manifest(config.dataset, relative_to=config.base_dir)
     dataset = load_dataset(manifest)
     holdout = cut_holdout(dataset.n_rows, config.holdout, f"{config.path or 'config'} [holdout]")
-    slices = make_slices(list(config.slices), holdout.start)
+    columns = {name: values[:holdout.start] for name, values in dataset.segments.items()}
+    slices = make_slices(list(config.slices), holdout.start, columns)
     sweep_id = sweep_id or new_sweep_id()
     candidates = plan_candidates(
         sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed
@@ -128,6 +129,7 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
         "features": list(dataset.feature_names),
         "classes": list(dataset.classes),
         "target": dataset.manifest.target,
+        "input_shape": list(dataset.input_shape) if dataset.input_shape else None,
     }
     lineage: dict[str, Any] = {
         "dataset": dataset.name,
@@ -146,6 +148,7 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
         n_classes=len(dataset.classes),
         devices=prepared.config.devices,
         lineage=lineage,
+        input_shape=dataset.input_shape,
     )
 
 
@@ -180,6 +183,7 @@ def run_sweep(
     *,
     address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_start: Callable[[list[CandidateSpec]], None] | None = None,
     resume: bool = False,
 ) -> SweepSummary:
     """Run every planned candidate on Ray and store each result as it lands.
@@ -187,29 +191,32 @@ def run_sweep(
     With ``resume``, the sweep must already be stored (``prepared`` planned
     with its id): only candidates not yet stored run.
     """
-    if resume:
-        todo = check_resumable(prepared, store)
-        store.reopen_sweep(prepared.sweep_id)
-    else:
-        store.artifacts.put(holdout_bytes(prepared))
-        store.create_sweep(sweep_record(prepared), slice_records(prepared))
-        todo = list(prepared.candidates)
-    summary = SweepSummary(
-        prepared.sweep_id, planned=len(todo), skipped=len(prepared.candidates) - len(todo)
-    )
     started = time.perf_counter()
-    status = "failed"
-    try:
-        with ray_session(address):
+    # Connect first: a cluster that cannot be reached must leave the store untouched.
+    with ray_session(address):
+        if resume:
+            todo = check_resumable(prepared, store)
+            store.reopen_sweep(prepared.sweep_id)
+        else:
+            store.artifacts.put(holdout_bytes(prepared))
+            store.create_sweep(sweep_record(prepared), slice_records(prepared))
+            todo = list(prepared.candidates)
+        summary = SweepSummary(
+            prepared.sweep_id, planned=len(todo), skipped=len(prepared.candidates) - len(todo)
+        )
+        if on_start is not None:
+            on_start(todo)
+        status = "failed"
+        try:
             if todo:
                 _fan_out(prepared, todo, store, summary, started, on_progress)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        summary.seconds = time.perf_counter() - started
-        store.finish_sweep(prepared.sweep_id, status)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            summary.seconds = time.perf_counter() - started
+            store.finish_sweep(prepared.sweep_id, status)
     return summary
 
 

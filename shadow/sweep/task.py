@@ -48,6 +48,7 @@ class SweepData:
     n_classes: int
     devices: tuple[str, ...]
     lineage: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
     try:
         trained = train(
             get_family(spec.family), spec.params, data.features[rows], data.labels[rows],
-            data.n_classes, spec.seed,
+            data.n_classes, spec.seed, data.input_shape,
         )
         holdout_x = data.features[data.holdout_start:data.holdout_stop]
         onnx_bytes = export_onnx(trained.module, holdout_x)

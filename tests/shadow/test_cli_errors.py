@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,30 @@ def test_json_listing_is_alone_on_stdout(swept):
     rows = json.loads(result.stdout)
     assert rows and {"candidate_id", "sweep_id", "slice_id", "family", "params", "device", "status",
                      "accuracy", "latency_ms", "size_bytes", "rank"} <= set(rows[0])
+
+
+def test_unreachable_cluster_fails_fast_and_stores_nothing(tmp_path, swept):
+    home, _ = swept
+    before = snapshot(home)
+    started = time.monotonic()
+    result = shadow("sweep", "run", config_file(tmp_path, GOOD), "--home", str(home),
+                    "--address", "127.0.0.1:1")
+    assert_user_error(result, "cannot connect to the Ray cluster at '127.0.0.1:1'")
+    assert time.monotonic() - started < 30
+    assert snapshot(home) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "fragments"),
+    [
+        (GOOD.replace('"noaa-weather"', '"noaa-weather"\ndevices = [["host-cpu"]]'), ["'devices' must list"]),
+        (GOOD.replace("[model.params]", "").replace('family = "mlp"', 'family = "mlp"\n[model.params]\nwidth = [8, 8]'),
+         ["'width' lists a value twice"]),
+        (GOOD.replace('"noaa-weather"', f'"{REPO / "datasets" / "noaa-weather"}"'), ["is a folder"]),
+    ],
+    ids=["devices-nested-list", "duplicate-grid-value", "dataset-folder"],
+)
+def test_more_bad_configs(tmp_path, body, fragments):
+    assert_user_error(shadow("sweep", "run", config_file(tmp_path, body), "--home", str(tmp_path / "h")),
+                      *fragments)
+    assert not (tmp_path / "h").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from selection.errors import ShadowError
 from selection.leaderboard import leaderboard
 from selection.store import Store
 from shadow.cli.main import main
@@ -40,11 +41,13 @@ epochs = 8
 
 
 def stored_count(home: Path) -> int:
-    if not (home / "shadow.db").exists():
+    """Candidates the other driver has stored so far (0 while it is still creating the store)."""
+    try:
+        with Store.open(home, create=False) as store:
+            sweep_id = store.latest_sweep_id()
+            return len(store.candidate_ids(sweep_id)) if sweep_id else 0
+    except ShadowError:
         return 0
-    with Store.open(home, create=False) as store:
-        sweep_id = store.latest_sweep_id()
-        return len(store.candidate_ids(sweep_id)) if sweep_id else 0
 
 
 def test_killed_driver_then_resume(tmp_path, ray_local, capsys):
