@@ -99,14 +99,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     prepared = prepare_sweep(config, sweep_id=args.resume)
     store = open_store(args, create=args.resume is None)
     with store:
-        def announce(todo: list) -> None:
+        def announce(todo: int, skipped: int) -> None:
             if args.quiet:
                 return
-            skipped = len(prepared.candidates) - len(todo)
+            per_slice = (f"{config.search.trials} Optuna trials" if config.search
+                         else f"{len(config.grid)} settings")
             note(
-                f"sweep {prepared.sweep_id}: {len(todo)} candidates to run"
+                f"sweep {prepared.sweep_id}: {todo} candidates to run"
                 + (f" ({skipped} already stored)" if skipped else "")
-                + f" ({len(prepared.slices)} slices x {len(config.grid)} settings) on dataset "
+                + f" ({len(prepared.slices)} slices x {per_slice}) on dataset "
                 f"{prepared.dataset.name!r}, {prepared.dataset.n_rows} rows, holdout rows "
                 f"{prepared.holdout.start}-{prepared.holdout.stop - 1}; devices "
                 f"{', '.join(config.devices)}"
@@ -159,5 +160,5 @@ def _print_progress(p: "Progress") -> None:
     width = len(str(p.total))
     note(
         f"[{p.done:>{width}}/{p.total}] {record.candidate_id} {record.slice_id:<20} {outcome}"
-        f" | {best} | {p.elapsed_s:.0f}s elapsed, ~{eta:.0f}s left"
+        f" | {best} | {p.running} running | {p.elapsed_s:.0f}s elapsed, ~{eta:.0f}s left"
     )

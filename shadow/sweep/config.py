@@ -40,6 +40,7 @@ from shadow.devices import get_device
 from shadow.errors import ConfigError
 from shadow.models import get_family
 from shadow.params import Param, check_known_keys, parse_table
+from shadow.sweep.search import SearchConfig, parse_search
 
 #: More candidates than this in one sweep is almost surely a typo in the grid.
 MAX_CANDIDATES = 10_000
@@ -70,6 +71,10 @@ class SweepConfig:
     grid: tuple[dict[str, Any], ...]
     path: Path | None
     raw: dict[str, Any]
+    #: Optuna search per slice instead of the grid (``[search]``), if configured.
+    search: SearchConfig | None = None
+    #: ``[model.params]`` as written (no defaults): what every search trial shares.
+    fixed_params: dict[str, Any] | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -97,7 +102,7 @@ def load_config(path: str | Path) -> SweepConfig:
 def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConfig:
     """Validate an already-parsed config (used by tests and the Python API)."""
     where = str(path) if path else "sweep config"
-    check_known_keys(raw, ["sweep", "holdout", "slices", "model"], where)
+    check_known_keys(raw, ["sweep", "holdout", "slices", "model", "search"], where)
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
@@ -120,6 +125,15 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     )
     model = parse_table(raw["model"], _MODEL, f"{where} [model]")
     family = get_family(model["family"], f"{where} [model]")
+    search = None
+    if "search" in raw:
+        listed = [k for k, v in model["params"].items() if isinstance(v, list)]
+        if listed:
+            raise ConfigError(
+                f"{where} [model.params]: {', '.join(repr(k) for k in listed)} list several values, "
+                "but [search] is set; give ranges in [search.space] instead."
+            )
+        search = parse_search(raw["search"], family, model["params"], f"{where} [search]")
     grid = tuple(
         family.validate(point, f"{where} [model.params]")
         for point in expand_grid(model["params"])
@@ -141,6 +155,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         grid=grid,
         path=path,
         raw=raw,
+        search=search,
+        fixed_params=dict(model["params"]),
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from selection.records import utc_now
+from selection.records import CandidateRecord, utc_now
 from shadow.data.slices import Slice
 
 
@@ -22,6 +22,10 @@ class CandidateSpec:
     family: str
     params: dict[str, Any]
     seed: int
+    #: Optuna trial index within its slice's study (None for grid candidates).
+    trial: int | None = None
+    #: Share of the slice, at its end, held out to score the trial (0: train on all of it).
+    validation_fraction: float = 0.0
 
 
 def new_sweep_id(now: datetime | None = None) -> str:
@@ -62,3 +66,18 @@ def plan_candidates(
         for params in grid
         for piece in slices
     ]
+
+
+class GridPlanner:
+    """Every candidate known up front; nothing to learn from results."""
+
+    def __init__(self, specs: list[CandidateSpec]) -> None:
+        self._specs = list(specs)
+        self.total = len(self._specs)
+
+    def ready(self) -> list[CandidateSpec]:
+        specs, self._specs = self._specs, []
+        return specs
+
+    def tell(self, spec: CandidateSpec, record: CandidateRecord) -> None:
+        """Grid candidates do not depend on each other's results."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from selection.arrays import encode_holdout
 from selection.artifacts import sha256_bytes
@@ -31,11 +32,23 @@ from shadow.model_io import INPUT_NAME, OUTPUT_NAME
 from shadow.lineage import code_lineage
 from shadow.sweep.cluster import cluster_cpus, ray_session
 from shadow.sweep.config import SweepConfig
-from shadow.sweep.plan import CandidateSpec, new_sweep_id, plan_candidates
+from shadow.models import get_family
+from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
+from shadow.sweep.search import SearchPlanner
 from shadow.sweep.task import CandidateOutcome, SweepData, describe_error, run_candidate
 
 #: Retries of a task whose worker process died (not of a candidate that raised).
 WORKER_RETRIES = 3
+
+
+class Planner(Protocol):
+    """Hands out candidates as they become runnable and learns from results."""
+
+    total: int
+
+    def ready(self) -> list[CandidateSpec]: ...
+
+    def tell(self, spec: CandidateSpec, record: CandidateRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,13 @@ class PreparedSweep:
     dataset: Dataset
     holdout: Holdout
     slices: list[Slice]
+    #: Grid candidates, known up front (empty when Optuna asks them as it goes).
     candidates: list[CandidateSpec]
+
+    @property
+    def n_planned(self) -> int:
+        search = self.config.search
+        return search.trials * len(self.slices) if search else len(self.candidates)
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Progress:
     done: int
     failed: int
     total: int
+    running: int
     elapsed_s: float
     best_accuracy: float | None
     best_candidate_id: str | None
@@ -86,10 +106,23 @@ def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedS
     columns = {name: values[:holdout.start] for name, values in dataset.segments.items()}
     slices = make_slices(list(config.slices), holdout.start, columns)
     sweep_id = sweep_id or new_sweep_id()
-    candidates = plan_candidates(
+    candidates = [] if config.search else plan_candidates(
         sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed
     )
     return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates)
+
+
+def make_planner(prepared: PreparedSweep, stored: list[CandidateRecord]) -> Planner:
+    """What to run next: the grid less what is stored, or Optuna studies fed what is stored."""
+    config = prepared.config
+    if config.search is None:
+        done = {r.candidate_id for r in stored}
+        return GridPlanner([c for c in prepared.candidates if c.candidate_id not in done])
+    return SearchPlanner(
+        config.search, prepared.slices, config.family, dict(config.fixed_params or {}),
+        get_family(config.family), prepared.sweep_id, prepared.dataset.fingerprint,
+        config.seed, stored,
+    )
 
 
 def holdout_bytes(prepared: PreparedSweep) -> bytes:
@@ -110,7 +143,7 @@ def sweep_record(prepared: PreparedSweep) -> SweepRecord:
             data_sha256=sha256_bytes(holdout_bytes(prepared)),
         ),
         config=prepared.config.raw,
-        n_planned=len(prepared.candidates),
+        n_planned=prepared.n_planned,
     )
 
 
@@ -152,8 +185,8 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
     )
 
 
-def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateSpec]:
-    """The candidates of a stored sweep still to run; refuse if the plan changed.
+def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateRecord]:
+    """The candidates a stored sweep already has; refuse if the plan changed.
 
     Candidate ids hash the sweep id, the rows, the model and the seed, so the
     same config and data plan the same ids, and finished ones are skipped.
@@ -173,8 +206,7 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateSpec
             "what it was started with; resume with the same config and data, or start a new "
             "sweep (drop --resume)."
         )
-    done = store.candidate_ids(prepared.sweep_id)
-    return [c for c in prepared.candidates if c.candidate_id not in done]
+    return store.list_candidates(prepared.sweep_id)
 
 
 def run_sweep(
@@ -183,7 +215,7 @@ def run_sweep(
     *,
     address: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    on_start: Callable[[list[CandidateSpec]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
     resume: bool = False,
 ) -> SweepSummary:
     """Run every planned candidate on Ray and store each result as it lands.
@@ -194,22 +226,22 @@ def run_sweep(
     started = time.perf_counter()
     # Connect first: a cluster that cannot be reached must leave the store untouched.
     with ray_session(address):
+        stored: list[CandidateRecord] = []
         if resume:
-            todo = check_resumable(prepared, store)
+            stored = check_resumable(prepared, store)
             store.reopen_sweep(prepared.sweep_id)
         else:
             store.artifacts.put(holdout_bytes(prepared))
             store.create_sweep(sweep_record(prepared), slice_records(prepared))
-            todo = list(prepared.candidates)
-        summary = SweepSummary(
-            prepared.sweep_id, planned=len(todo), skipped=len(prepared.candidates) - len(todo)
-        )
+        planner = make_planner(prepared, stored)
+        todo = planner.total - len(stored) if prepared.config.search else planner.total
+        summary = SweepSummary(prepared.sweep_id, planned=todo, skipped=len(stored))
         if on_start is not None:
-            on_start(todo)
+            on_start(todo, len(stored))
         status = "failed"
         try:
             if todo:
-                _fan_out(prepared, todo, store, summary, started, on_progress)
+                _fan_out(prepared, planner, store, summary, started, on_progress)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -222,7 +254,7 @@ def run_sweep(
 
 def _fan_out(
     prepared: PreparedSweep,
-    todo: list[CandidateSpec],
+    planner: Planner,
     store: Store,
     summary: SweepSummary,
     started: float,
@@ -233,23 +265,27 @@ def _fan_out(
     remote = ray.remote(num_cpus=1, max_retries=WORKER_RETRIES)(run_candidate)
     data_ref = ray.put(sweep_data(prepared))
     limit = prepared.config.max_in_flight or 2 * cluster_cpus()
-    queue = list(reversed(todo))
+    queue: deque[CandidateSpec] = deque()
     running: dict[Any, CandidateSpec] = {}
     try:
-        while queue or running:
+        while True:
+            queue.extend(planner.ready())
             while queue and len(running) < limit:
-                spec = queue.pop()
+                spec = queue.popleft()
                 running[remote.remote(spec, data_ref)] = spec
+            if not running:
+                break
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 spec = running.pop(ref)
                 outcome = _collect(ref, spec, prepared.sweep_id)
                 store.add_candidate(outcome.record, outcome.artifacts)
+                planner.tell(spec, outcome.record)
                 _tally(summary, outcome.record, prepared.config.devices[0])
                 if on_progress is not None:
                     on_progress(Progress(
                         outcome.record, summary.ok + summary.failed, summary.failed,
-                        summary.planned, time.perf_counter() - started,
+                        summary.planned, len(running), time.perf_counter() - started,
                         summary.best_accuracy, summary.best_candidate_id,
                     ))
     finally:

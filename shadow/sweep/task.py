@@ -9,6 +9,8 @@ a sweep.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,7 @@ import torch
 from selection.arrays import encode_array
 from selection.artifacts import sha256_bytes
 from selection.records import CandidateRecord, DeviceResult
+from shadow.data.slices import rows_sha256
 from shadow.devices import get_device
 from shadow.export import export_onnx, verify_onnx
 from shadow.models import get_family
@@ -75,6 +78,37 @@ def calibration_rows(rows: np.ndarray, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=CALIBRATION_ROWS, replace=False))
 
 
+def split_validation(rows: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train on the start of the slice, validate on its end (the most recent rows).
+
+    Search trials are scored here, never on the holdout.
+    """
+    if fraction <= 0:
+        return rows, rows[:0]
+    cut = len(rows) - max(1, int(round(len(rows) * fraction)))
+    return rows[:cut], rows[cut:]
+
+
+def torch_accuracy(module: torch.nn.Module, features: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of a trained module (logits) on rows."""
+    with torch.no_grad():
+        logits = module(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+    return float((logits.argmax(dim=1).numpy() == labels).mean())
+
+
+def worker_identity() -> dict[str, Any]:
+    """Where this candidate ran: host, pid and, under Ray, the node id."""
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            identity["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # lineage is best effort; never fail a candidate over it
+        pass
+    return identity
+
+
 def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
     """Train, export and evaluate one candidate; failures become a failed record."""
     # One thread per task: Ray already runs one task per core, and torch's own
@@ -89,13 +123,27 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         seed=spec.seed,
     )
     rows = data.slice_rows[spec.slice_id]
-    lineage = {**data.lineage, "slice_rows": int(len(rows))}
+    train_rows, validation_rows = split_validation(rows, spec.validation_fraction)
+    lineage = {
+        **data.lineage,
+        "slice_rows": int(len(rows)),
+        "slice_sha256": rows_sha256(rows),
+        "train_rows": int(len(train_rows)),
+        "worker": worker_identity(),
+    }
+    if spec.trial is not None:
+        lineage["trial"] = spec.trial
     started = time.perf_counter()
     try:
         trained = train(
-            get_family(spec.family), spec.params, data.features[rows], data.labels[rows],
-            data.n_classes, spec.seed, data.input_shape,
+            get_family(spec.family), spec.params, data.features[train_rows],
+            data.labels[train_rows], data.n_classes, spec.seed, data.input_shape,
         )
+        if len(validation_rows):
+            lineage["validation_rows"] = int(len(validation_rows))
+            lineage["validation_accuracy"] = torch_accuracy(
+                trained.module, data.features[validation_rows], data.labels[validation_rows]
+            )
         holdout_x = data.features[data.holdout_start:data.holdout_stop]
         onnx_bytes = export_onnx(trained.module, holdout_x)
         lineage["onnx_max_abs_diff"] = verify_onnx(onnx_bytes, trained.module, holdout_x[:VERIFY_ROWS])
