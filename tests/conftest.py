@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
@@ -13,14 +14,24 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    """A private 2-CPU Ray on 127.0.0.1, shared by every test that asks for it."""
+    """A real two-node Ray cluster on 127.0.0.1 (1 CPU each), shared by the whole run.
+
+    Two nodes rather than one: every sweep test then also exercises scheduling
+    across nodes, and the cluster test can check that candidates ran on both.
+    """
     import ray
+    from ray.cluster_utils import Cluster
 
-    from shadow.sweep.cluster import init_local_ray
-
-    started = not ray.is_initialized()
-    if started:
-        init_local_ray(num_cpus=2)
+    if ray.is_initialized():
+        yield
+        return
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.ERROR)
     yield
-    if started:
-        ray.shutdown()
+    ray.shutdown()
+    cluster.shutdown()
