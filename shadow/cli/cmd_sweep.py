@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
+from shadow.cli.progress import SweepProgress
 
-if TYPE_CHECKING:
-    from shadow.sweep import Progress
 
 EPILOG = """\
 examples:
@@ -113,13 +112,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 f"{', '.join(config.devices)}"
             )
 
+        def start(todo: int, skipped: int) -> None:
+            announce(todo, skipped)
+            progress.start(todo)
+
         try:
-            summary = run_sweep(
-                prepared, store, address=args.address,
-                on_progress=None if args.quiet else _print_progress,
-                on_start=announce,
-                resume=args.resume is not None,
-            )
+            with SweepProgress(quiet=args.quiet) as progress:
+                summary = run_sweep(
+                    prepared, store, address=args.address, on_progress=progress,
+                    on_start=start, resume=args.resume is not None,
+                )
         except KeyboardInterrupt:
             note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored. Finish it "
                  f"with: shadow sweep run {args.config} --resume {prepared.sweep_id}")
@@ -144,21 +146,3 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             file=sys.stdout,
         )
     return 0
-
-
-def _print_progress(p: "Progress") -> None:
-    record = p.record
-    result = record.devices[0] if record.devices else None
-    if record.status == "ok" and result is not None and result.status == "ok":
-        outcome = f"ok   acc={result.accuracy:.4f} lat={result.latency_ms:.3f}ms"
-    else:
-        error = record.error or (result.error if result else "") or "unknown error"
-        outcome = f"FAILED {error[:120]}"
-    remaining = p.total - p.done
-    eta = p.elapsed_s / p.done * remaining if p.done else 0.0
-    best = f"best {p.best_accuracy:.4f}" if p.best_accuracy is not None else "best -"
-    width = len(str(p.total))
-    note(
-        f"[{p.done:>{width}}/{p.total}] {record.candidate_id} {record.slice_id:<20} {outcome}"
-        f" | {best} | {p.running} running | {p.elapsed_s:.0f}s elapsed, ~{eta:.0f}s left"
-    )
