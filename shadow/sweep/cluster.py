@@ -37,12 +37,18 @@ def init_local_ray(num_cpus: int | None = None) -> None:
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Ray for the duration of a sweep; shut down only if this call started it."""
+    """Ray for the duration of a sweep; shut down only if this call started it.
+
+    ``address`` None means ``$RAY_ADDRESS`` if set, else a private local instance.
+    """
     import ray
 
     if ray.is_initialized():
         yield
         return
+    # Under `ray job submit` the driver runs beside a cluster that RAY_ADDRESS names:
+    # join it rather than start a private one.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
         init_local_ray(num_cpus)
     else:
@@ -69,7 +75,7 @@ def probe(address: str, timeout_s: float = 5.0) -> None:
     """
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
-    if address == "auto" or not sep or not port.isdigit():
+    if address == "auto" or "://" in target or not sep or not port.isdigit():
         return
     try:
         with socket.create_connection((host or LOOPBACK, int(port)), timeout=timeout_s):

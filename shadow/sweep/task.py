@@ -174,6 +174,7 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
             result = replace(result, predictions_sha256=sha256_bytes(encoded))
             artifacts[result.predictions_sha256] = encoded
         results.append(result)
+    lineage["compute_seconds"] = time.perf_counter() - started
     record = CandidateRecord(
         **base,
         status="ok",
