@@ -1,55 +1,53 @@
 """The leaderboard: one row per candidate x device, ranked, as a pandas frame.
 
-This is the table behind `shadow leaderboard` and `shadow promote --best`;
-rendering it (table, CSV, JSON) is the CLI's job.
+This is the table behind `shadow leaderboard`, `shadow promote --best` and
+`shadow report`; rendering it is the CLI's job. Filtering, eligibility and
+ranking run in SQL (``selection.board``); this module picks the sweeps and
+the policy, explains ineligible rows and types the frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from selection.board import check_where, devices_of, metric_points, query_sweep
+from selection.constraints import violations
 from selection.errors import ConfigError, NotFoundError
-from selection.promotion import artifact_for
-from selection.ranking import rank_rows
-from selection.records import HOST_DEVICE, CandidateRecord, DeviceResult, SweepRecord
+from selection.pareto import pareto_mask
+from selection.ranking import RankingPolicy, get_policy, policy_from_config
+from selection.records import HOST_DEVICE, SweepRecord
 from selection.store import Store
-from selection.store.codec import CANDIDATE_STATUSES
+from selection.store.codec import CANDIDATE_STATUSES, decode_json
 
 #: The leaderboard's columns, in order.
 COLUMNS = (
-    "rank",
-    "candidate_id",
-    "sweep_id",
-    "slice_id",
-    "family",
-    "params",
-    "device",
-    "status",
-    "accuracy",
-    "latency_ms",
-    "size_bytes",
-    "host_latency_p50_ms",
-    "host_latency_p99_ms",
-    "emulator",
-    "seed",
-    "train_seconds",
-    "error",
-    "artifact_sha256",
-    "created_at",
+    "rank", "candidate_id", "sweep_id", "slice_id", "family", "params", "device", "status",
+    "accuracy", "latency_ms", "size_bytes", "host_latency_p50_ms", "host_latency_p99_ms",
+    "emulator", "seed", "train_seconds", "error", "artifact_sha256", "created_at",
+    "eligible", "ineligible_reason", "has_fallback", "peak_activation_bytes",
+    "memory_budget_bytes", "device_eligible", "device_ineligible_reason", "policy",
 )
 _DTYPES: dict[str, Any] = {
-    "rank": "Int64",
-    "accuracy": "float64",
-    "latency_ms": "float64",
-    "size_bytes": "Int64",
-    "host_latency_p50_ms": "float64",
-    "host_latency_p99_ms": "float64",
-    "seed": "Int64",
-    "train_seconds": "float64",
-    "created_at": "datetime64[us, UTC]",
+    "rank": "Int64", "accuracy": "float64", "latency_ms": "float64", "size_bytes": "Int64",
+    "host_latency_p50_ms": "float64", "host_latency_p99_ms": "float64", "seed": "Int64",
+    "train_seconds": "float64", "created_at": "datetime64[us, UTC]", "eligible": "bool",
+    "has_fallback": "boolean", "peak_activation_bytes": "Int64",
+    "memory_budget_bytes": "Int64", "device_eligible": "boolean",
 }
+
+
+def sweep_policy(sweep: SweepRecord, policy: RankingPolicy | str | None = None) -> RankingPolicy:
+    """The policy that ranks ``sweep``: ``policy`` if given, else its config's [ranking], else "default"."""
+    if policy is not None:
+        return get_policy(policy)
+    table = sweep.config.get("ranking") if isinstance(sweep.config, dict) else None
+    if table is None:
+        return get_policy(None)
+    return policy_from_config(table, f"[ranking] of sweep {sweep.sweep_id!r}")
 
 
 def leaderboard(
@@ -58,59 +56,96 @@ def leaderboard(
     sweep: str = "latest",
     device: str | None = None,
     status: str | None = None,
+    slice_id: str | None = None,
+    family: str | None = None,
+    where: str | Sequence[str] = (),
+    top: int | None = None,
+    pareto: bool = False,
+    policy: RankingPolicy | str | None = None,
+    sort: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The ranked rows of ``sweep`` ("latest", "all" or a sweep id).
 
-    ``device`` and ``status`` ("ok"/"failed") filter the rows; ranks are
-    computed before filtering, per (sweep, device), by
-    :func:`selection.ranking.rank_rows`. Rows are sorted newest sweep first,
-    then by device, then by rank (unranked last). An empty store gives an
-    empty frame with the same columns.
+    Ranks are per (sweep, device) under the sweep's policy (see
+    :func:`sweep_policy`) and do not depend on the filters: ``device``,
+    ``status``, ``slice_id``, ``family`` and ``where`` (expressions such as
+    ``"latency_ms < 2"``, ANDed) only choose which rows are shown. ``top``
+    keeps rows ranked 1..top per device; ``pareto`` keeps the eligible rows on
+    the accuracy/latency/size Pareto front of their device. Rows are sorted
+    newest sweep first, then by device, then by rank (unranked last), unless
+    ``sort`` names columns (prefix ``-`` for descending). An empty store
+    gives an empty frame with the same columns.
     """
     if status is not None and status not in CANDIDATE_STATUSES:
         raise ConfigError(
             f"--status must be one of {', '.join(CANDIDATE_STATUSES)}; got {status!r}"
         )
-    sweeps = _select_sweeps(store, sweep)
-    rows: list[dict[str, Any]] = []
-    for order, record in enumerate(sweeps):
-        for candidate in store.list_candidates(record.sweep_id):
-            rows.extend(_rows(candidate, record, order))
-    if not rows:
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ConfigError(f"--top must be an int >= 1; got {top!r}")
+    where = [where] if isinstance(where, str) else list(where)
+    check_where(where)
+    sort_keys = _sort_keys(sort)
+    if policy is not None:
+        get_policy(policy)  # a bad name fails even on an empty store
+    frames = []
+    with store.snapshot() as conn:
+        sweeps = _select_sweeps(store, sweep)
+        on: dict[str, list[str]] = {}
+        for record in sweeps:
+            found = devices_of(conn, record.sweep_id)
+            on[record.sweep_id] = found if device is None else [d for d in found if d == device]
+        if device is not None and sweeps and not any(on.values()) and device not in {
+            _first_device(r) for r in sweeps
+        }:
+            present = sorted({d for r in sweeps for d in devices_of(conn, r.sweep_id)}
+                             | {_first_device(r) for r in sweeps})
+            raise NotFoundError(
+                f"no leaderboard row for device {device!r} in the selected sweeps; "
+                f"devices present: {', '.join(present)}; pick one of those with --device"
+            )
+        filters = {"status": status, "slice_id": slice_id, "family": family}
+        for record in sweeps:
+            chosen = sweep_policy(record, policy)
+            ids = _pareto_ids(conn, record, on[record.sweep_id], chosen) if pareto else None
+            rows = query_sweep(
+                conn, record.sweep_id, policy=chosen, first_device=_first_device(record),
+                devices=on[record.sweep_id], filters=filters, where=where, top=top, only_ids=ids,
+                include_early=device in (None, _first_device(record)),
+            )
+            if rows:
+                frames.append(_frame(rows, chosen))
+    if not frames:
         return _empty()
-    frame = pd.DataFrame(rows)
-    if device is not None and device not in set(frame["device"]):
-        known = ", ".join(sorted(set(frame["device"])))
-        raise NotFoundError(
-            f"no leaderboard row for device {device!r} in the selected sweeps; "
-            f"devices present: {known}; pick one of those with --device"
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = _typed(frame.loc[:, list(COLUMNS)])
+    if sort_keys:
+        frame = frame.sort_values(
+            [k for k, _ in sort_keys], ascending=[a for _, a in sort_keys],
+            na_position="last", kind="mergesort",
         )
-    frame["rank"] = rank_rows(frame)
-    if device is not None:
-        frame = frame[frame["device"] == device]
-    if status is not None:
-        frame = frame[frame["status"] == status]
-    frame = frame.sort_values(
-        ["_sweep_order", "device", "rank", "candidate_id"],
-        na_position="last",
-        kind="mergesort",
-    )
-    return _typed(frame.loc[:, list(COLUMNS)].reset_index(drop=True))
+    return frame.reset_index(drop=True)
 
 
-def best_candidate(store: Store, *, sweep: str = "latest", device: str = HOST_DEVICE) -> str:
+def best_candidate(
+    store: Store, *, sweep: str = "latest", device: str = HOST_DEVICE,
+    policy: RankingPolicy | str | None = None,
+) -> str:
     """The id of the rank-1 candidate of one sweep on ``device``.
 
-    Raises NotFoundError when no candidate of that sweep ran ok there, and
-    ConfigError for ``sweep="all"`` (sweeps use different holdouts, so their
-    scores do not compare).
+    Raises NotFoundError when no candidate of that sweep is eligible there,
+    and ConfigError for ``sweep="all"`` (sweeps use different holdouts, so
+    their scores do not compare).
     """
     if sweep == "all":
         raise ConfigError(
             "the best candidate is chosen within one sweep (each sweep scores on its own "
             "holdout); got sweep='all'; pass 'latest' or a sweep id"
         )
-    frame = leaderboard(store, sweep=sweep, device=device)
+    quick = leaderboard(store, sweep=sweep, device=device, policy=policy, top=1)
+    if not quick.empty:
+        return str(quick["candidate_id"].iloc[0])
+    # No rank 1: read every row once, to say why.
+    frame = leaderboard(store, sweep=sweep, device=device, policy=policy)
     if frame.empty:
         raise NotFoundError(
             f"no candidates in sweep {sweep!r} of the store at {store.url}; "
@@ -119,13 +154,67 @@ def best_candidate(store: Store, *, sweep: str = "latest", device: str = HOST_DE
     best = frame[frame["rank"] == 1]
     if best.empty:
         sweep_id = frame["sweep_id"].iloc[0]
+        failed = int((frame["status"] == "failed").sum())
+        if failed == len(frame):
+            raise NotFoundError(
+                f"no candidate of sweep {sweep_id!r} ran ok on device {device!r} "
+                f"({failed} failed); see the errors with "
+                f"`shadow leaderboard --sweep {sweep_id} --device {device}`, fix them and "
+                f"`shadow sweep run CONFIG --resume {sweep_id}`, or choose another --device"
+            )
+        why = frame["ineligible_reason"].dropna().iloc[0]
         raise NotFoundError(
-            f"no candidate of sweep {sweep_id!r} ran ok on device {device!r} "
-            f"({len(frame)} failed); see the errors with "
-            f"`shadow leaderboard --sweep {sweep_id} --device {device}`, fix them and "
-            f"`shadow sweep run CONFIG --resume {sweep_id}`, or choose another --device"
+            f"no candidate of sweep {sweep_id!r} on device {device!r} meets the ranking "
+            f"policy {frame['policy'].iloc[0]!r} ({len(frame)} rows, e.g. {why}); see "
+            f"`shadow leaderboard --sweep {sweep_id} --device {device}`, relax the policy "
+            "(--policy or [ranking] in the sweep file), or promote a candidate by id with --force"
         )
     return str(best["candidate_id"].iloc[0])
+
+
+def _pareto_ids(
+    conn: Any, sweep: SweepRecord, devices: list[str], policy: RankingPolicy
+) -> dict[str, dict[str, int]]:
+    """Per device, the front's candidate ids with their ranks (computed here, not in SQL)."""
+    out: dict[str, dict[str, int]] = {}
+    for name in devices:
+        ids, metrics = metric_points(conn, sweep.sweep_id, name, policy)
+        if not ids:
+            out[name] = {}
+            continue
+        values = {k: np.array([np.nan if x is None else x for x in v], dtype="float64")
+                  for k, v in metrics.items()}
+        mask = pareto_mask(values["accuracy"], values["latency_ms"], values["size_bytes"])
+        # Same order as the SQL ranking: nulls last, candidate id breaks ties.
+        order = _lexsort(ids, values, policy)
+        ranks = np.empty(len(ids), dtype=np.int64)
+        ranks[order] = np.arange(1, len(ids) + 1)
+        out[name] = {ids[i]: int(ranks[i]) for i in np.flatnonzero(mask)}
+    return out
+
+
+def _lexsort(ids: list[str], values: dict[str, np.ndarray], policy: RankingPolicy) -> np.ndarray:
+    """Positions of the rows in the policy's order (NaN last, candidate id last key)."""
+    frame = pd.DataFrame({**values, "candidate_id": ids})
+    ordered = frame.sort_values([c for c, _ in policy.order], ascending=[a for _, a in policy.order],
+                                na_position="last", kind="mergesort")
+    return ordered.index.to_numpy()
+
+
+def _sort_keys(sort: str | Sequence[str] | None) -> list[tuple[str, bool]]:
+    if sort is None:
+        return []
+    names = [sort] if isinstance(sort, str) else list(sort)
+    keys = []
+    for raw in (part.strip() for name in names for part in name.split(",")):
+        column = raw.lstrip("-")
+        if column not in COLUMNS or column == "params":
+            raise ConfigError(
+                f"--sort must name leaderboard columns (prefix - for descending); got {raw!r}; "
+                f"known columns: {', '.join(c for c in COLUMNS if c != 'params')}"
+            )
+        keys.append((column, not raw.startswith("-")))
+    return keys
 
 
 def _select_sweeps(store: Store, sweep: str) -> list[SweepRecord]:
@@ -158,39 +247,18 @@ def _first_device(sweep: SweepRecord) -> str:
     return HOST_DEVICE
 
 
-def _rows(candidate: CandidateRecord, sweep: SweepRecord, order: int) -> list[dict[str, Any]]:
-    results = candidate.devices or (
-        DeviceResult(device=_first_device(sweep), status="failed", error=candidate.error),
+def _frame(rows: list[Any], policy: RankingPolicy) -> pd.DataFrame:
+    frame = pd.DataFrame([dict(row) for row in rows])
+    frame["params"] = [decode_json(p) for p in frame["params"]]
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+    frame["eligible"] = frame["eligible"].astype(bool)
+    reasons = violations(frame, policy)
+    frame["ineligible_reason"] = pd.Series(
+        [None if ok else why for ok, why in zip(frame["eligible"], reasons)],
+        index=frame.index, dtype=object,
     )
-    rows = []
-    for result in results:
-        failed = candidate.status == "failed" or result.status == "failed"
-        rows.append(
-            {
-                "rank": None,
-                "candidate_id": candidate.candidate_id,
-                "sweep_id": candidate.sweep_id,
-                "slice_id": candidate.slice_id,
-                "family": candidate.family,
-                "params": candidate.params,
-                "device": result.device,
-                "status": "failed" if failed else "ok",
-                "accuracy": result.accuracy,
-                "latency_ms": result.latency_ms,
-                "size_bytes": result.size_bytes,
-                "host_latency_p50_ms": result.host_latency_p50_ms,
-                "host_latency_p99_ms": result.host_latency_p99_ms,
-                "emulator": result.emulator,
-                "seed": candidate.seed,
-                "train_seconds": candidate.train_seconds,
-                "error": result.error or candidate.error,
-                # The model a promotion to this device would ship.
-                "artifact_sha256": artifact_for(candidate, result),
-                "created_at": candidate.created_at,
-                "_sweep_order": order,
-            }
-        )
-    return rows
+    frame["policy"] = policy.name
+    return frame
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

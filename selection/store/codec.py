@@ -205,9 +205,42 @@ def device_rows(candidate: CandidateRecord) -> list[dict[str, Any]]:
                 "emulator": result.emulator,
                 "predictions_sha256": result.predictions_sha256,
                 "extra": encode_json(result.extra, what=f"candidate {cid!r} {result.device} extra"),
+                "sweep_id": candidate.sweep_id,
+                "candidate_ok": candidate.status == "ok",
+                **extra_columns(result.extra),
             }
         )
     return rows
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def extra_columns(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema-v2 columns derived from a device result's ``extra``.
+
+    Keys are the ones edge devices write; a missing or mistyped key becomes
+    NULL (host rows have none), which ranking reads as "no fallback, within
+    budget, eligible". The JSON in ``extra`` stays the record of truth.
+    """
+    reason = extra.get("ineligible_reason")
+    return {
+        "has_fallback": _opt_bool(extra.get("has_fallback")),
+        "peak_activation_bytes": _opt_int(extra.get("peak_activation_bytes")),
+        "memory_budget_bytes": _opt_int(extra.get("memory_budget_bytes")),
+        "device_eligible": _opt_bool(extra.get("eligible")),
+        "ineligible_reason": reason if isinstance(reason, str) else None,
+    }
 
 
 def row_to_device(row: Row) -> DeviceResult:

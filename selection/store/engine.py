@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from selection.errors import ConfigError, StoreError
 from selection.records import utc_now
 from selection.store.codec import encode_dt
+from selection.store.migrations import upgrade
 from selection.store.schema import SCHEMA_VERSION, metadata, schema_version
 
 #: Milliseconds a SQLite writer waits for another one before giving up.
@@ -30,12 +31,17 @@ WRITE_OPTION = "shadow_write"
 def parse_url(url: str | URL) -> URL:
     """Parse a SQLAlchemy database URL, raising ConfigError on nonsense."""
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(
             f"--store / SHADOW_STORE must be a database URL such as "
             f"'sqlite:////abs/path/shadow.db' or 'postgresql://user@host/db'; got {url!r} ({exc})"
         ) from None
+    # Plain postgresql:// means SQLAlchemy's default driver (psycopg2), which
+    # we do not ship; psycopg 3 is the one installed with shadow-sweep.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def display_url(url: URL) -> str:
@@ -55,7 +61,8 @@ def make_engine(url: URL) -> Engine:
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise ConfigError(
             f"the store URL {display_url(url)} needs a database driver that is not "
-            f"installed ({exc}); install it (for PostgreSQL: `pip install psycopg2-binary`)"
+            f"installed ({exc}); install it "
+            "(for PostgreSQL: `pip install 'psycopg[binary]'`)"
         ) from None
     if is_sqlite(url):
         _configure_sqlite(engine)
@@ -91,10 +98,12 @@ def stored_version(conn: Connection) -> int | None:
 
 
 def init_schema(engine: Engine, *, create: bool, where: str) -> None:
-    """Create the tables (if ``create``) and check the schema version.
+    """Create the tables (if ``create``), check the schema version, upgrade an old one.
 
     Raises StoreError for a database this code cannot use: one without our
-    tables when ``create`` is False, or one written by a newer version.
+    tables when ``create`` is False, or one written by a newer version. An
+    older database is upgraded in place (see ``migrations.py``) even by a
+    read-only command: the queries of this version need its columns.
     """
     with engine.connect() as conn:
         conn.execution_options(**{WRITE_OPTION: create})
@@ -113,10 +122,38 @@ def init_schema(engine: Engine, *, create: bool, where: str) -> None:
                     )
                 )
                 return
-            if version > SCHEMA_VERSION:
+            _refuse_newer(version, where)
+    if version < SCHEMA_VERSION:
+        _upgrade(engine, where)
+
+
+def _refuse_newer(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store at {where} has schema version {version}, newer than the "
+            f"{SCHEMA_VERSION} this shadow-sweep understands; upgrade shadow-sweep"
+        )
+
+
+def _upgrade(engine: Engine, where: str) -> None:
+    """Migrate an old schema in one write transaction (all or nothing).
+
+    Two processes may open the same old database at once: the write lock
+    (SQLite's BEGIN IMMEDIATE, PostgreSQL's table lock) makes the second wait,
+    and it re-reads the version so it does not migrate twice.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+            version = stored_version(conn) or SCHEMA_VERSION
+            _refuse_newer(version, where)
+            try:
+                upgrade(conn, version, SCHEMA_VERSION)
+            except SQLAlchemyError as exc:
                 raise StoreError(
-                    f"the store at {where} has schema version {version}, newer than the "
-                    f"{SCHEMA_VERSION} this shadow-sweep understands; upgrade shadow-sweep"
-                )
-            # version < SCHEMA_VERSION would run migrations here; version 1 is
-            # the first, so there is nothing to upgrade yet.
+                    f"the store at {where} has schema version {version} and upgrading it to "
+                    f"{SCHEMA_VERSION} failed ({exc.__class__.__name__}: {exc}); nothing was "
+                    "changed; back it up and report this with the message above"
+                ) from None

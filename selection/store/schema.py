@@ -9,14 +9,16 @@ Conventions, chosen so the same DDL and queries run on both backends:
   time order on every backend.
 - Integers that may exceed 2**31 (seeds, sizes) are BIGINT.
 
-Bump :data:`SCHEMA_VERSION` and add a migration in ``store/engine.py`` when a
-table changes; the ``schema_version`` table tells an old file from a new one.
+Bump :data:`SCHEMA_VERSION` and add a migration in ``store/migrations.py``
+when a table changes; the ``schema_version`` table tells an old file from a
+new one, and opening an old database upgrades it in place.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 )
 
 #: The version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Ids are producer-chosen strings; 200 characters is far above anything the
 # sweep generates and keeps PostgreSQL VARCHARs bounded.
@@ -93,6 +95,8 @@ candidates = Table(
     Column("lineage", Text, nullable=False),
     Column("created_at", String(_TS), nullable=False),
     Index("ix_candidates_sweep_id", "sweep_id"),
+    # Version 2: the leaderboard finds failed candidates without scanning a sweep.
+    Index("ix_candidates_sweep_status", "sweep_id", "status"),
 )
 
 # Columns are exactly DeviceResult's fields (plus the candidate they belong to).
@@ -112,7 +116,37 @@ device_metrics = Table(
     Column("emulator", Text, nullable=True),
     Column("predictions_sha256", String(_SHA), nullable=True),
     Column("extra", Text, nullable=False),
+    # Version 2: columns the leaderboard filters and ranks on in SQL, copied
+    # from the candidate (sweep_id) and from ``extra`` at write time, so a
+    # 100,000-candidate board answers "top 20 eligible on a device" from an
+    # index instead of decoding JSON. Nullable because version-1 rows are
+    # backfilled by the migration, and host rows carry no device extras.
+    Column("sweep_id", String(_ID), nullable=True),
+    Column("candidate_ok", Boolean, nullable=True),
+    Column("has_fallback", Boolean, nullable=True),
+    Column("peak_activation_bytes", BigInteger, nullable=True),
+    Column("memory_budget_bytes", BigInteger, nullable=True),
+    Column("device_eligible", Boolean, nullable=True),
+    Column("ineligible_reason", Text, nullable=True),
     ForeignKeyConstraint(["candidate_id"], ["candidates.candidate_id"]),
+    # Covers what eligibility and the default order read, so ranking a device's
+    # 100,000 rows is an index-only scan (no lookups into the wide table rows).
+    Index(
+        "ix_device_metrics_board", "sweep_id", "device", "accuracy", "latency_ms", "size_bytes",
+        "candidate_id", "status", "candidate_ok", "has_fallback", "device_eligible",
+        "peak_activation_bytes", "memory_budget_bytes",
+    ),
+)
+
+#: Columns version 2 added to ``device_metrics`` (the migration adds exactly these).
+DEVICE_METRICS_V2 = (
+    "sweep_id",
+    "candidate_ok",
+    "has_fallback",
+    "peak_activation_bytes",
+    "memory_budget_bytes",
+    "device_eligible",
+    "ineligible_reason",
 )
 
 # Append-only: rows are inserted, never updated or deleted. Each row records

@@ -1,4 +1,4 @@
-"""``shadow leaderboard``: candidates ranked per device, as a table, CSV or JSON."""
+"""``shadow leaderboard``: candidates ranked per device, as a table, CSV, JSON or Parquet."""
 
 from __future__ import annotations
 
@@ -7,31 +7,40 @@ from typing import Any
 
 import pandas as pd
 
+from selection.errors import ConfigError
 from selection.leaderboard import leaderboard
-from shadow.cli.common import add_format_option, add_store_options, open_store
+from selection.ranking import POLICIES
+from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import render_frame
 
 TABLE_COLUMNS = [
     "rank", "candidate_id", "slice_id", "family", "params", "device", "status",
-    "accuracy", "latency_ms", "size_bytes", "error",
+    "accuracy", "latency_ms", "size_bytes", "eligible", "ineligible_reason",
 ]
+FORMATS = ("table", "csv", "json", "parquet")
 
 EPILOG = """\
 examples:
   shadow leaderboard                       # the latest sweep, every device
   shadow leaderboard --top 5 --device host-cpu
+  shadow leaderboard --where "latency_ms < 2" --where "accuracy >= 0.8"
+  shadow leaderboard --pareto --device host-cpu   # accuracy/latency/size front
   shadow leaderboard --sweep all --format csv > all.csv
+  shadow leaderboard --format parquet --out board.parquet
   shadow leaderboard --format json | jq '.[0].candidate_id'
 
-rank is per sweep and device among candidates that succeeded: higher holdout
-accuracy first, then lower latency, then smaller size. Every candidate of a
-sweep is scored on the same holdout rows, so ranks within a sweep compare
-like with like.
+rank is per sweep and device among *eligible* candidates (ran ok and met the
+ranking policy's hard constraints: no CPU fallback, within the memory budget,
+plus any limits in the sweep file's [ranking] table or --policy); by default
+higher holdout accuracy first, then lower latency, then smaller size. Each
+row says whether it is eligible and, if not, why. Filters (--where, --slice,
+--family) choose the rows shown, never the ranks. --where takes comparisons
+on columns (< <= > >= == !=, 'text', true/false, is null) joined by and/or.
 """
-
 
 #: Position of these verbs in `shadow --help`.
 ORDER = 20
+
 
 def add_parsers(verbs: Any) -> None:
     parser = verbs.add_parser(
@@ -39,15 +48,30 @@ def add_parsers(verbs: Any) -> None:
         description="List candidates (one row per candidate x device), ranked.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--sweep", default="latest", metavar="ID",
-        help="a sweep id, 'latest' (default) or 'all'",
-    )
+    parser.add_argument("--sweep", default="latest", metavar="ID",
+                        help="a sweep id, 'latest' (default) or 'all'")
     parser.add_argument("--device", default=None, help="only this device's rows")
-    parser.add_argument("--status", choices=("ok", "failed"), default=None, help="only rows with this status")
+    parser.add_argument("--status", choices=("ok", "failed"), default=None,
+                        help="only rows with this status")
+    parser.add_argument("--slice", dest="slice_id", default=None, metavar="SLICE_ID",
+                        help="only candidates trained on this slice")
+    parser.add_argument("--family", default=None, help="only this model family")
+    parser.add_argument("--where", action="append", default=[], metavar="EXPR",
+                        help='filter, e.g. "latency_ms < 2" (repeat: all must hold)')
     parser.add_argument("--top", type=_positive_int, default=None, metavar="N",
                         help="only the N best ranked rows per device")
-    add_format_option(parser)
+    parser.add_argument("--pareto", action="store_true",
+                        help="only eligible rows on the accuracy/latency/size Pareto front")
+    parser.add_argument("--policy", default=None, choices=sorted(POLICIES),
+                        help="ranking policy (default: the sweep file's [ranking], else 'default')")
+    parser.add_argument("--sort", default=None, metavar="COLS",
+                        help="sort by these columns, comma separated, '-' for descending "
+                        "(default: device, then rank)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="output format (default: table); json goes to stdout alone; "
+                        "parquet needs --out")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="write to FILE instead of stdout (required for parquet)")
     add_store_options(parser)
     parser.set_defaults(handler=run)
 
@@ -63,15 +87,41 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "parquet" and args.out is None:
+        # Binary on a terminal helps nobody; a file is what parquet readers take.
+        raise ConfigError("--format parquet writes a file: add --out FILE.parquet")
     with open_store(args) as store:
-        frame = leaderboard(store, sweep=args.sweep, device=args.device, status=args.status)
-    if args.top is not None:
-        frame = frame[frame["rank"].notna() & (frame["rank"] <= args.top)]
-    frame = frame.reset_index(drop=True)
+        frame = leaderboard(
+            store, sweep=args.sweep, device=args.device, status=args.status,
+            slice_id=args.slice_id, family=args.family, where=args.where, top=args.top,
+            pareto=args.pareto, policy=args.policy, sort=args.sort,
+        )
+    if args.format == "parquet":
+        write_parquet(frame, args.out)
+        return 0
     if args.format == "table":
         frame = frame.assign(params=varying_params(frame["params"]))
-    render_frame(frame, args.format, table_columns=TABLE_COLUMNS)
+    if args.out is None:
+        render_frame(frame, args.format, table_columns=TABLE_COLUMNS)
+        return 0
+    with open(args.out, "w", encoding="utf-8", newline="") as handle:
+        render_frame(frame, args.format, table_columns=TABLE_COLUMNS, out=handle)
     return 0
+
+
+def write_parquet(frame: pd.DataFrame, path: str) -> None:
+    """The frame as Parquet; ``params`` (a dict per row) becomes JSON text."""
+    import json
+
+    out = frame.copy()
+    out["params"] = [json.dumps(p, sort_keys=True) for p in out["params"]]
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].astype("string")
+    try:
+        out.to_parquet(path, index=False)
+    except OSError as exc:
+        raise ConfigError(f"--out must be a writable file path; could not write {path!r}: {exc}") from None
 
 
 def varying_params(params: pd.Series) -> pd.Series:

@@ -8,8 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from selection.errors import ConfigError, PromotionError
+from selection.gate import evaluate_gate, force_decision
 from selection.leaderboard import best_candidate
-from selection.promotion import current, history, promote, rollback
+from selection.promotion import current, default_who, history, promote, rollback
+from selection.ranking import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
 from shadow.cli.common import add_format_option, add_store_options, open_store
@@ -19,7 +22,16 @@ PROMOTE_EPILOG = """\
 examples:
   shadow promote --best                      # rank 1 of the latest sweep on host-cpu
   shadow promote c-1a2b3c4d5e6f --reason "fresh data after the storm season"
-  shadow promote --best --dry-run            # show what would happen, change nothing
+  shadow promote --best --dry-run            # show the gate's decision, change nothing
+  shadow promote c-1a2b3c4d5e6f --force --reason "rollback target for the outage"
+
+The gate: the challenger must meet the ranking policy's constraints, beat the
+channel's champion on the same holdout rows (by at least [gate]
+min_improvement), pass an exact McNemar test (p < alpha, default 0.05) and
+keep guard metrics (default: latency_ms no more than 10 % worse). A champion
+scored on another holdout is re-scored on this one. With no champion yet an
+eligible challenger passes. The decision is stored with the history row;
+--force --reason TEXT overrides a refusal and is recorded as forced.
 
 The candidate's artifact is verified against its sha256, then the channel is
 switched in one database transaction and its folder swapped atomically: an edge
@@ -44,7 +56,13 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--device", default=HOST_DEVICE, help=f"device whose model to ship (default: {HOST_DEVICE})")
     _channel_option(p)
     p.add_argument("--reason", default=None, help="why; recorded in the history")
-    p.add_argument("--dry-run", action="store_true", help="show what would be promoted; change nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the gate's decision and what would be promoted; change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="promote even if the gate refuses (needs --reason; recorded as forced)")
+    p.add_argument("--policy", default=None, choices=sorted(POLICIES),
+                   help="ranking policy for --best and the gate's constraints "
+                   "(default: the sweep file's [ranking], else 'default')")
     add_format_option(p)
     add_store_options(p)
     p.set_defaults(handler=run_promote)
@@ -78,14 +96,33 @@ def _channel_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    if args.force and not (args.reason or "").strip():
+        raise ConfigError('--force needs --reason TEXT saying why the gate is overridden; '
+                          'e.g. --force --reason "hotfix for the storm season"')
     with open_store(args) as store:
         candidate_id = args.candidate_id
         if args.best:
-            candidate_id = best_candidate(store, sweep=args.sweep, device=args.device)
+            candidate_id = best_candidate(
+                store, sweep=args.sweep, device=args.device, policy=args.policy
+            )
+        decision = evaluate_gate(
+            store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
+        )
         if args.dry_run:
-            return _show_plan(store, candidate_id, args)
+            return _show_plan(store, candidate_id, decision, args)
+        if not decision["passed"]:
+            if not args.force:
+                raise PromotionError(
+                    f"the gate refused {candidate_id} for channel {args.channel!r}: "
+                    f"{'; '.join(decision['reasons'])}; nothing was changed; see "
+                    "`shadow promote ... --dry-run` for every check, or override with "
+                    "--force --reason TEXT (recorded as forced)"
+                )
+        if args.force:
+            decision = force_decision(decision, args.reason, default_who())
         record = promote(
-            store, candidate_id, device=args.device, channel=args.channel, reason=args.reason
+            store, candidate_id, device=args.device, channel=args.channel, reason=args.reason,
+            decision=decision,
         )
         _report(store, record, args.format, "promoted")
     return 0
@@ -111,7 +148,9 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_plan(store: Store, candidate_id: str, args: argparse.Namespace) -> int:
+def _show_plan(
+    store: Store, candidate_id: str, decision: dict[str, Any], args: argparse.Namespace
+) -> int:
     candidate = store.get_candidate(candidate_id)
     result = candidate.device(args.device)
     now = current(store, args.channel)
@@ -125,20 +164,34 @@ def _show_plan(store: Store, candidate_id: str, args: argparse.Namespace) -> int
         "status_on_device": result.status if result else "not run on this device",
         "params": candidate.params,
         "replacing": now.candidate_id if now else None,
-        "outcome": _would(now, candidate_id, result),
+        "gate": "pass" if decision["passed"] else "refuse",
+        "outcome": _would(now, candidate_id, result, decision, args.force),
         "dry_run": True,
     }
+    if args.format == "json":
+        render_mapping({**plan, "decision": decision}, "json")
+        return 0
     render_mapping(plan, args.format)
+    if args.format == "table":
+        print("gate checks:")
+        for check in decision["checks"]:
+            print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['check']}: {check['detail']}")
     return 0
 
 
-def _would(now: PromotionRecord | None, candidate_id: str, result: Any) -> str:
+def _would(
+    now: PromotionRecord | None, candidate_id: str, result: Any, decision: dict[str, Any],
+    force: bool,
+) -> str:
     """What a real promote would do, in words (the promote call itself decides)."""
     if result is None or result.status != "ok":
         return "refused: the candidate has no successful result on this device"
     if now is not None and now.candidate_id == candidate_id and now.sha256 == result.artifact_sha256:
         return "no change: already the channel's model"
-    return "promote" if now is None else f"replace {now.candidate_id}"
+    if not decision["passed"] and not force:
+        return "refused by the gate (override with --force --reason TEXT)"
+    change = "promote" if now is None else f"replace {now.candidate_id}"
+    return change + (" (forced past the gate)" if not decision["passed"] else "")
 
 
 def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:

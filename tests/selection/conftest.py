@@ -147,3 +147,55 @@ def store(home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
 @pytest.fixture
 def make(store: Store) -> Factory:
     return Factory(store)
+
+
+# -- every backend: the conformance suite runs unchanged on SQLite and PostgreSQL --
+
+#: The PostgreSQL server the tests use (ENVIRONMENT.md); `.ci/run` starts it if down.
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """None for the home's SQLite file, else a URL naming a private PostgreSQL schema.
+
+    Each PostgreSQL test gets its own schema (search_path in the URL) and
+    drops it afterwards, so tests never see each other's rows.
+    """
+    monkeypatch.delenv("SHADOW_STORE", raising=False)
+    monkeypatch.delenv("SHADOW_HOME", raising=False)
+    if request.param == "sqlite":
+        yield None
+        return
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    admin = create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://"))
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {name}"))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc.__class__.__name__}); "
+                    "`.ci/run` starts it")
+    try:
+        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def any_store(home: Home, backend_url: str | None) -> Iterator[Store]:
+    """A fresh store on each backend in turn."""
+    with Store.open(home, url=backend_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def any_make(any_store: Store) -> Factory:
+    return Factory(any_store)

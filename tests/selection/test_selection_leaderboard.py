@@ -158,6 +158,7 @@ def test_rank_rows_handles_duplicate_index_and_missing_metrics() -> None:
     )
     ranks = rank_rows(frame)
     assert ranks.dtype == "Int64"
-    assert [None if pd.isna(r) else int(r) for r in ranks] == [2, 3, None, 1]
+    # A row without the objective (accuracy) is not eligible, so it gets no rank.
+    assert [None if pd.isna(r) else int(r) for r in ranks] == [2, None, None, 1]
     with pytest.raises(ConfigError, match="lacks accuracy"):
         rank_rows(frame.drop(columns=["accuracy"]))

@@ -145,7 +145,8 @@ def test_sqlite_runs_in_wal_with_busy_timeout(store: Store) -> None:
 
 def test_schema_version_is_recorded(store: Store) -> None:
     with store.snapshot() as conn:
-        assert conn.execute(select(schema.schema_version.c.version)).scalars().all() == [1]
+        assert conn.execute(select(schema.schema_version.c.version)).scalars().all() == [
+            schema.SCHEMA_VERSION]
 
 
 def test_newer_schema_is_refused(home: Home, store: Store) -> None:

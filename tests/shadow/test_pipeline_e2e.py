@@ -90,8 +90,12 @@ def test_promote_best_then_rollback(swept, capsys):
     manifest = json.loads((home / "channels" / "production" / "manifest.json").read_text())
     assert manifest["candidate_id"] == best["candidate_id"] and manifest["sha256"] == promoted["sha256"]
 
+    # Rank 2 is worse than the champion, so the gate refuses it unless forced.
+    code, out, err = run_cli(capsys, "promote", second["candidate_id"], "--home", str(home))
+    assert code == 2 and "gate refused" in err
+    assert sha256_bytes(model_path.read_bytes()) == best["artifact_sha256"]
     code, out, err = run_cli(capsys, "promote", second["candidate_id"], "--home", str(home),
-                             "--reason", "second opinion")
+                             "--force", "--reason", "second opinion")
     assert code == 0, err
     assert sha256_bytes(model_path.read_bytes()) == second["artifact_sha256"]
 

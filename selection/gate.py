@@ -1,0 +1,215 @@
+"""The champion/challenger gate: may this candidate replace the channel's model?
+
+A challenger passes only if every check passes:
+
+1. **constraints**: it is eligible under the sweep's ranking policy;
+2. **improvement**: on the same holdout rows its accuracy beats the
+   champion's by more than 0 and by at least ``min_improvement``;
+3. **significance**: a paired exact McNemar test on the per-row outcomes
+   gives p < ``alpha`` (one-sided by default: "is the challenger better?");
+4. **guards**: no guarded metric gets worse than its allowed percentage
+   (default: latency_ms by at most 10 %).
+
+With no champion yet, an eligible challenger passes. The result is a
+decision record (every check, the p-value, the improvement, the guards) that
+``shadow promote`` stores with the history row; ``--force --reason`` records
+an override as ``forced``. The gate never changes anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from selection.constraints import violations
+from selection.errors import ConfigError, ShadowError
+from selection.gate_checks import guard_checks, result_summary
+from selection.leaderboard import sweep_policy
+from selection.paired import load_holdout, score
+from selection.promotion import artifact_for, current
+from selection.ranking import METRIC_DIRECTIONS, RankingPolicy
+from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, utc_now
+from selection.stats import ALTERNATIVES, mcnemar_exact
+from selection.store import Store
+from selection.store.codec import extra_columns
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Thresholds of the gate; build from a sweep file with :func:`gate_from_config`."""
+
+    min_improvement: float = 0.0
+    alpha: float = 0.05
+    alternative: str = "greater"
+    #: metric -> the most it may get worse, in percent of the champion's value.
+    guards: Mapping[str, float] = field(default_factory=lambda: {"latency_ms": 10.0})
+
+    def __post_init__(self) -> None:
+        if not _number(self.min_improvement) or not 0 <= self.min_improvement <= 1:
+            raise ConfigError(f"[gate] min_improvement must be a number in [0, 1] (absolute "
+                              f"accuracy); got {self.min_improvement!r}; e.g. 0.01")
+        if not _number(self.alpha) or not 0 < self.alpha < 1:
+            raise ConfigError(f"[gate] alpha must be a number in (0, 1); got {self.alpha!r}; e.g. 0.05")
+        if self.alternative not in ALTERNATIVES:
+            raise ConfigError(f"[gate] alternative must be one of {', '.join(ALTERNATIVES)}; "
+                              f"got {self.alternative!r}")
+        if not isinstance(self.guards, Mapping):
+            raise ConfigError(f"[gate] guards must be a table metric = max % worse; got {self.guards!r}")
+        for metric, pct in self.guards.items():
+            if metric not in METRIC_DIRECTIONS:
+                raise ConfigError(f"[gate.guards] metric must be one of {', '.join(METRIC_DIRECTIONS)}; "
+                                  f"got {metric!r}")
+            if not _number(pct) or pct < 0:
+                raise ConfigError(f"[gate.guards] {metric} must be a percentage >= 0; got {pct!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"min_improvement": self.min_improvement, "alpha": self.alpha,
+                "alternative": self.alternative, "test": "mcnemar-exact",
+                "guards": dict(self.guards)}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_GATE_KEYS = ("min_improvement", "alpha", "alternative", "guards")
+
+
+def gate_from_config(table: Mapping[str, Any], where: str) -> GatePolicy:
+    """A GatePolicy from a ``[gate]`` TOML table; unknown keys are errors."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table of gate settings; got {table!r}")
+    unknown = sorted(set(table) - set(_GATE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                          f"known keys: {', '.join(_GATE_KEYS)}")
+    values = dict(table)
+    if "guards" in values and isinstance(values["guards"], Mapping):
+        values["guards"] = dict(values["guards"])
+    try:
+        return GatePolicy(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"check": name, "passed": passed, "detail": detail}
+
+
+def evaluate_gate(
+    store: Store, candidate_id: str, *, device: str = HOST_DEVICE,
+    channel: str = DEFAULT_CHANNEL, ranking: RankingPolicy | str | None = None,
+    gate: GatePolicy | None = None,
+) -> dict[str, Any]:
+    """The gate's decision record for promoting ``candidate_id`` on ``device`` into ``channel``.
+
+    Raises NotFoundError for an unknown candidate; every other problem is a
+    failed check in the record (``passed`` False), never an exception, so a
+    dry run can always show why.
+    """
+    challenger = store.get_candidate(candidate_id)
+    sweep = store.get_sweep(challenger.sweep_id)
+    policy = sweep_policy(sweep, ranking)
+    if gate is None:
+        table = sweep.config.get("gate")
+        gate = GatePolicy() if table is None else gate_from_config(table, f"[gate] of sweep {sweep.sweep_id!r}")
+    result = challenger.device(device)
+    decision: dict[str, Any] = {
+        "passed": False, "forced": False, "channel": channel, "device": device,
+        "decided_at": utc_now().isoformat(), "ranking_policy": policy.as_dict(),
+        "gate_policy": gate.as_dict(), "challenger": result_summary(challenger, result),
+        "champion": None, "holdout": None, "test": None, "improvement": None, "guards": [],
+    }
+    checks = [_constraints(challenger, result, device, policy)]
+    now = current(store, channel)
+    if now is None:
+        checks.append(_check("champion", True, f"channel {channel!r} has no champion yet: an "
+                                               "eligible challenger passes"))
+    elif result is not None and checks[0]["passed"]:
+        checks.extend(_versus(store, challenger, device, now, sweep, gate, decision))
+    decision["checks"] = checks
+    decision["passed"] = all(c["passed"] for c in checks)
+    decision["reasons"] = [c["detail"] for c in checks if not c["passed"]]
+    return decision
+
+
+def _constraints(candidate: CandidateRecord, result: Any, device: str, policy: RankingPolicy) -> dict[str, Any]:
+    if result is None:
+        ran = ", ".join(d.device for d in candidate.devices) or "none"
+        return _check("constraints", False, f"no result on device {device!r} (ran on: {ran})")
+    row = {"status": "ok" if candidate.status == result.status == "ok" else "failed",
+           "error": result.error or candidate.error, "accuracy": result.accuracy,
+           "latency_ms": result.latency_ms, "size_bytes": result.size_bytes,
+           "host_latency_p50_ms": result.host_latency_p50_ms,
+           "host_latency_p99_ms": result.host_latency_p99_ms,
+           "train_seconds": candidate.train_seconds, **extra_columns(result.extra)}
+    row["device_ineligible_reason"] = row.pop("ineligible_reason")
+    row["device_eligible"] = row.pop("device_eligible")
+    why = violations(pd.DataFrame([row]), policy)[0]
+    if why is None:
+        return _check("constraints", True, f"meets the ranking policy {policy.name!r}")
+    return _check("constraints", False, f"breaks the ranking policy {policy.name!r}: {why}")
+
+
+def _versus(store: Store, challenger: CandidateRecord, device: str, now: Any, sweep: Any,
+            gate: GatePolicy, decision: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checks against the champion; fills the decision's champion/test/improvement/guards."""
+    champion = store.get_candidate(now.candidate_id)
+    result = challenger.device(device)
+    decision["champion"] = {**result_summary(champion, champion.device(now.device)),
+                            "device": now.device, "sha256": now.sha256, "history_id": now.history_id}
+    if now.candidate_id == challenger.candidate_id and now.sha256 == artifact_for(challenger, result):
+        return [_check("champion", False, f"candidate {challenger.candidate_id!r} is already the "
+                                          f"model of channel {now.channel!r}; nothing to promote")]
+    try:
+        holdout = load_holdout(store, sweep)
+        mine = score(store, challenger, device, artifact_for(challenger, result) or "", sweep, holdout)
+        theirs = score(store, champion, now.device, now.sha256, store.get_sweep(champion.sweep_id), holdout)
+    except ShadowError as exc:
+        return [_check("paired scoring", False, " ".join(str(exc).split()))]
+    labels = holdout.labels
+    decision["holdout"] = {"sweep_id": holdout.sweep_id, "data_sha256": holdout.data_sha256,
+                           "rows": int(len(labels))}
+    decision["champion"].update(rescored=theirs.rescored, scored_by=theirs.source,
+                                accuracy_on_holdout=theirs.accuracy(labels))
+    decision["challenger"].update(scored_by=mine.source, accuracy_on_holdout=mine.accuracy(labels))
+    gain = mine.accuracy(labels) - theirs.accuracy(labels)
+    gain_ok = gain > 0 and gain >= gate.min_improvement
+    decision["improvement"] = {"challenger_accuracy": mine.accuracy(labels),
+                               "champion_accuracy": theirs.accuracy(labels), "absolute": gain,
+                               "min_required": gate.min_improvement, "passed": gain_ok}
+    test = mcnemar_exact(mine.predictions == labels, theirs.predictions == labels, gate.alternative)  # type: ignore[arg-type]
+    test_ok = test.p_value < gate.alpha
+    decision["test"] = {"name": "mcnemar-exact", "alternative": test.alternative,
+                        "b_challenger_only": test.b_challenger_only,
+                        "c_champion_only": test.c_champion_only, "rows": test.n_rows,
+                        "p_value": test.p_value, "alpha": gate.alpha, "passed": test_ok}
+    decision["guards"] = guard_checks(gate.guards, challenger, result, champion, device, now.device)
+    checks = [
+        _check("improvement", gain_ok,
+               f"accuracy {mine.accuracy(labels):.4f} vs champion {theirs.accuracy(labels):.4f} on "
+               f"{len(labels)} holdout rows: {gain:+.4f} (needs > 0 and >= {gate.min_improvement:g})"),
+        _check("significance", test_ok,
+               f"exact McNemar ({test.alternative}): challenger-only right {test.b_challenger_only}, "
+               f"champion-only right {test.c_champion_only}, p = {test.p_value:.4g} "
+               f"({'<' if test_ok else '>='} alpha {gate.alpha:g})"),
+    ]
+    checks.extend(_check(f"guard {g['metric']}", g["status"] != "fail", g["detail"])
+                  for g in decision["guards"])
+    return checks
+
+
+def force_decision(decision: Mapping[str, Any], reason: str, who: str | None = None) -> dict[str, Any]:
+    """``decision`` marked as overridden by a person: recorded, never silent."""
+    if not reason or not reason.strip():
+        raise ConfigError("--force needs --reason TEXT saying why the gate is overridden; "
+                          'got no reason; e.g. --force --reason "hotfix for the storm season"')
+    forced = dict(decision)
+    forced.update(forced=True, forced_reason=reason, forced_by=who, gate_passed=decision.get("passed"))
+    return forced
+
+
+__all__ = ["GatePolicy", "evaluate_gate", "force_decision", "gate_from_config"]
