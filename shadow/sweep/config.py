@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selection.gate import gate_from_config
+from selection.ranking import policy_from_config
 from shadow.data.slices import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
@@ -102,7 +104,13 @@ def load_config(path: str | Path) -> SweepConfig:
 def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConfig:
     """Validate an already-parsed config (used by tests and the Python API)."""
     where = str(path) if path else "sweep config"
-    check_known_keys(raw, ["sweep", "holdout", "slices", "model", "search"], where)
+    check_known_keys(raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate"], where)
+    # Ranking and gate settings belong to selection; it validates them, and reads
+    # them back from the stored sweep config when ranking or promoting.
+    if "ranking" in raw:
+        policy_from_config(raw["ranking"], f"{where} [ranking]")
+    if "gate" in raw:
+        gate_from_config(raw["gate"], f"{where} [gate]")
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")

@@ -47,11 +47,18 @@ def test_grid_expands_lists_and_fills_defaults():
         (minimal(model={"family": "mlp", "params": {"width": []}}), r"'width' is an empty list"),
         (minimal(slices=[]), r"at least one slice strategy"),
         ({"sweep": {"dataset": "toy"}}, r"missing \[holdout\] section"),
+        (minimal(ranking={"bogus": 1}), r"\[ranking\]: unknown key\(s\) 'bogus'"),
+        (minimal(gate={"alpha": 5}), r"alpha must be a number in \(0, 1\); got 5"),
     ],
 )
 def test_bad_configs_are_refused_with_the_fix(raw, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_ranking_and_gate_tables_are_kept_for_selection():
+    config = config_from_dict(minimal(ranking={"max_latency_ms": 2.0}, gate={"alpha": 0.01}))
+    assert config.raw["ranking"] == {"max_latency_ms": 2.0} and config.raw["gate"] == {"alpha": 0.01}
 
 
 def test_missing_and_malformed_files(tmp_path: Path):
