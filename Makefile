@@ -13,7 +13,7 @@ DEMO_CONFIG := datasets/noaa-weather/sweep.toml
 # Chromium (the test that renders the HTML report headless).
 SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 
-.PHONY: install system-deps demo test clean
+.PHONY: install system-deps demo test bench clean
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -50,6 +50,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Every benchmark with --quick; each one's last stdout line (a JSON object) is kept.
+bench: $(STAMP)
+	@mkdir -p benchmarks/results
+	@for script in benchmarks/*.py; do \
+		name=$$(basename $$script .py); \
+		case $$name in reference_nets) continue;; esac; \
+		echo ">> $$script --quick"; \
+		$(BIN)/python $$script --quick > benchmarks/results/$$name.log 2>&1 || echo "   failed: see benchmarks/results/$$name.log"; \
+		tail -n 1 benchmarks/results/$$name.log | tee benchmarks/results/$$name.quick.json; \
+	done
 
 clean:
 	rm -rf $(VENV) .shadow .pytest_cache
