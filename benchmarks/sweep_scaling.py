@@ -82,6 +82,8 @@ def timed_sweep(raw: dict[str, Any], home: Path) -> tuple[float, list[float]]:
 def serial(raw: dict[str, Any]) -> tuple[float, int]:
     prepared = prepare_sweep(config_from_dict(raw))
     data = sweep_data(prepared)
+    # Warm up like a long-lived worker: torch and the exporter's first call cost seconds once.
+    run_candidate(prepared.candidates[0], data)
     started = time.perf_counter()
     for spec in prepared.candidates:
         run_candidate(spec, data)
@@ -105,7 +107,7 @@ def tune_wall(raw: dict[str, Any], trials_total: int) -> float:
 
     def trainable(params: dict[str, Any], data: Any = None) -> None:
         searched = {k: v for k, v in params.items() if k != "slice_id"}
-        spec = planner._spec(params["slice_id"], {**planner.fixed, **searched}, 0)
+        spec = planner.spec_for(params["slice_id"], {**planner.fixed, **searched}, 0)
         record = run_candidate(spec, data).record
         tune.report({"validation_accuracy": record.lineage.get("validation_accuracy", 0.0)})
 

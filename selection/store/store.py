@@ -21,6 +21,7 @@ from types import TracebackType
 
 from sqlalchemy import ColumnElement, Connection, Engine, select
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from selection.artifacts import ArtifactStore, check_sha256
@@ -104,6 +105,15 @@ class Store:
         engine = make_engine(parsed)
         try:
             init_schema(engine, create=create, where=display_url(parsed))
+        except DBAPIError as exc:
+            engine.dispose()
+            # A wrong URL, a missing database or a file that is not SQLite is the
+            # user's to fix: say which store and why, without a driver traceback.
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise StoreError(
+                f"cannot open the store at {display_url(parsed)}: {reason}; check --store / "
+                f"{STORE_ENV} (the database must exist and be reachable) or --home"
+            ) from None
         except BaseException:
             engine.dispose()
             raise

@@ -154,11 +154,12 @@ class SearchPlanner:
         index = self.next_index[slice_id]
         self.asked[slice_id] += 1
         self.next_index[slice_id] += 1
-        spec = self._spec(slice_id, {**self.fixed, **trial.params}, index)
+        spec = self.spec_for(slice_id, {**self.fixed, **trial.params}, index)
         self.pending[slice_id][spec.candidate_id] = trial
         return spec
 
-    def _spec(self, slice_id: str, params: dict[str, Any], index: int) -> CandidateSpec:
+    def spec_for(self, slice_id: str, params: dict[str, Any], index: int) -> CandidateSpec:
+        """The candidate for trial ``index`` of a slice with these (searched + fixed) params."""
         params = self.family_params.validate(params, "[search]")
         piece = self.slices[slice_id]
         cid = candidate_id(self.sweep_id, self.fingerprint, piece, self.family,
