@@ -169,3 +169,13 @@ def test_more_bad_configs(tmp_path, body, fragments):
     assert_user_error(shadow("sweep", "run", config_file(tmp_path, body), "--home", str(tmp_path / "h")),
                       *fragments)
     assert not (tmp_path / "h").exists()
+
+
+def test_a_store_that_is_not_a_store_is_one_line(tmp_path):
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("hello")
+    assert_user_error(shadow("leaderboard", "--store", f"sqlite:///{not_a_db}"), "file is not a database")
+    assert_user_error(shadow("history", "--home", str(not_a_db)), str(not_a_db))
+    assert_user_error(shadow("sweep", "list", "--store", "postgresql://postgres@127.0.0.1:5432/no_such_db"),
+                      "cannot open the store", "no_such_db")
+    assert not_a_db.read_text() == "hello"
