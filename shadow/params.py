@@ -9,8 +9,10 @@ keys are errors that list the known ones (a typo must never be silently ignored)
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from shadow.errors import ConfigError
@@ -114,3 +116,15 @@ def parse_table(table: Any, params: Sequence[Param], where: str) -> dict[str, An
         else:
             out[param.name] = param.default
     return out
+
+
+def read_toml(path: Path, what: str, missing_fix: str, folder_fix: str) -> dict[str, Any]:
+    """A TOML file's table; every way it can fail is one ConfigError naming the file and fix."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist; {missing_fix}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {str(path)!r} is a folder; {folder_fix}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML (UTF-8): {exc}. Fix the syntax.") from None

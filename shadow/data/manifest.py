@@ -8,15 +8,14 @@ from the table itself here; see :mod:`shadow.data.loader`.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shadow.errors import ConfigError, DatasetError
-from shadow.params import Param, check_known_keys, parse_table
+from shadow.errors import ConfigError
+from shadow.params import Param, check_known_keys, parse_table, read_toml
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -93,20 +92,12 @@ class DatasetManifest:
     @classmethod
     def from_file(cls, path: Path) -> DatasetManifest:
         """Read and validate a manifest; raise ConfigError naming the file."""
-        where = str(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(
-                f"dataset manifest {where} does not exist; name a catalog dataset "
-                "(`shadow datasets`) or a dataset.toml path relative to the sweep config."
-            ) from None
-        except IsADirectoryError:
-            raise DatasetError(
-                f"dataset manifest {where} is a folder; name its dataset.toml, or the dataset by name."
-            ) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where} is not valid TOML (UTF-8): {exc}. Fix the syntax.") from None
+        raw = read_toml(
+            path, "dataset manifest",
+            "name a catalog dataset (`shadow datasets`) or a dataset.toml path relative to "
+            "the sweep config.",
+            "name its dataset.toml, or the dataset by name.",
+        )
         return cls.from_dict(raw, path)
 
     @classmethod

@@ -30,7 +30,6 @@ is valid.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from shadow.data.slices import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
 from shadow.models import get_family
-from shadow.params import Param, check_known_keys, parse_table
+from shadow.params import Param, check_known_keys, parse_table, read_toml
 from shadow.sweep.search import SearchConfig, parse_search
 
 #: More candidates than this in one sweep is almost surely a typo in the grid.
@@ -87,17 +86,10 @@ class SweepConfig:
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep TOML file."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"sweep config {str(path)!r} does not exist; pass a TOML file such as "
-            "datasets/noaa-weather/sweep.toml."
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"sweep config {str(path)!r} is a folder; pass its sweep.toml.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the syntax.") from None
+    raw = read_toml(
+        path, "sweep config", "pass a TOML file such as datasets/noaa-weather/sweep.toml.",
+        "pass its sweep.toml.",
+    )
     return config_from_dict(raw, path)
 
 
