@@ -9,7 +9,6 @@ this host.
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort

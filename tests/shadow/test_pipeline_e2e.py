@@ -7,7 +7,6 @@ Runtime and scores exactly what the leaderboard says on the sweep's holdout.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -21,7 +20,7 @@ from shadow.cli.main import main
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
 
-from .conftest import SMALL_NOAA, separable_frame, write_dataset
+from .conftest import separable_frame, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
