@@ -37,7 +37,12 @@ demo: $(STAMP)
 	$(SHADOW) datasets
 	$(SHADOW) sweep run $(DEMO_CONFIG)
 	$(SHADOW) leaderboard --top 5
-	$(SHADOW) promote --best --reason "make demo: rank 1 of the latest sweep"
+	@echo '$(SHADOW) promote --best --reason "make demo: rank 1 of the latest sweep"'
+	@# Exit 2 here is the gate refusing a challenger that is not truly better than the
+	@# champion (e.g. on a second run): the demo reports it and goes on.
+	@rc=0; $(SHADOW) promote --best --reason "make demo: rank 1 of the latest sweep" || rc=$$?; \
+	if [ $$rc = 2 ]; then echo ">> the gate kept the current champion (reason above)"; \
+	elif [ $$rc != 0 ]; then exit $$rc; fi
 	$(SHADOW) history
 	@echo
 	@echo ">> done. The production model an edge app loads: .shadow/channels/production/model.onnx"
