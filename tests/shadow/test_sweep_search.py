@@ -85,3 +85,42 @@ def test_searched_sweep_runs_trials_per_slice_and_is_reproducible(tmp_path, ray_
         per_slice.setdefault(slice_id, []).append(trial)
     assert per_slice == {"recent-730": [0, 1, 2, 3], "recent-2000": [0, 1, 2, 3]}
     assert len({(w, lr) for _, _, w, lr in first}) > 2  # the sampler explored
+
+
+def test_resume_replays_stored_trials_and_keeps_the_budget():
+    from selection.records import CandidateRecord
+    from shadow.data.slices import build_strategy
+    from shadow.models import get_family
+    from shadow.sweep.search import SearchPlanner
+
+    config = config_from_dict(with_search())
+    slices = build_strategy({"strategy": "recent", "rows": 100}, "t").slices(500, {}) + \
+        build_strategy({"strategy": "recent", "rows": 200}, "t").slices(500, {})
+
+    def planner(stored=()):
+        return SearchPlanner(config.search, slices, "mlp", dict(config.fixed_params), get_family("mlp"),
+                             "s-1", "fp", 5, list(stored))
+
+    first = planner()
+    generation = first.ready()
+    assert [(s.slice_id, s.trial) for s in generation] == [
+        ("recent-100", 0), ("recent-100", 1), ("recent-200", 0), ("recent-200", 1)]
+    assert first.ready() == []  # the next generation waits for this one to be told
+
+    def record(spec, status="ok", value=0.7):
+        lineage = {"trial": spec.trial, "validation_accuracy": value} if status == "ok" else {"trial": spec.trial}
+        return CandidateRecord(spec.candidate_id, "s-1", spec.slice_id, "mlp", spec.params, 5, status,
+                               lineage=lineage)
+
+    # Stored before the crash: both trials of recent-100's first generation, one of them failed.
+    stored = [record(generation[0]), record(generation[1], status="failed")]
+    resumed = planner(stored)
+    assert len(resumed.studies["recent-100"].trials) == 2
+    again = resumed.ready()
+    assert [(s.slice_id, s.trial) for s in again] == [
+        ("recent-100", 2), ("recent-100", 3), ("recent-200", 0), ("recent-200", 1)]
+    # Same sweep, slice, params and trial index -> the same candidate id as the first run.
+    assert again[2].candidate_id == generation[2].candidate_id
+    for spec in again:
+        resumed.tell(spec, record(spec))
+    assert [s.slice_id for s in resumed.ready()] == ["recent-200", "recent-200"]  # recent-100 used its 4
