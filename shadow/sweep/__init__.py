@@ -1,7 +1,8 @@
 """Sweeps: config, planning, the per-candidate task and the Ray driver."""
 
 from shadow.sweep.config import SweepConfig, config_from_dict, load_config
-from shadow.sweep.runner import Progress, SweepSummary, prepare_sweep, run_sweep
+from shadow.sweep.prepare import prepare_sweep
+from shadow.sweep.runner import Progress, SweepSummary, run_sweep
 
 __all__ = [
     "Progress",

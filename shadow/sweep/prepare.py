@@ -1,0 +1,167 @@
+"""Planning a sweep before anything runs: data, holdout, slices, candidates, records.
+
+Everything here is free of side effects, so every user error (a bad config, a
+dataset that breaks a rule, a resume that does not match) surfaces before Ray
+starts or the store changes. :mod:`shadow.sweep.runner` then executes the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from selection.arrays import encode_holdout
+from selection.artifacts import sha256_bytes
+from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
+from selection.store import Store
+from shadow.data.catalog import find_manifest
+from shadow.data.loader import Dataset, load_dataset
+from shadow.data.slices import Holdout, Slice, cut_holdout, make_slices, rows_sha256
+from shadow.errors import ConfigError
+from shadow.lineage import code_lineage
+from shadow.model_io import INPUT_NAME, OUTPUT_NAME
+from shadow.models import get_family
+from shadow.sweep.config import SweepConfig
+from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
+from shadow.sweep.search import SearchPlanner
+from shadow.sweep.task import SweepData
+
+
+class Planner(Protocol):
+    """Hands out candidates as they become runnable and learns from results."""
+
+    total: int
+
+    def ready(self) -> list[CandidateSpec]: ...
+
+    def tell(self, spec: CandidateSpec, record: CandidateRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class PreparedSweep:
+    """A sweep fully planned and validated, not yet started."""
+
+    sweep_id: str
+    config: SweepConfig
+    dataset: Dataset
+    holdout: Holdout
+    slices: list[Slice]
+    #: Grid candidates, known up front (empty when Optuna asks them as it goes).
+    candidates: list[CandidateSpec]
+
+    @property
+    def n_planned(self) -> int:
+        search = self.config.search
+        return search.trials * len(self.slices) if search else len(self.candidates)
+
+
+def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedSweep:
+    """Everything up to, not including, the first side effect."""
+    manifest = find_manifest(config.dataset, relative_to=config.base_dir)
+    dataset = load_dataset(manifest)
+    holdout = cut_holdout(dataset.n_rows, config.holdout, f"{config.path or 'config'} [holdout]")
+    columns = {name: values[:holdout.start] for name, values in dataset.segments.items()}
+    slices = make_slices(list(config.slices), holdout.start, columns)
+    sweep_id = sweep_id or new_sweep_id()
+    candidates = [] if config.search else plan_candidates(
+        sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed
+    )
+    return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates)
+
+
+def make_planner(prepared: PreparedSweep, stored: list[CandidateRecord]) -> Planner:
+    """What to run next: the grid less what is stored, or Optuna studies fed what is stored."""
+    config = prepared.config
+    if config.search is None:
+        done = {r.candidate_id for r in stored}
+        return GridPlanner([c for c in prepared.candidates if c.candidate_id not in done])
+    return SearchPlanner(
+        config.search, prepared.slices, config.family, dict(config.fixed_params or {}),
+        get_family(config.family), prepared.sweep_id, prepared.dataset.fingerprint,
+        config.seed, stored,
+    )
+
+
+def holdout_bytes(prepared: PreparedSweep) -> bytes:
+    """The holdout rows as an artifact, so selection can re-score any model on them."""
+    h, ds = prepared.holdout, prepared.dataset
+    return encode_holdout(ds.features[h.start:h.stop], ds.labels[h.start:h.stop])
+
+
+def sweep_record(prepared: PreparedSweep) -> SweepRecord:
+    holdout = prepared.holdout
+    return SweepRecord(
+        sweep_id=prepared.sweep_id,
+        name=prepared.config.name,
+        dataset=prepared.dataset.name,
+        dataset_fingerprint=prepared.dataset.fingerprint,
+        holdout=HoldoutRecord(
+            holdout.start, holdout.stop, rows_sha256(holdout.rows),
+            data_sha256=sha256_bytes(holdout_bytes(prepared)),
+        ),
+        config=prepared.config.raw,
+        n_planned=prepared.n_planned,
+    )
+
+
+def slice_records(prepared: PreparedSweep) -> list[SliceRecord]:
+    return [
+        SliceRecord(prepared.sweep_id, s.slice_id, s.strategy, s.params, len(s.rows), s.rows_sha256)
+        for s in prepared.slices
+    ]
+
+
+def sweep_data(prepared: PreparedSweep) -> SweepData:
+    dataset = prepared.dataset
+    model_io = {
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "features": list(dataset.feature_names),
+        "classes": list(dataset.classes),
+        "target": dataset.manifest.target,
+        "input_shape": list(dataset.input_shape) if dataset.input_shape else None,
+    }
+    lineage: dict[str, Any] = {
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "holdout": [prepared.holdout.start, prepared.holdout.stop],
+        "model_io": model_io,
+        **code_lineage(),
+    }
+    return SweepData(
+        sweep_id=prepared.sweep_id,
+        features=dataset.features,
+        labels=dataset.labels,
+        holdout_start=prepared.holdout.start,
+        holdout_stop=prepared.holdout.stop,
+        slice_rows={s.slice_id: s.rows for s in prepared.slices},
+        n_classes=len(dataset.classes),
+        devices=prepared.config.devices,
+        lineage=lineage,
+        input_shape=dataset.input_shape,
+    )
+
+
+def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateRecord]:
+    """The candidates a stored sweep already has; refuse if the plan changed.
+
+    Candidate ids hash the sweep id, the rows, the model and the seed, so the
+    same config and data plan the same ids, and finished ones are skipped.
+    """
+    stored = store.get_sweep(prepared.sweep_id)
+    planned = sweep_record(prepared)
+    changes = [
+        what for what, same in (
+            ("dataset", stored.dataset_fingerprint == planned.dataset_fingerprint),
+            ("holdout", stored.holdout == planned.holdout),
+            ("config", stored.config == json.loads(json.dumps(planned.config))),
+        ) if not same
+    ]
+    if changes:
+        raise ConfigError(
+            f"cannot resume sweep {prepared.sweep_id!r}: its {' and '.join(changes)} differ from "
+            "what it was started with; resume with the same config and data, or start a new "
+            "sweep (drop --resume)."
+        )
+    return store.list_candidates(prepared.sweep_id)
