@@ -12,8 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+try:  # POSIX; on Windows only the database serializes writers (see exclusive_lock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 #: Mode of files written here: readable by the edge app's user. ``mkstemp``
 #: would otherwise leave them 0600.
@@ -88,3 +94,28 @@ def replace_symlink_atomic(link_path: str | Path, target: str | Path) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(parent)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, busy: Callable[[str], BaseException]) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` body.
+
+    Never waits: if another process holds it, raises ``busy(holder)`` where
+    ``holder`` is what that process wrote in the file (its pid). The lock is
+    ``flock``-based, so the kernel drops it when its holder dies, even by
+    SIGKILL: a crashed promotion can never leave a stale lock behind.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise busy(holder) from None
+            # Only informative (who holds it); the flock itself is the lock.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock

@@ -23,13 +23,18 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 from selection.artifacts import ArtifactStore, sha256_bytes
-from selection.atomic import fsync_dir, replace_symlink_atomic, write_bytes_atomic
-from selection.errors import IntegrityError, StoreError
+from selection.atomic import (
+    exclusive_lock,
+    fsync_dir,
+    replace_symlink_atomic,
+    write_bytes_atomic,
+)
+from selection.errors import IntegrityError, PromotionError, StoreError
 from selection.home import Home
 from selection.records import CandidateRecord, DeviceResult, PromotionRecord
 from selection.store.codec import encode_dt
@@ -99,24 +104,48 @@ def materialize(
     """Make ``channels/<channel>`` show the model and manifest of history row ``record``.
 
     ``candidate``/``result`` are the candidate and device result ``record``
-    names. Idempotent. Reuses the version directory if it exists, repairing
-    any file that differs (a half-written or tampered leftover); otherwise
-    builds it under a temporary name and renames it into place. Returns the
-    version directory. Raises IntegrityError/NotFoundError if the artifact is
-    bad or gone, before anything on disk changes.
+    names. Idempotent: :func:`prepare_version` then :func:`point_channel`.
+    Returns the version directory. Raises IntegrityError/NotFoundError if the
+    artifact is bad or gone, before anything a reader sees changes.
+    """
+    final = prepare_version(home, artifacts, record, candidate, result)
+    point_channel(home, record.channel, final)
+    return final
+
+
+def prepare_version(
+    home: Home,
+    artifacts: ArtifactStore,
+    record: PromotionRecord,
+    candidate: CandidateRecord,
+    result: DeviceResult,
+) -> Path:
+    """Build (or repair) the version directory of history row ``record``; returns it.
+
+    Reuses the directory if it exists, rewriting any file that differs (a
+    half-written or tampered leftover, or one built by a transaction that
+    never committed and whose history id was reused); otherwise builds it
+    under a temporary name and renames it into place. No reader sees it until
+    :func:`point_channel` swaps the channel link, so promotion builds it
+    *inside* its database transaction and only the one-rename swap is left
+    after the commit.
     """
     model = artifacts.read_verified(record.sha256)
     manifest_bytes = encode_manifest(build_manifest(record, candidate, result, len(model)))
     versions = home.channels_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
-    name = version_name(record.channel, record.history_id, record.sha256)
-    final = versions / name
+    final = versions / version_name(record.channel, record.history_id, record.sha256)
     if final.is_dir():
         _repair(final, record.sha256, model, manifest_bytes)
     else:
         _build(versions, final, model, manifest_bytes)
-    link = home.channel_dir(record.channel)
-    target = Path(VERSIONS_DIR) / name  # relative, so the home can be moved
+    return final
+
+
+def point_channel(home: Home, channel: str, version_dir: Path) -> None:
+    """Swap ``channels/<channel>`` to ``version_dir`` in one atomic rename (no-op if it is there)."""
+    link = home.channel_dir(channel)
+    target = Path(VERSIONS_DIR) / version_dir.name  # relative, so the home can be moved
     if link.is_symlink():
         if Path(os.readlink(link)) != target:
             replace_symlink_atomic(link, target)
@@ -124,11 +153,54 @@ def materialize(
         raise StoreError(
             f"{link} must be the symlink shadow manages, but it is a "
             f"{'directory' if link.is_dir() else 'file'}; move it away, then run "
-            "`shadow doctor` to recreate the channel"
+            "`shadow doctor --repair` to recreate the channel"
         )
     else:
         replace_symlink_atomic(link, target)
-    return final
+
+
+def channel_target(home: Home, channel: str) -> str | None:
+    """The version directory name ``channels/<channel>`` points at, None if no link."""
+    try:
+        return Path(os.readlink(home.channel_dir(channel))).name
+    except OSError:  # missing, or not a symlink
+        return None
+
+
+def channel_lock(home: Home, channel: str) -> AbstractContextManager[None]:
+    """Exclusive, non-waiting lock on changing ``channel`` (PromotionError if held).
+
+    Held from before the database transaction until after the link swap, so
+    two promotions cannot interleave their commits and swaps (which could
+    leave the files showing the older of two commits).
+    """
+    home.channels_dir.mkdir(parents=True, exist_ok=True)
+
+    def busy(holder: str) -> PromotionError:
+        return PromotionError(
+            f"one change at a time per channel: channel {channel!r} is being changed by "
+            f"another process ({holder}); nothing was changed by this command; wait for it "
+            "to finish, check `shadow history`, and retry"
+        )
+
+    return exclusive_lock(home.channels_dir / f".{channel}.lock", busy)
+
+
+def leftovers(home: Home) -> list[Path]:
+    """Temporary entries an interrupted promotion left behind (safe to delete under the lock).
+
+    Staging version directories, temporary symlinks and temporary model or
+    manifest files; never a finished version (old versions are kept for audit).
+    """
+    channels = home.channels_dir
+    if not channels.is_dir():
+        return []
+    found = [p for p in channels.glob(".*.tmp") if p.is_symlink()]
+    versions = channels / VERSIONS_DIR
+    if versions.is_dir():
+        found += [p for p in versions.glob(".tmp-*") if p.is_dir()]
+        found += list(versions.glob("*/.*.tmp"))
+    return sorted(found)
 
 
 def _build(versions: Path, final: Path, model: bytes, manifest_bytes: bytes) -> None:
@@ -171,11 +243,11 @@ def read_manifest(home: Home, channel: str) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise IntegrityError(
             f"{path} must be a JSON manifest but does not parse ({exc}); "
-            f"run `shadow doctor` to rewrite it from the store"
+            f"run `shadow doctor --repair` to rewrite it from the store"
         ) from None
     if not isinstance(manifest, dict):
         raise IntegrityError(
             f"{path} must hold a JSON object; got {type(manifest).__name__}; "
-            "run `shadow doctor` to rewrite it from the store"
+            "run `shadow doctor --repair` to rewrite it from the store"
         )
     return manifest

@@ -107,3 +107,8 @@ def append(conn: Connection, record: PromotionRecord) -> PromotionRecord:
     if updated.rowcount == 0:
         conn.execute(_C.insert().values(channel=record.channel, **values))
     return dataclasses.replace(record, history_id=history_id)
+
+
+def list_channels(conn: Connection) -> list[Mapping[str, Any]]:
+    """Every ``channels`` row (one per channel ever promoted), by channel name."""
+    return list(conn.execute(select(_C).order_by(_C.c.channel)).mappings())

@@ -191,7 +191,7 @@ def test_sync_channel_repairs_a_crash_between_commit_and_swap(store: Store, thre
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # the process dies after the commit
 
-    monkeypatch.setattr(promotion_module, "materialize", crash)
+    monkeypatch.setattr(promotion_module, "point_channel", crash)  # the swap after the commit
     with pytest.raises(KeyboardInterrupt):
         promote(store, "c-2")
     monkeypatch.undo()
@@ -236,3 +236,49 @@ def test_same_candidate_on_another_device_is_a_change(store: Store, make) -> Non
     back = rollback(store)
     assert (back.device, back.sha256) == (HOST_DEVICE, base.onnx_sha256)
     assert read_manifest(store.home, "production")["device"] == HOST_DEVICE
+
+
+def test_rollback_to_a_tampered_model_is_refused_and_changes_nothing(store: Store, three) -> None:
+    promote(store, "c-1")
+    promote(store, "c-2")
+    before = (history(store), os.readlink(store.home.channel_dir("production")))
+    store.artifacts.path(three[0].onnx_sha256).write_bytes(b"evil bytes")
+    with pytest.raises(IntegrityError, match="tampered"):
+        rollback(store)
+    assert (history(store), os.readlink(store.home.channel_dir("production"))) == before
+    assert _production_sha(store) == three[1].onnx_sha256
+
+
+def test_a_second_change_while_one_holds_the_channel_is_refused(store: Store, three) -> None:
+    from selection.channels import channel_lock
+
+    promote(store, "c-1")
+    with channel_lock(store.home, "production"):
+        with pytest.raises(PromotionError, match=r"one change at a time per channel: channel "
+                           r"'production' is being changed by another process \(pid \d+\); "
+                           "nothing was changed"):
+            promote(store, "c-2")
+        with pytest.raises(PromotionError, match="one change at a time"):
+            rollback(store)
+        promote(store, "c-2", channel="canary")  # other channels are not blocked
+    assert [h.candidate_id for h in history(store, channel="production")] == ["c-1"]
+    promote(store, "c-2")  # the lock died with its holder's `with`
+
+
+def test_repeating_a_promote_whose_swap_was_lost_repairs_the_files(store: Store, three, monkeypatch) -> None:
+    promote(store, "c-1")
+    monkeypatch.setattr(promotion_module, "point_channel", lambda *a: None)  # killed before the swap
+    promote(store, "c-2")
+    monkeypatch.undo()
+    assert _production_sha(store) == three[0].onnx_sha256
+    with pytest.raises(PromotionError, match="already in production; nothing to do; its files "
+                       "lagged behind the database .* were brought up to date"):
+        promote(store, "c-2")
+    assert _production_sha(store) == three[1].onnx_sha256
+
+
+def test_list_channels(store: Store, three) -> None:
+    promote(store, "c-1")
+    promote(store, "c-2", channel="canary")
+    assert [(r.channel, r.candidate_id) for r in promotion_module.list_channels(store)] == [
+        ("canary", "c-2"), ("production", "c-1")]

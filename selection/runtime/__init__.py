@@ -1,0 +1,30 @@
+"""The edge runtime: serve a channel's model and hot-swap it when the channel changes.
+
+Usable without the store or the ``shadow`` package: it only reads
+``channels/<channel>`` (a symlink to an immutable version directory holding
+``model.onnx`` and ``manifest.json``)::
+
+    from selection.runtime import ChannelRuntime
+
+    with ChannelRuntime("/var/lib/shadow/channels", "production") as runtime:
+        answer = runtime.predict({"rows": [[0.1, 0.2, 0.3]]})
+        answer["predictions"], answer["candidate_id"], answer["sha256"]
+"""
+
+from selection.runtime.channel import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
+from selection.runtime.errors import BadInputError, ModelLoadError, NoModelError
+from selection.runtime.inputs import MAX_ROWS, parse_rows
+from selection.runtime.model import LoadedModel, load_version
+
+__all__ = [
+    "DEFAULT_POLL_S",
+    "MAX_ROWS",
+    "BadInputError",
+    "ChannelRuntime",
+    "LoadedModel",
+    "ModelLoadError",
+    "NoModelError",
+    "RuntimeEvent",
+    "load_version",
+    "parse_rows",
+]

@@ -1,0 +1,241 @@
+"""One verified, loaded channel version: an ONNX Runtime session plus its manifest.
+
+A version directory (``channels/.versions/<name>/``) is immutable once its
+channel points at it, so loading reads both files from the *resolved*
+directory: a swap of the channel link while we read cannot mix a new
+manifest with an old model. Loading is all-or-nothing: the bytes must hash to
+the manifest's sha256, ONNX Runtime must build a session, and a smoke
+inference must return one finite probability row; otherwise ModelLoadError,
+and whoever asked keeps the model it had.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selection.runtime.errors import ModelLoadError
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+#: Graph names the sweep exports (``shadow.model_io``); used when a manifest has none.
+DEFAULT_INPUT = "features"
+DEFAULT_OUTPUT = "probabilities"
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to answer; immutable, so a request can hold it while a swap happens.
+
+    ONNX Runtime's ``InferenceSession.run`` is safe to call from many
+    threads at once, so one instance serves every request thread.
+    """
+
+    channel: str
+    version: str
+    candidate_id: str
+    sha256: str
+    manifest: dict[str, Any]
+    input_name: str
+    output_name: str
+    n_features: int
+    features: tuple[str, ...] | None
+    classes: tuple[str, ...] | None
+    dtype: type[np.floating[Any]]
+    session: Any = field(repr=False)
+    loaded_at: datetime
+    load_ms: float
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities, ``(n_rows, n_classes)``, for a ready ``(n_rows, n_features)`` batch."""
+        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])
+
+    def predict(self, batch: np.ndarray) -> dict[str, Any]:
+        """JSON-able answer: predictions (class labels when known), probabilities, model id."""
+        probabilities = self.run(batch)
+        indices = probabilities.argmax(axis=1).tolist()
+        labels = [self.classes[i] if self.classes and i < len(self.classes) else i for i in indices]
+        return {
+            "predictions": labels,
+            "probabilities": probabilities.astype(float).round(6).tolist(),
+            "candidate_id": self.candidate_id,
+            "sha256": self.sha256,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows: identity, io contract, when it was loaded."""
+        return {
+            "channel": self.channel,
+            "version": self.version,
+            "candidate_id": self.candidate_id,
+            "sha256": self.sha256,
+            "history_id": self.manifest.get("history_id"),
+            "device": self.manifest.get("device"),
+            "promoted_at": self.manifest.get("promoted_at"),
+            "promoted_by": self.manifest.get("promoted_by"),
+            "input": self.input_name,
+            "output": self.output_name,
+            "n_features": self.n_features,
+            "features": list(self.features) if self.features else None,
+            "classes": list(self.classes) if self.classes else None,
+            "loaded_at": self.loaded_at.isoformat(),
+            "load_ms": round(self.load_ms, 3),
+        }
+
+
+def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> LoadedModel:
+    """Verify, load and smoke-test the model in ``version_dir`` (ModelLoadError if anything fails)."""
+    start = time.perf_counter()
+    manifest = _read_manifest(version_dir)
+    sha = manifest.get("sha256")
+    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        raise ModelLoadError(
+            f"{version_dir / MANIFEST_FILE} must record the model's sha256 (64 hex digits); "
+            f"got {sha!r}; run `shadow doctor --repair` to rewrite it from the store"
+        )
+    model_path = version_dir / MODEL_FILE
+    try:
+        data = model_path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{model_path} must be readable; {exc.strerror}; run `shadow doctor --repair`"
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        raise ModelLoadError(
+            f"{model_path} must hash to the manifest's sha256 {sha}; its {len(data)} bytes "
+            f"hash to {actual} (tampered with or truncated); refusing it; run "
+            "`shadow doctor --repair` to restore it from the artifact store"
+        )
+    session = _session(data, model_path, threads)
+    io = manifest.get("model_io") if isinstance(manifest.get("model_io"), dict) else {}
+    input_name = _pick(io, ("input", "input_name"), [i.name for i in session.get_inputs()],
+                       DEFAULT_INPUT, "input", model_path)
+    output_name = _pick(io, ("output", "output_name"), [o.name for o in session.get_outputs()],
+                        DEFAULT_OUTPUT, "output", model_path)
+    node = next(i for i in session.get_inputs() if i.name == input_name)
+    features = _names(io, ("features", "feature_columns"))
+    n_features = _width(node.shape, features, model_path)
+    dtype = _DTYPES.get(node.type)
+    if dtype is None:
+        raise ModelLoadError(
+            f"the runtime feeds float tensors; input {input_name!r} of {model_path} is "
+            f"{node.type}; export the model with a float32 input"
+        )
+    model = LoadedModel(
+        channel=channel,
+        version=version_dir.name,
+        candidate_id=str(manifest.get("candidate_id", "unknown")),
+        sha256=sha,
+        manifest=manifest,
+        input_name=input_name,
+        output_name=output_name,
+        n_features=n_features,
+        features=features,
+        classes=_names(io, ("classes", "class_labels")),
+        dtype=dtype,
+        session=session,
+        loaded_at=datetime.now(timezone.utc),
+        load_ms=0.0,
+    )
+    _smoke(model, model_path)
+    return _with_load_ms(model, (time.perf_counter() - start) * 1000)
+
+
+def _read_manifest(version_dir: Path) -> dict[str, Any]:
+    path = version_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path} must be a readable JSON manifest; {exc}; run `shadow doctor --repair`"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object; run `shadow doctor --repair`")
+    return manifest
+
+
+def _session(data: bytes, model_path: Path, threads: int) -> Any:
+    import onnxruntime as ort  # lazy: importing it costs ~0.2 s and only serving needs it
+
+    options = ort.SessionOptions()
+    # Many request threads share one session: one thread per run avoids
+    # oversubscribing the cores (and spinning threads stealing them).
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own untyped errors for bad models
+        raise ModelLoadError(
+            f"{model_path} must be a model ONNX Runtime can load; it failed: "
+            f"{' '.join(str(exc).split())[:300]}; promote another candidate or run "
+            "`shadow doctor --repair`"
+        ) from None
+
+
+def _pick(io: dict[str, Any], keys: tuple[str, ...], names: list[str], default: str,
+          what: str, model_path: Path) -> str:
+    """The graph's ``what`` name: the manifest's, else the default, else the only one."""
+    wanted = next((io[k] for k in keys if isinstance(io.get(k), str)), None)
+    if wanted is None:
+        wanted = default if default in names or len(names) != 1 else names[0]
+    if wanted not in names:
+        raise ModelLoadError(
+            f"the {what} {wanted!r} named by the manifest must exist in {model_path}; "
+            f"the graph's {what}s are {names}; re-export the model with that name"
+        )
+    return wanted
+
+
+def _names(io: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    value = next((io[k] for k in keys if isinstance(io.get(k), list)), None)
+    return tuple(str(v) for v in value) if value else None
+
+
+def _width(shape: list[Any], features: tuple[str, ...] | None, model_path: Path) -> int:
+    if len(shape) == 2 and isinstance(shape[1], int):
+        if features and len(features) != shape[1]:
+            raise ModelLoadError(
+                f"the manifest lists {len(features)} features but {model_path} takes "
+                f"{shape[1]} columns; re-export the model and its manifest together"
+            )
+        return shape[1]
+    if len(shape) == 2 and features:
+        return len(features)
+    raise ModelLoadError(
+        f"the runtime serves models with a (batch, n_features) input; {model_path} has "
+        f"shape {shape} and its manifest lists no features; export a 2-D input"
+    )
+
+
+def _smoke(model: LoadedModel, model_path: Path) -> None:
+    """One inference on a zero row before the model may answer anyone."""
+    try:
+        out = model.run(np.zeros((1, model.n_features), dtype=model.dtype))
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not serve this
+        raise ModelLoadError(
+            f"{model_path} must answer a smoke inference on one zero row; it failed: "
+            f"{' '.join(str(exc).split())[:300]}; promote another candidate"
+        ) from None
+    if out.ndim != 2 or out.shape[0] != 1 or not np.isfinite(out).all():
+        raise ModelLoadError(
+            f"{model_path} must return one finite row of probabilities for one input row; "
+            f"got shape {out.shape}; promote another candidate"
+        )
+
+
+def _with_load_ms(model: LoadedModel, ms: float) -> LoadedModel:
+    from dataclasses import replace
+
+    return replace(model, load_ms=ms)

@@ -1,0 +1,131 @@
+"""``shadow serve``: answer predictions from a channel's model and hot-swap it on promotion."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from typing import Any
+
+from selection.home import Home
+from selection.promotion import check_channel
+from selection.records import DEFAULT_CHANNEL
+from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
+from selection.server import DEFAULT_HOST, DEFAULT_PORT, make_server
+from shadow.cli.common import add_store_options, open_store
+from shadow.cli.output import note
+
+ORDER = 35
+
+EPILOG = """\
+endpoints (JSON in, JSON out):
+  POST /predict   {"rows": [[0.1, 0.2, ...], ...]}           values in the model's feature order
+                  {"rows": [{"temp": 0.1, "dew": 0.2, ...}]}  or objects keyed by feature name
+                  -> {"predictions": [...], "probabilities": [[...]], "candidate_id": ..., "sha256": ...}
+  GET  /model     the model answering now (features, classes, version), swap counters, events
+  GET  /healthz   200 {"status": "ok", ...} while a model is loaded
+  bad requests get a 4xx JSON {"error": "...", "status": N}; at most 10,000 rows per request.
+
+examples:
+  shadow serve                                  # production on http://127.0.0.1:8000
+  shadow serve --channel canary --port 8001
+  curl -s localhost:8000/predict -d '{"rows": [[0, 0, 0, 0, 0, 0, 0, 0]]}'
+
+The server reads only $SHADOW_HOME/channels/<channel> (with a store at --home or
+--store it also warns at start if those files lag the database). It checks that link every
+--poll-ms; when a promotion or rollback moves it, the new model is verified
+(sha256), loaded and smoke-tested beside the old one, then swapped in at once:
+no restart, no failed request. A model that fails any check is refused (logged
+here) and the old one keeps serving. Stop with Ctrl-C or SIGTERM.
+"""
+
+
+def add_parsers(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "serve", help="serve a channel's model over HTTP, hot-swapping it on promotion",
+        description="Serve predictions from a channel's model; follow promotions and "
+        "rollbacks without a restart.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--channel", default=DEFAULT_CHANNEL,
+                   help=f"channel to serve (default: {DEFAULT_CHANNEL})")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default: {DEFAULT_HOST}; there is no authentication, "
+                   "so bind another address only behind a proxy you trust)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port (default: {DEFAULT_PORT}; 0 picks a free one, printed at start)")
+    p.add_argument("--poll-ms", type=float, default=DEFAULT_POLL_S * 1000,
+                   help=f"how often to look for a new model (default: {DEFAULT_POLL_S * 1000:g})")
+    p.add_argument("--no-reload", action="store_true",
+                   help="serve the model found at start only (no hot swap)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime threads per inference (default: 1; requests already "
+                   "run in parallel)")
+    p.add_argument("--access-log", action="store_true", help="log protocol errors to stderr")
+    add_store_options(p)
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from selection.errors import ConfigError
+
+    check_channel(args.channel)
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535; got {args.port}; e.g. --port 8000")
+    if not 0.5 <= args.poll_ms <= 60_000:
+        raise ConfigError(f"--poll-ms must be in 0.5..60000; got {args.poll_ms:g}; e.g. 5")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1; got {args.threads}")
+    home = Home.resolve(args.home)
+    _warn_if_files_lag(args)
+    runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
+                             reload=not args.no_reload, threads=args.threads, on_event=_log_event)
+    model = runtime.start()
+    try:
+        server = make_server(runtime, args.host, args.port,
+                             log=note if args.access_log else None)
+    except OSError as exc:
+        runtime.stop()
+        raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
+                          "pick another --port (0 = any free one)") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        note(f"warning: listening on {args.host}, reachable from other machines; "
+             "/predict has no authentication")
+    # SIGTERM (docker stop, systemd, the benchmark) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    note(f"serving channel '{args.channel}' (candidate {model.candidate_id}, sha256 "
+         f"{model.sha256[:12]}) on {server.url}"
+         + ("" if args.no_reload else f"; watching for promotions every {args.poll_ms:g} ms"))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        runtime.stop()
+    note("stopped")
+    return 0
+
+
+def _warn_if_files_lag(args: argparse.Namespace) -> None:
+    """Say so when the channel's files lag the database (an interrupted change); serve anyway."""
+    from selection.errors import ShadowError
+    from selection.promotion import current, in_sync
+
+    try:
+        with open_store(args) as store:
+            record = current(store, args.channel)
+            if record is not None and not in_sync(store, record):
+                note(f"warning: channel '{args.channel}' files lag the database (history row "
+                     f"{record.history_id}, candidate {record.candidate_id}); run "
+                     "`shadow doctor --repair`; serving what the files hold")
+    except ShadowError:
+        pass  # an edge device holds the channel files only, no database: nothing to compare
+
+
+def _log_event(event: RuntimeEvent) -> None:
+    if event.kind == "swapped":
+        note(f"swapped to candidate {event.candidate_id} (sha256 {(event.sha256 or '')[:12]}, "
+             f"was {event.previous_candidate_id}; loaded in {event.load_ms:.1f} ms)")
+    elif event.kind in ("refused", "missing"):
+        note(f"{event.kind}: {event.detail}; still serving the previous model")
