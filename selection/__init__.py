@@ -21,7 +21,7 @@ from selection.errors import (
 from selection.home import Home
 from selection.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
 from selection.leaderboard import best_candidate, leaderboard
-from selection.promotion import current, history, promote, rollback, sync_channel
+from selection.promotion import current, history, list_channels, promote, rollback, sync_channel
 from selection.ranking import rank_rows
 from selection.records import (
     DEFAULT_CHANNEL,
@@ -34,9 +34,12 @@ from selection.records import (
     SweepRecord,
     utc_now,
 )
+from selection.runtime import ChannelRuntime
 from selection.store import Store
 
 __all__ = [
+    "ChannelRuntime",
+    "list_channels",
     "DEFAULT_CHANNEL",
     "HOST_DEVICE",
     "LEADERBOARD_COLUMNS",

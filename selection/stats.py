@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import math
+
 import numpy as np
-from scipy.stats import binomtest
 
 from selection.errors import ConfigError
 
@@ -56,5 +57,20 @@ def mcnemar_exact(
         )
     b = int(np.sum(a & ~z))
     c = int(np.sum(~a & z))
-    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5, alternative=alternative).pvalue)
+    p = 1.0 if b + c == 0 else binomial_half_p(b, b + c, alternative)
     return McNemarResult(b, c, int(a.size), p, alternative)
+
+
+def binomial_half_p(k: int, n: int, alternative: Alternative) -> float:
+    """Exact p-value of ``k`` successes in ``n`` fair coin flips.
+
+    Integer arithmetic (exact at any n), and no scipy import: this runs on
+    every promotion, and scipy alone costs about a second of CLI start-up.
+    ``two-sided`` doubles the smaller tail (the distribution is symmetric).
+    """
+    total = 2 ** n
+    upper = sum(math.comb(n, i) for i in range(k, n + 1))
+    if alternative == "greater":
+        return upper / total
+    lower = sum(math.comb(n, i) for i in range(0, k + 1))
+    return min(1.0, 2 * min(upper, lower) / total)
