@@ -26,6 +26,9 @@ def init_local_ray(num_cpus: int | None = None) -> None:
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
+        # "local" always starts a new instance; without it ray.init joins whatever
+        # cluster /tmp/ray/ray_current_cluster names (someone else's, on a shared host).
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address=LOOPBACK,
