@@ -56,16 +56,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Every benchmark with --quick; each one's last stdout line (a JSON object) is kept.
+# Every benchmark with --quick; each one's last stdout line (a JSON object) is kept,
+# and benchmarks/results/SUMMARY.md sums them up.
 bench: $(STAMP)
 	@mkdir -p benchmarks/results
 	@for script in benchmarks/*.py; do \
 		name=$$(basename $$script .py); \
-		case $$name in reference_nets) continue;; esac; \
+		case $$name in reference_nets|summarize) continue;; esac; \
 		echo ">> $$script --quick"; \
 		$(BIN)/python $$script --quick > benchmarks/results/$$name.log 2>&1 || echo "   failed: see benchmarks/results/$$name.log"; \
 		tail -n 1 benchmarks/results/$$name.log | tee benchmarks/results/$$name.quick.json; \
 	done
+	@$(BIN)/python benchmarks/summarize.py
 
 clean:
 	rm -rf $(VENV) .shadow .pytest_cache
