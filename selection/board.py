@@ -2,14 +2,17 @@
 
 Ranking happens in the database so it scales. Three levels:
 
-1. ``ranked``: ``device_metrics`` rows of one sweep with the policy's
-   eligibility (``constraints.eligible_sql``) and rank (``ROW_NUMBER()`` over
-   ``(device, eligible)``), read from the covering index
-   ``ix_device_metrics_board`` without touching the wide rows; for ``top N``
+1. ``ranked``: the eligible ``device_metrics`` rows of one sweep and device
+   (``constraints.eligible_sql``) with their rank (``ROW_NUMBER()``), read
+   from the covering index ``ix_device_metrics_board`` without touching the
+   wide rows; ineligible rows form a second, unranked branch. For ``top N``
    an index scan with ``LIMIT`` instead of ranking every row.
 2. View filters (slice, family, ``--where``) apply *after* ranking, so a
    row's rank does not depend on what else is shown; those on indexed columns
-   are evaluated before any join.
+   are evaluated before any join. When filters are set (and do not read
+   ``rank``), only the eligible rows ranked at or above the worst shown one
+   are ranked: a row's rank counts only rows whose objective is at least as
+   good, so that subset gives the same numbers as ranking all of them.
 3. Only the surviving rows are joined to their full metrics and candidate.
 
 Candidates that failed before any device ran have no metrics rows; a second
@@ -20,12 +23,15 @@ SQLite (>= 3.30, for NULLS LAST) and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
-    BigInteger, Boolean, Connection, Float, Integer, String, and_, case, cast, exists, func,
-    literal, null, select, union_all,
+    BigInteger, Boolean, Connection, Float, Integer, String, and_, case, cast, column, exists,
+    func, literal, null, or_, select, union_all,
 )
+from sqlalchemy.sql import visitors
 
 from selection.constraints import eligible_sql
 from selection.expressions import Kind, compile_where
@@ -101,21 +107,65 @@ def check_where(where: Sequence[str]) -> None:
 
 def _level1(sweep_id: str, device: str, policy: RankingPolicy, top: int | None,
             ranks: Mapping[str, int] | None = None) -> Any:
+    """Level 1 for ``top N`` or for rows the caller has ranked (``ranks``)."""
     cols = _policy_columns(policy)
-    base = select(*(expr.label(name) for name, expr in cols.items())).where(
-        _M.c.sweep_id == sweep_id, _M.c.device == device)
     if ranks is not None:  # rows already ranked by the caller (Pareto): no window needed
-        chosen = base.where(_M.c.candidate_id.in_(list(ranks)))
+        # By primary key (a candidate id belongs to one sweep): without the
+        # sweep test SQLite seeks each id instead of scanning the device's rows.
+        chosen = select(*(expr.label(name) for name, expr in cols.items())).where(
+            _M.c.candidate_id.in_(list(ranks)), _M.c.device == device)
         rank = case(ranks, value=_M.c.candidate_id) if ranks else cast(null(), Integer)
         return chosen.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
-    if top is None:
-        ok = eligible_sql(policy, cols)
-        eligible = case((ok, True), else_=False)
-        rank = case((ok, func.row_number().over(partition_by=eligible, order_by=_order(policy, cols))))
-        return base.add_columns(eligible.label("eligible"), rank.label("rank")).subquery("ranked")
+    base = select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device)
     best = base.where(eligible_sql(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
     rank = func.row_number().over(order_by=_order(policy, best.c))
     return select(best, literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
+
+
+def _ranked(sweep_id: str, device: str, policy: RankingPolicy, bound: Any = None) -> Any:
+    """Eligible rows with their rank; with ``bound``, only those whose objective is at least that good.
+
+    Ranks are per device, so the window needs no partition, and it sorts
+    only the (narrow) eligible rows. Every row ranked before a row whose
+    objective reaches ``bound`` also reaches it: within the subset, ranks
+    are the same as over all eligible rows.
+    """
+    cols = _policy_columns(policy)
+    query = select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
+    if bound is not None:
+        objective, ascending = policy.order[0]
+        query = query.where(cols[objective] <= bound if ascending else cols[objective] >= bound)
+    rank = func.row_number().over(order_by=_order(policy, cols))
+    return query.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
+
+
+def _unranked(sweep_id: str, device: str, policy: RankingPolicy, eligible: bool) -> Any:
+    """The eligible or the ineligible rows of one device, without rank (no window: filters push down)."""
+    cols = _policy_columns(policy)
+    ok = case((eligible_sql(policy, cols), True), else_=False)
+    return select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device, ok.is_(eligible),
+    ).add_columns(literal(eligible).label("eligible"), cast(null(), Integer).label("rank")
+                  ).subquery("unranked")
+
+
+def _bound(sweep_id: str, device: str, policy: RankingPolicy, filters: dict[str, Any],
+           where: Sequence[str]) -> Any:
+    """SQL scalar: the worst objective among the eligible rows the filters keep (NULL if none)."""
+    shown = _main_branch(_unranked(sweep_id, device, policy, True), filters, where).subquery("shown")
+    objective, ascending = policy.order[0]
+    worst = func.max if ascending else func.min
+    return select(worst(shown.c[objective])).scalar_subquery()
+
+
+def _reads_rank(where: Sequence[str]) -> bool:
+    """Whether a ``--where`` expression names ``rank`` (then every eligible row is ranked)."""
+    probe = column("rank", Integer)
+    cols = {**_full(_metric_columns()), "rank": probe, "eligible": literal(True)}
+    condition = compile_where(list(where), {n: (cols[n], k) for n, k in FILTER_KINDS.items()})
+    return condition is not None and any(el is probe for el in visitors.iterate(condition))
 
 
 def _main_branch(ranked: Any, filters: dict[str, Any], where: Sequence[str]) -> Any:
@@ -185,8 +235,15 @@ def query_sweep(
     rows: list[Mapping[str, Any]] = []
     for device in devices:
         fixed = dict(filters)
-        ranks = None if only_ids is None else only_ids.get(device, {})
-        branches = [_main_branch(_level1(sweep_id, device, policy, top, ranks), fixed, where)]
+        if only_ids is not None or top is not None:
+            ranks = None if only_ids is None else only_ids.get(device, {})
+            branches = [_main_branch(_level1(sweep_id, device, policy, top, ranks), fixed, where)]
+        else:
+            bound = None
+            if (where or any(v is not None for v in fixed.values())) and not _reads_rank(where):
+                bound = _bound(sweep_id, device, policy, fixed, where)
+            branches = [_main_branch(_ranked(sweep_id, device, policy, bound), fixed, where),
+                        _main_branch(_unranked(sweep_id, device, policy, False), fixed, where)]
         if device == first_device and include_early:
             branches.append(_early_branch(sweep_id, first_device, fixed, where))
         query = branches[0] if len(branches) == 1 else union_all(*branches)
@@ -204,15 +261,82 @@ def query_sweep(
 
 
 def metric_points(
-    conn: Connection, sweep_id: str, device: str, policy: RankingPolicy
-) -> tuple[list[str], dict[str, list[Any]]]:
+    conn: Connection, sweep_id: str, device: str, policy: RankingPolicy, *,
+    complete: bool = False, top: int | None = None,
+    beaten_by: Sequence[tuple[float, float, float]] = (),
+    objective_in: Sequence[float] | None = None,
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """Ids and metric columns (accuracy, latency_ms, size_bytes and the policy's
-    order) of the eligible rows of one device: enough to rank and to find the front."""
+    order; float64, NaN for NULL) of the eligible rows of one device: enough to
+    rank and to find the front.
+
+    ``complete`` keeps rows with all three front metrics; ``top`` the best
+    ``top`` of those by accuracy (an index scan); ``beaten_by`` drops rows one
+    of these (accuracy, latency_ms, size_bytes) points dominates (implies
+    ``complete``; put the points that dominate most rows first, they are
+    tested in order); ``objective_in`` keeps rows whose objective is one of these.
+    """
     cols = _policy_columns(policy)
     names = list(dict.fromkeys(["accuracy", "latency_ms", "size_bytes",
                                 *(n for n, _ in policy.order if n != "candidate_id")]))
     query = select(_M.c.candidate_id, *(cols[n] for n in names)).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device)
+    acc, lat, size = cols["accuracy"], cols["latency_ms"], cols["size_bytes"]
+    if complete or top is not None or beaten_by:
+        query = query.where(acc.is_not(None), lat.is_not(None), size.is_not(None))
+    # Before eligibility: SQLite tests terms in this order, and most rows fail here.
+    for a, l, s in beaten_by:  # not dominated by (a, l, s): better somewhere, or equal
+        query = query.where(or_(acc > a, lat < l, size < s, and_(acc == a, lat == l, size == s)))
+    query = query.where(eligible_sql(policy, cols))
+    if objective_in is not None:
+        query = query.where(cols[policy.order[0][0]].in_(list(objective_in)))
+    if top is not None:
+        query = query.order_by(acc.desc()).limit(top)
+    result = conn.execute(query)
+    try:
+        # The driver's plain tuples: at 100,000 rows SQLAlchemy's Row objects
+        # cost as much as the query, and these columns need no type processing.
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    ids = list(map(itemgetter(0), rows))
+    return ids, {name: _floats(rows, i + 1) for i, name in enumerate(names)}
+
+
+def better_counts(
+    conn: Connection, sweep_id: str, device: str, policy: RankingPolicy, values: Sequence[float]
+) -> list[int]:
+    """For each objective value (``values`` best first), how many eligible rows
+    of the device have a strictly better objective.
+
+    Each count adds the rows between two consecutive values, so the rows are
+    read once in all; when the objective leads the board index (accuracy)
+    every piece is an index range.
+    """
+    cols = _policy_columns(policy)
+    objective, ascending = policy.order[0]
+    obj = cols[objective]
+    base = select(func.count()).select_from(_M).where(
         _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
-    rows = conn.execute(query).all()
-    ids = [row[0] for row in rows]
-    return ids, {name: [row[i + 1] for row in rows] for i, name in enumerate(names)}
+    counts: list[int] = []
+    total, previous = 0, None
+    for start in range(0, len(values), 100):  # statements of bounded size
+        parts = []
+        for value in values[start:start + 100]:
+            piece = base.where(obj < value if ascending else obj > value)
+            if previous is not None:
+                piece = piece.where(obj >= previous if ascending else obj <= previous)
+            parts.append(piece.scalar_subquery())
+            previous = value
+        for count in conn.execute(select(*parts)).one():
+            total += int(count)
+            counts.append(total)
+    return counts
+
+
+def _floats(rows: Sequence[Any], i: int) -> np.ndarray:
+    """Column ``i`` of ``rows`` as float64, NULL as NaN."""
+    try:
+        return np.fromiter(map(itemgetter(i), rows), dtype="float64", count=len(rows))
+    except TypeError:  # a NULL: the slower path that reads None as NaN
+        return np.array([row[i] for row in rows], dtype="float64")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selection.board import check_where, devices_of, metric_points, query_sweep
+from selection.board import better_counts, check_where, devices_of, metric_points, query_sweep
 from selection.constraints import violations
 from selection.errors import ConfigError, NotFoundError
 from selection.pareto import pareto_mask
@@ -172,33 +172,119 @@ def best_candidate(
     return str(best["candidate_id"].iloc[0])
 
 
+#: Anchors for the Pareto front: the front of this many best rows by
+#: accuracy, at most this many of its points (each is one more SQL test per row).
+_ANCHOR_ROWS, _MAX_ANCHORS = 1000, 16
+
+
 def _pareto_ids(
     conn: Any, sweep: SweepRecord, devices: list[str], policy: RankingPolicy
 ) -> dict[str, dict[str, int]]:
     """Per device, the front's candidate ids with their ranks (computed here, not in SQL)."""
     out: dict[str, dict[str, int]] = {}
     for name in devices:
-        ids, metrics = metric_points(conn, sweep.sweep_id, name, policy)
-        if not ids:
-            out[name] = {}
+        if policy.order[0][0] == "accuracy":  # the board index leads with accuracy
+            out[name] = _indexed_front(conn, sweep.sweep_id, name, policy)
             continue
-        values = {k: np.array([np.nan if x is None else x for x in v], dtype="float64")
-                  for k, v in metrics.items()}
-        mask = pareto_mask(values["accuracy"], values["latency_ms"], values["size_bytes"])
-        # Same order as the SQL ranking: nulls last, candidate id breaks ties.
-        order = _lexsort(ids, values, policy)
-        ranks = np.empty(len(ids), dtype=np.int64)
-        ranks[order] = np.arange(1, len(ids) + 1)
-        out[name] = {ids[i]: int(ranks[i]) for i in np.flatnonzero(mask)}
+        ids, values = metric_points(conn, sweep.sweep_id, name, policy)
+        front = _front(values)
+        out[name] = dict(zip([ids[i] for i in front], _ranks_of(front, ids, values, policy)))
     return out
 
 
-def _lexsort(ids: list[str], values: dict[str, np.ndarray], policy: RankingPolicy) -> np.ndarray:
-    """Positions of the rows in the policy's order (NaN last, candidate id last key)."""
-    frame = pd.DataFrame({**values, "candidate_id": ids})
-    ordered = frame.sort_values([c for c, _ in policy.order], ascending=[a for _, a in policy.order],
-                                na_position="last", kind="mergesort")
-    return ordered.index.to_numpy()
+def _front(values: dict[str, np.ndarray]) -> np.ndarray:
+    """Positions of the rows on the accuracy/latency/size Pareto front."""
+    return np.flatnonzero(pareto_mask(values["accuracy"], values["latency_ms"], values["size_bytes"]))
+
+
+def _indexed_front(conn: Any, sweep_id: str, device: str, policy: RankingPolicy) -> dict[str, int]:
+    """The front of one device with its ranks, without reading every row into Python.
+
+    For policies whose objective is accuracy, the first column of the board
+    index after sweep and device. The front of the best rows by accuracy
+    gives anchors: a row an anchor dominates is not on the front (an anchor
+    is an eligible row), so the database drops those, most rows, as it reads.
+    A front row's rank counts the rows with a strictly better objective (in
+    SQL, index ranges) plus those tied with it on the objective that sort
+    before it (read and ordered here).
+    """
+    _, best = metric_points(conn, sweep_id, device, policy, top=_ANCHOR_ROWS)
+    points = _front(best)
+    # Least accurate first: those are the cheap, fast points that dominate most rows.
+    points = points[np.argsort(best["accuracy"][points], kind="stable")]
+    if len(points) > _MAX_ANCHORS:
+        points = points[np.linspace(0, len(points) - 1, _MAX_ANCHORS).round().astype(int)]
+    anchors = [(float(best["accuracy"][i]), float(best["latency_ms"][i]), float(best["size_bytes"][i]))
+               for i in points]
+    ids, values = metric_points(conn, sweep_id, device, policy, complete=True, beaten_by=anchors)
+    front = _front(values)
+    if not front.size:
+        return {}
+    objective, ascending = policy.order[0]
+    wanted = sorted(set(values[objective][front].tolist()), reverse=not ascending)  # best first
+    better = dict(zip(wanted, better_counts(conn, sweep_id, device, policy, wanted)))
+    tie_ids, ties = metric_points(conn, sweep_id, device, policy, objective_in=wanted)
+    key = _order_key(policy, tie_ids, ties)
+    groups: dict[float, list[int]] = {}
+    for j, value in enumerate(ties[objective].tolist()):
+        groups.setdefault(value, []).append(j)
+    place: dict[str, int] = {}
+    for members in groups.values():
+        for k, j in enumerate(sorted(members, key=key)):
+            place[tie_ids[j]] = k
+    return {ids[i]: better[float(values[objective][i])] + place[ids[i]] + 1 for i in front}
+
+
+def _order_key(policy: RankingPolicy, ids: list[str], values: dict[str, np.ndarray]) -> Any:
+    """Row position -> sort key on the policy's columns after the objective, then the id.
+
+    The SQL ranking's order: NULL (NaN) last whichever the direction.
+    """
+    columns = [(name, up) for name, up in policy.order[1:] if name != "candidate_id"]
+
+    def key(i: int) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for name, up in columns:
+            v = float(values[name][i])
+            parts.append((1, 0.0) if np.isnan(v) else (0, v if up else -v))
+        return (*parts, ids[i])
+
+    return key
+
+
+def _ranks_of(
+    chosen: np.ndarray, ids: list[str], values: dict[str, np.ndarray], policy: RankingPolicy
+) -> list[int]:
+    """The ranks of rows ``chosen`` among all rows, in the SQL ranking's order.
+
+    That order is the policy's columns (NULL/NaN last) with candidate_id as
+    the last key. Rather than sorting every row for a few ranks, count the
+    rows whose first key is strictly better (one argsort of one float
+    column, then binary search) and order only the rows that tie with a
+    chosen one on that key, in Python with the full key.
+    """
+    if not len(chosen):
+        return []
+    first, ascending = policy.order[0]
+    key = values[first] if ascending else -values[first]  # NaN stays NaN: last either way
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    wanted = key[chosen]
+    # numpy sorts and searches NaN as the largest value, like NULLS LAST.
+    lows = np.searchsorted(ordered, wanted, side="left")
+    highs = np.searchsorted(ordered, wanted, side="right")
+    tie_key = _order_key(policy, ids, values)
+    within: dict[int, dict[int, int]] = {}  # tie group (by its start) -> row -> place in it
+    ranks = []
+    for i, low, high in zip(chosen.tolist(), lows.tolist(), highs.tolist()):
+        if high - low == 1:
+            ranks.append(low + 1)
+            continue
+        if low not in within:
+            group = sorted(order[low:high].tolist(), key=tie_key)
+            within[low] = {row: place for place, row in enumerate(group)}
+        ranks.append(low + within[low][i] + 1)
+    return ranks
 
 
 def _sort_keys(sort: str | Sequence[str] | None) -> list[tuple[str, bool]]:
