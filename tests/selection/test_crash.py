@@ -163,8 +163,12 @@ def test_a_change_while_another_holds_the_channel_is_refused_in_one_line(big: St
 
 def test_two_promotes_at_once_are_serialized(big: Store) -> None:
     for _ in range(2):
+        # Race two candidates that are both not in production, so that each one's only
+        # reason to lose is the other holding the channel (not "already in production").
+        serving = current(big, "production")
+        rivals = [c for c in CANDIDATES if serving is None or c != serving.candidate_id][:2]
         procs = [_spawn(big.home.root, ["promote", c, "--force", "--reason", "race"])
-                 for c in ("c-b", "c-c")]
+                 for c in rivals]
         results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
         assert any(rc == 0 for rc, _ in results), results
         for rc, err in results:
