@@ -32,7 +32,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin-bottom:2em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f0f0f0} tr.champion td{background:#fff4c2} tr.ineligible td{color:#999}
+th{background:#f0f0f0} td.id{white-space:nowrap} tr.champion td{background:#fff4c2} tr.ineligible td{color:#999}
 .meta{color:#555} svg{max-width:100%;height:auto}
 """
 
@@ -105,7 +105,12 @@ def _table(frame: pd.DataFrame, champion_id: str | None, top: int) -> str:
     rows = []
     for _, row in shown.iterrows():
         css = "champion" if row["candidate_id"] == champion_id else ("" if row["eligible"] else "ineligible")
-        cells = "".join(f"<td>{_cell(row[c])}</td>" for c in _TABLE_COLUMNS)
+        # Ids and slice names are read as one token: never break them at the hyphen.
+        cells = "".join(
+            f'<td class="id">{_cell(row[c])}</td>' if c in ("candidate_id", "slice_id")
+            else f"<td>{_cell(row[c])}</td>"
+            for c in _TABLE_COLUMNS
+        )
         rows.append(f'<tr class="{css}" data-candidate="{html.escape(row["candidate_id"])}">{cells}</tr>')
     hidden = len(frame) - len(shown)
     note = f'<p class="meta">{hidden} more rows not shown (see `shadow leaderboard`).</p>' if hidden else ""
