@@ -11,6 +11,7 @@ from selection import errors, records
 from selection.artifacts import ArtifactStore, sha256_bytes
 from selection.channels import read_manifest
 from selection.errors import (
+    GateRefused,
     ConfigError,
     IntegrityError,
     NotFoundError,
@@ -18,6 +19,7 @@ from selection.errors import (
     ShadowError,
     StoreError,
 )
+from selection.gate import promote_through_gate
 from selection.home import Home
 from selection.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
 from selection.leaderboard import best_candidate, leaderboard
@@ -38,6 +40,8 @@ from selection.runtime import ChannelRuntime
 from selection.store import Store
 
 __all__ = [
+    "GateRefused",
+    "promote_through_gate",
     "ChannelRuntime",
     "list_channels",
     "DEFAULT_CHANNEL",

@@ -14,6 +14,8 @@ This module lives in ``selection`` because ``selection`` must not import
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ShadowError(Exception):
     """Root of every error a user can cause. Caught by the CLI (exit 2)."""
@@ -37,3 +39,11 @@ class StoreError(ShadowError, RuntimeError):
 
 class PromotionError(ShadowError, RuntimeError):
     """A promotion or rollback cannot be carried out as asked."""
+
+
+class GateRefused(PromotionError):
+    """The champion/challenger gate refused a promotion; ``decision`` says every check."""
+
+    def __init__(self, message: str, decision: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.decision = decision

@@ -25,13 +25,13 @@ from typing import Any
 import pandas as pd
 
 from selection.constraints import violations
-from selection.errors import ConfigError, ShadowError
+from selection.errors import ConfigError, GateRefused, ShadowError
 from selection.gate_checks import guard_checks, result_summary
 from selection.leaderboard import sweep_policy
 from selection.paired import load_holdout, score
-from selection.promotion import artifact_for, current
+from selection.promotion import artifact_for, current, default_who, promote
 from selection.ranking import METRIC_DIRECTIONS, RankingPolicy
-from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, utc_now
+from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, PromotionRecord, utc_now
 from selection.stats import ALTERNATIVES, mcnemar_exact
 from selection.store import Store
 from selection.store.codec import extra_columns
@@ -212,4 +212,32 @@ def force_decision(decision: Mapping[str, Any], reason: str, who: str | None = N
     return forced
 
 
-__all__ = ["GatePolicy", "evaluate_gate", "force_decision", "gate_from_config"]
+def promote_through_gate(
+    store: Store, candidate_id: str, *, device: str = HOST_DEVICE,
+    channel: str = DEFAULT_CHANNEL, ranking: RankingPolicy | str | None = None,
+    gate: GatePolicy | None = None, reason: str | None = None, who: str | None = None,
+    force: bool = False,
+) -> PromotionRecord:
+    """Promote ``candidate_id`` only if the gate passes; the decision is stored with it.
+
+    Raises GateRefused (with the decision) when the gate refuses and ``force``
+    is off; ``force`` needs a ``reason`` and is recorded as forced. This is
+    the one path both ``shadow promote`` and scripts use.
+    """
+    decision = evaluate_gate(store, candidate_id, device=device, channel=channel,
+                             ranking=ranking, gate=gate)
+    if not decision["passed"] and not force:
+        raise GateRefused(
+            f"the gate refused {candidate_id} for channel {channel!r}: "
+            f"{'; '.join(decision['reasons'])}; nothing was changed; see "
+            "`shadow promote ... --dry-run` for every check, or override with "
+            "--force --reason TEXT (recorded as forced)",
+            decision,
+        )
+    if force:
+        decision = force_decision(decision, reason or "", who or default_who())
+    return promote(store, candidate_id, device=device, channel=channel, who=who,
+                   reason=reason, decision=decision)
+
+
+__all__ = ["GatePolicy", "evaluate_gate", "force_decision", "gate_from_config", "promote_through_gate"]

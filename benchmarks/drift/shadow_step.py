@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from selection.errors import NotFoundError
-from selection.gate import evaluate_gate
+from selection.errors import GateRefused
+from selection.gate import promote_through_gate
 from selection.leaderboard import best_candidate
-from selection.promotion import promote
 from selection.store import Store
 from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
 
@@ -117,10 +117,9 @@ def advance(
         challenger = best_candidate(store, sweep=prepared.sweep_id)
     except NotFoundError as exc:  # every candidate failed: the champion keeps serving
         return StepOutcome(**base, challenger_id=None, gate_passed=False, gate_reasons=[str(exc)])
-    decision = evaluate_gate(store, challenger)
-    if not decision["passed"]:
+    try:
+        promote_through_gate(store, challenger, reason=f"drift replay: gate passed at row {boundary}")
+    except GateRefused as refused:
         return StepOutcome(**base, challenger_id=challenger, gate_passed=False,
-                           gate_reasons=list(decision["reasons"]))
-    promote(store, challenger, reason=f"drift replay: gate passed at row {boundary}",
-            decision=decision)
+                           gate_reasons=list(refused.decision["reasons"]))
     return StepOutcome(**base, challenger_id=challenger, gate_passed=True, promoted=True)

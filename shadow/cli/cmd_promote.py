@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from selection.errors import ConfigError, PromotionError
-from selection.gate import evaluate_gate, force_decision
+from selection.errors import ConfigError
+from selection.gate import evaluate_gate, promote_through_gate
 from selection.leaderboard import best_candidate
-from selection.promotion import current, default_who, history, promote, rollback
+from selection.promotion import current, history, rollback
 from selection.ranking import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
@@ -105,24 +105,14 @@ def run_promote(args: argparse.Namespace) -> int:
             candidate_id = best_candidate(
                 store, sweep=args.sweep, device=args.device, policy=args.policy
             )
-        decision = evaluate_gate(
-            store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
-        )
         if args.dry_run:
+            decision = evaluate_gate(
+                store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
+            )
             return _show_plan(store, candidate_id, decision, args)
-        if not decision["passed"]:
-            if not args.force:
-                raise PromotionError(
-                    f"the gate refused {candidate_id} for channel {args.channel!r}: "
-                    f"{'; '.join(decision['reasons'])}; nothing was changed; see "
-                    "`shadow promote ... --dry-run` for every check, or override with "
-                    "--force --reason TEXT (recorded as forced)"
-                )
-        if args.force:
-            decision = force_decision(decision, args.reason, default_who())
-        record = promote(
-            store, candidate_id, device=args.device, channel=args.channel, reason=args.reason,
-            decision=decision,
+        record = promote_through_gate(
+            store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy,
+            reason=args.reason, force=args.force,
         )
         _report(store, record, args.format, "promoted")
     return 0

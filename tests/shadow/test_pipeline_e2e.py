@@ -7,6 +7,7 @@ Runtime and scores exactly what the leaderboard says on the sweep's holdout.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -64,8 +65,11 @@ def test_holdout_and_per_row_predictions_are_stored_for_paired_tests(swept):
         assert np.isclose((predicted == labels).mean(), result.accuracy)
 
 
-def test_promote_best_then_rollback(swept, capsys):
-    home, info = swept
+def test_promote_best_then_rollback(swept, capsys, tmp_path):
+    # A private copy: the shared sweep's home stays without a champion for other tests.
+    source, info = swept
+    home = tmp_path / "home"
+    shutil.copytree(source, home, symlinks=True)
     code, out, err = run_cli(capsys, "leaderboard", "--home", str(home), "--format", "json")
     assert code == 0, err
     rows = json.loads(out)
@@ -135,3 +139,23 @@ def test_a_failing_candidate_is_a_row_and_the_sweep_goes_on(tmp_path, ray_local,
     assert failed["rank"].isna().all()
     assert failed["error"].str.contains("training diverged").all()
     assert board[board["status"] == "ok"]["rank"].tolist() == [1, 2]
+
+
+def test_promote_through_gate_is_the_library_path(swept, tmp_path):
+    from selection import GateRefused, history, promote_through_gate
+
+    source, info = swept
+    home = tmp_path / "home"
+    shutil.copytree(source, home, symlinks=True)
+    with Store.open(home, create=False) as store:
+        board = leaderboard(store, sweep=info["sweep_id"])
+        worst = board.sort_values("rank")["candidate_id"].iloc[-1]
+        champion = promote_through_gate(store, board.sort_values("rank")["candidate_id"].iloc[0], reason="t") \
+            if not history(store) else history(store)[0]
+        with pytest.raises(GateRefused, match="the gate refused") as refused:
+            promote_through_gate(store, worst)
+        assert refused.value.decision["passed"] is False and refused.value.decision["reasons"]
+        assert history(store)[0].history_id == champion.history_id  # nothing changed
+        forced = promote_through_gate(store, worst, force=True, reason="incident drill")
+        assert forced.candidate_id == worst
+        assert forced.decision["forced"] is True and forced.decision["gate_passed"] is False
