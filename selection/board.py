@@ -194,9 +194,9 @@ def _early_branch(sweep_id: str, first_device: str, filters: dict[str, Any], whe
 
 
 def _filtered(query: Any, cols: Mapping[str, Any], filters: dict[str, Any], where: Sequence[str]) -> Any:
-    for column, value in filters.items():
+    for name, value in filters.items():
         if value is not None:
-            query = query.where(cols[column] == value)
+            query = query.where(cols[name] == value)
     condition = compile_where(list(where), {n: (cols[n], k) for n, k in FILTER_KINDS.items()})
     return query if condition is None else query.where(condition)
 
