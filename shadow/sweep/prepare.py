@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from selection.arrays import encode_holdout
@@ -55,6 +56,16 @@ class PreparedSweep:
         search = self.config.search
         return search.trials * len(self.slices) if search else len(self.candidates)
 
+    @cached_property
+    def holdout_data(self) -> bytes:
+        """The holdout rows as an artifact (.npz), so selection can re-score any model on them.
+
+        Cached: the sweep record hashes it and the store writes it, and for an
+        image holdout it is tens of MB to encode.
+        """
+        h, ds = self.holdout, self.dataset
+        return encode_holdout(ds.features[h.start:h.stop], ds.labels[h.start:h.stop])
+
 
 def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedSweep:
     """Everything up to, not including, the first side effect."""
@@ -83,12 +94,6 @@ def make_planner(prepared: PreparedSweep, stored: list[CandidateRecord]) -> Plan
     )
 
 
-def holdout_bytes(prepared: PreparedSweep) -> bytes:
-    """The holdout rows as an artifact, so selection can re-score any model on them."""
-    h, ds = prepared.holdout, prepared.dataset
-    return encode_holdout(ds.features[h.start:h.stop], ds.labels[h.start:h.stop])
-
-
 def sweep_record(prepared: PreparedSweep) -> SweepRecord:
     holdout = prepared.holdout
     return SweepRecord(
@@ -98,7 +103,7 @@ def sweep_record(prepared: PreparedSweep) -> SweepRecord:
         dataset_fingerprint=prepared.dataset.fingerprint,
         holdout=HoldoutRecord(
             holdout.start, holdout.stop, rows_sha256(holdout.rows),
-            data_sha256=sha256_bytes(holdout_bytes(prepared)),
+            data_sha256=sha256_bytes(prepared.holdout_data),
         ),
         config=prepared.config.raw,
         n_planned=prepared.n_planned,

@@ -28,7 +28,6 @@ from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's pub
     Planner,
     PreparedSweep,
     check_resumable,
-    holdout_bytes,
     make_planner,
     prepare_sweep,
     slice_records,
@@ -92,7 +91,7 @@ def run_sweep(
             stored = check_resumable(prepared, store)
             store.reopen_sweep(prepared.sweep_id)
         else:
-            store.artifacts.put(holdout_bytes(prepared))
+            store.artifacts.put(prepared.holdout_data)
             store.create_sweep(sweep_record(prepared), slice_records(prepared))
         planner = make_planner(prepared, stored)
         todo = planner.total - len(stored) if prepared.config.search else planner.total
