@@ -18,8 +18,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 #: No suffix: artifacts are ONNX models, compiled contexts and .npy/.npz arrays
 #: alike; the name is the checksum and the recording row says what it is.
 SUFFIX = ""
-#: What the first stores named model artifacts.
-LEGACY_SUFFIX = ".onnx"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -52,14 +50,8 @@ class ArtifactStore:
         self.root = Path(root)
 
     def path(self, sha: str) -> Path:
-        """Where the artifact ``sha`` lives (it may not exist).
-
-        Stores from before artifacts were suffix-free named model files
-        ``<sha256>.onnx``; such a file is still found where it is.
-        """
-        current = self.root / f"{check_sha256(sha)}{SUFFIX}"
-        legacy = self.root / f"{sha}{LEGACY_SUFFIX}"
-        return legacy if not current.is_file() and legacy.is_file() else current
+        """Where the artifact ``sha`` lives (it may not exist)."""
+        return self.root / f"{check_sha256(sha)}{SUFFIX}"
 
     def exists(self, sha: str) -> bool:
         """Whether a file for ``sha`` is present (not verified)."""

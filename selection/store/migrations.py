@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, bindparam, inspect, select, text
+from sqlalchemy import Connection, bindparam, select, text
 
 from selection.records import utc_now
 from selection.store import codec, schema
@@ -28,17 +28,8 @@ def _add_column(conn: Connection, table: str, name: str) -> None:
     conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
 
 
-def _add_missing_column(conn: Connection, table: str, name: str) -> None:
-    if name not in {c["name"] for c in inspect(conn).get_columns(table)}:
-        _add_column(conn, table, name)
-
-
 def _to_v2(conn: Connection) -> None:
     """Leaderboard columns on ``device_metrics``: sweep_id and the device extras ranking reads."""
-    # The first version-1 stores predate the holdout-data and per-row-prediction
-    # artifacts; those rows simply have none (paired tests then re-score).
-    _add_missing_column(conn, "sweeps", "holdout_data_sha256")
-    _add_missing_column(conn, "device_metrics", "predictions_sha256")
     for name in schema.DEVICE_METRICS_V2:
         _add_column(conn, "device_metrics", name)
     metrics = schema.device_metrics

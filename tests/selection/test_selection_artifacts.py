@@ -97,11 +97,3 @@ def test_replace_symlink_atomic_creates_and_swaps(tmp_path: Path) -> None:
     assert os.readlink(link) == "v2"
     assert sorted(os.listdir(tmp_path)) == ["current", "v1", "v2"]
 
-
-def test_artifacts_of_early_stores_named_sha_dot_onnx_are_still_found(tmp_path):
-    store = ArtifactStore(tmp_path / "artifacts")
-    data = b"an ONNX model from an early store"
-    sha = sha256_bytes(data)
-    (tmp_path / "artifacts").mkdir()
-    (tmp_path / "artifacts" / f"{sha}.onnx").write_bytes(data)
-    assert store.exists(sha) and store.read_verified(sha) == data

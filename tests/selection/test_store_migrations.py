@@ -10,26 +10,21 @@ from selection.store import codec, schema
 from selection.store.engine import parse_url
 
 V2_INDEXES = {"ix_device_metrics_board", "ix_candidates_sweep_status"}
-#: Columns the first version-1 stores did not have yet (added before 0.1 was tagged).
-EARLY_V1_MISSING = {"sweeps": {"holdout_data_sha256"}, "device_metrics": {"predictions_sha256"}}
 
 
 def _v1_metadata() -> MetaData:
     """The tables exactly as shadow-sweep 0.1 (schema version 1) created them."""
     md = MetaData()
     for table in schema.metadata.sorted_tables:
-        if table.name in ("device_metrics", "sweeps"):
+        if table.name == "device_metrics":
             continue
         copy = table.to_metadata(md)
         for index in list(copy.indexes):
             if index.name in V2_INDEXES:
                 copy.indexes.discard(index)
-    Table("sweeps", md, *(c._copy() for c in schema.sweeps.c
-                          if c.name not in EARLY_V1_MISSING["sweeps"]))
     Table(
         "device_metrics", md,
-        *(c._copy() for c in schema.device_metrics.c
-          if c.name not in schema.DEVICE_METRICS_V2 and c.name not in EARLY_V1_MISSING["device_metrics"]),
+        *(c._copy() for c in schema.device_metrics.c if c.name not in schema.DEVICE_METRICS_V2),
         ForeignKeyConstraint(["candidate_id"], ["candidates.candidate_id"]),
     )
     return md
@@ -57,14 +52,11 @@ def test_v1_store_is_upgraded_and_keeps_its_rows(home: Home, backend_url: str | 
     with engine.begin() as conn:
         _v1_metadata().create_all(conn)
         conn.execute(schema.schema_version.insert().values(version=1, applied_at="2024-01-01T00:00:00.000000+00:00"))
-        sweep_row = codec.sweep_to_row(sweep)
-        conn.execute(schema.sweeps.insert(), {k: v for k, v in sweep_row.items()
-                                              if k not in EARLY_V1_MISSING["sweeps"]})
+        conn.execute(schema.sweeps.insert(), codec.sweep_to_row(sweep))
         for record in (ok, slow):
             conn.execute(schema.candidates.insert(), codec.candidate_to_row(record))
             for row in codec.device_rows(record):
-                v1_row = {k: v for k, v in row.items() if k not in schema.DEVICE_METRICS_V2
-                          and k not in EARLY_V1_MISSING["device_metrics"]}
+                v1_row = {k: v for k, v in row.items() if k not in schema.DEVICE_METRICS_V2}
                 conn.execute(schema.device_metrics.insert().values(**v1_row))
     engine.dispose()
 
