@@ -52,6 +52,7 @@ demo: $(STAMP)
 	@echo "     shadow promote --best"
 	@echo "     shadow history"
 	@echo "     shadow rollback        # undo the promotion"
+	@echo "     shadow promote --best --refit   # ship rank 1 retrained on its slice + the holdout"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-guard", type=float, default=None, metavar="PCT",
                    help="gate guard on latency_ms in %% (default: off; host latencies of "
                    "these microsecond MLPs on a shared machine are noise)")
+    p.add_argument("--no-refit", action="store_true",
+                   help="ship gated winners as the sweep trained them (default: refit on slice + "
+                   "holdout, as `shadow promote --refit`; the retrain baselines follow suit)")
+    p.add_argument("--require", choices=("no-regression", "improvement"), default=None,
+                   help="what the production gate requires of a challenger (default: no-regression "
+                   "with refit, improvement with --no-refit); the ablation channels run the strict gate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", type=Path, default=None, help="SHADOW_HOME (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
@@ -146,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/drift_replay.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = ReplaySettings(
         period=args.period, trials=args.trials or (1 if args.quick else 3), epochs=args.epochs,
-        seed=args.seed, latency_guard=args.latency_guard,
+        seed=args.seed, latency_guard=args.latency_guard, refit=not args.no_refit,
+        require=args.require or ("improvement" if args.no_refit else "no-regression"),
     )
     import ray
 

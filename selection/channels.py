@@ -82,6 +82,9 @@ def build_manifest(
         "action": record.action,
         "history_id": record.history_id,
     }
+    if candidate.refit_of:
+        # Its metrics above are in-sample (it trained on the holdout); the parent's are not.
+        manifest["refit_of"] = candidate.refit_of
     model_io = candidate.lineage.get("model_io")
     if model_io is not None:
         # How an edge app feeds the model: input name, feature columns, labels.

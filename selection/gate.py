@@ -10,6 +10,11 @@ A challenger passes only if every check passes:
 4. **guards**: no guarded metric gets worse than its allowed percentage
    (default: latency_ms by at most 10 %).
 
+With ``require = "no-regression"``, checks 2 and 3 turn round: the
+challenger may score at most ``max_regression`` below the champion and must
+not be significantly worse. That is the rule for shipping refits, which are
+fresher than the gated candidate by a whole holdout (``gate_checks``).
+
 With no champion yet, an eligible challenger passes. The result is a
 decision record (every check, the p-value, the improvement, the guards) that
 ``shadow promote`` stores with the history row; ``--force --reason`` records
@@ -18,21 +23,21 @@ an override as ``forced``. The gate never changes anything itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from selection.constraints import violations
-from selection.errors import ConfigError, GateRefused, ShadowError
-from selection.gate_checks import guard_checks, result_summary
+from selection.errors import ConfigError, GateRefused, PromotionError, ShadowError
+from selection.gate_checks import REQUIREMENTS, comparison_checks, guard_checks, result_summary
 from selection.leaderboard import sweep_policy
-from selection.paired import load_holdout, score
+from selection.paired import load_holdout, rows_trained_on, score
 from selection.promotion import artifact_for, current, default_who, promote
 from selection.ranking import METRIC_DIRECTIONS, RankingPolicy
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, PromotionRecord, utc_now
-from selection.stats import ALTERNATIVES, mcnemar_exact
+from selection.stats import ALTERNATIVES
 from selection.store import Store
 from selection.store.codec import extra_columns
 
@@ -46,6 +51,10 @@ class GatePolicy:
     alternative: str = "greater"
     #: metric -> the most it may get worse, in percent of the champion's value.
     guards: Mapping[str, float] = field(default_factory=lambda: {"latency_ms": 10.0})
+    #: "improvement" (significantly better) or "no-regression" (not significantly worse,
+    #: at most ``max_regression`` lower): see ``gate_checks.comparison_checks``.
+    require: str = "improvement"
+    max_regression: float = 0.0
 
     def __post_init__(self) -> None:
         if not _number(self.min_improvement) or not 0 <= self.min_improvement <= 1:
@@ -53,6 +62,12 @@ class GatePolicy:
                               f"accuracy); got {self.min_improvement!r}; e.g. 0.01")
         if not _number(self.alpha) or not 0 < self.alpha < 1:
             raise ConfigError(f"[gate] alpha must be a number in (0, 1); got {self.alpha!r}; e.g. 0.05")
+        if self.require not in REQUIREMENTS:
+            raise ConfigError(f"[gate] require must be one of {', '.join(REQUIREMENTS)}; got "
+                              f"{self.require!r}; e.g. \"no-regression\" when shipping refits")
+        if not _number(self.max_regression) or not 0 <= self.max_regression <= 1:
+            raise ConfigError(f"[gate] max_regression must be a number in [0, 1] (absolute "
+                              f"accuracy); got {self.max_regression!r}; e.g. 0.01")
         if self.alternative not in ALTERNATIVES:
             raise ConfigError(f"[gate] alternative must be one of {', '.join(ALTERNATIVES)}; "
                               f"got {self.alternative!r}")
@@ -68,14 +83,19 @@ class GatePolicy:
     def as_dict(self) -> dict[str, Any]:
         return {"min_improvement": self.min_improvement, "alpha": self.alpha,
                 "alternative": self.alternative, "test": "mcnemar-exact",
-                "guards": dict(self.guards)}
+                "guards": dict(self.guards), "require": self.require,
+                "max_regression": self.max_regression}
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-_GATE_KEYS = ("min_improvement", "alpha", "alternative", "guards")
+#: A champion that trained on more than this share of the holdout rows cannot be judged there
+#: (a little slack for rows that merely repeat, e.g. identical images).
+MAX_SEEN_SHARE = 0.01
+
+_GATE_KEYS = ("min_improvement", "alpha", "alternative", "guards", "require", "max_regression")
 
 
 def gate_from_config(table: Mapping[str, Any], where: str) -> GatePolicy:
@@ -124,6 +144,12 @@ def evaluate_gate(
         "champion": None, "holdout": None, "test": None, "improvement": None, "guards": [],
     }
     checks = [_constraints(challenger, result, device, policy)]
+    if challenger.refit_of:
+        checks.append(_check(
+            "refit", False,
+            f"candidate {candidate_id!r} is a refit of {challenger.refit_of!r}: it trained on this "
+            "holdout, so its scores there are in-sample and cannot be gated; promote "
+            f"{challenger.refit_of} with --refit instead"))
     now = current(store, channel)
     if now is None:
         checks.append(_check("champion", True, f"channel {channel!r} has no champion yet: an "
@@ -164,8 +190,20 @@ def _versus(store: Store, challenger: CandidateRecord, device: str, now: Any, sw
     if now.candidate_id == challenger.candidate_id and now.sha256 == artifact_for(challenger, result):
         return [_check("champion", False, f"candidate {challenger.candidate_id!r} is already the "
                                           f"model of channel {now.channel!r}; nothing to promote")]
+    if champion.refit_of == challenger.candidate_id:
+        return [_check("champion", False, f"candidate {challenger.candidate_id!r} is already in "
+                                          f"channel {now.channel!r} as its refit "
+                                          f"{champion.candidate_id!r}; nothing to promote")]
     try:
         holdout = load_holdout(store, sweep)
+        seen = rows_trained_on(store, champion, holdout)
+        if seen > MAX_SEEN_SHARE * len(holdout.labels):
+            return [_check(
+                "champion holdout", False,
+                f"the champion {champion.candidate_id!r} is a refit that trained on {seen} of "
+                f"these {len(holdout.labels)} holdout rows, so it cannot be judged on them; "
+                "gate challengers from a sweep whose holdout is newer than the data the "
+                "champion was refit on")]
         mine = score(store, challenger, device, artifact_for(challenger, result) or "", sweep, holdout)
         theirs = score(store, champion, now.device, now.sha256, store.get_sweep(champion.sweep_id), holdout)
     except ShadowError as exc:
@@ -176,27 +214,8 @@ def _versus(store: Store, challenger: CandidateRecord, device: str, now: Any, sw
     decision["champion"].update(rescored=theirs.rescored, scored_by=theirs.source,
                                 accuracy_on_holdout=theirs.accuracy(labels))
     decision["challenger"].update(scored_by=mine.source, accuracy_on_holdout=mine.accuracy(labels))
-    gain = mine.accuracy(labels) - theirs.accuracy(labels)
-    gain_ok = gain > 0 and gain >= gate.min_improvement
-    decision["improvement"] = {"challenger_accuracy": mine.accuracy(labels),
-                               "champion_accuracy": theirs.accuracy(labels), "absolute": gain,
-                               "min_required": gate.min_improvement, "passed": gain_ok}
-    test = mcnemar_exact(mine.predictions == labels, theirs.predictions == labels, gate.alternative)  # type: ignore[arg-type]
-    test_ok = test.p_value < gate.alpha
-    decision["test"] = {"name": "mcnemar-exact", "alternative": test.alternative,
-                        "b_challenger_only": test.b_challenger_only,
-                        "c_champion_only": test.c_champion_only, "rows": test.n_rows,
-                        "p_value": test.p_value, "alpha": gate.alpha, "passed": test_ok}
+    checks = comparison_checks(gate, mine.predictions == labels, theirs.predictions == labels, decision)
     decision["guards"] = guard_checks(gate.guards, challenger, result, champion, device, now.device)
-    checks = [
-        _check("improvement", gain_ok,
-               f"accuracy {mine.accuracy(labels):.4f} vs champion {theirs.accuracy(labels):.4f} on "
-               f"{len(labels)} holdout rows: {gain:+.4f} (needs > 0 and >= {gate.min_improvement:g})"),
-        _check("significance", test_ok,
-               f"exact McNemar ({test.alternative}): challenger-only right {test.b_challenger_only}, "
-               f"champion-only right {test.c_champion_only}, p = {test.p_value:.4g} "
-               f"({'<' if test_ok else '>='} alpha {gate.alpha:g})"),
-    ]
     checks.extend(_check(f"guard {g['metric']}", g["status"] != "fail", g["detail"])
                   for g in decision["guards"])
     return checks
@@ -216,13 +235,19 @@ def promote_through_gate(
     store: Store, candidate_id: str, *, device: str = HOST_DEVICE,
     channel: str = DEFAULT_CHANNEL, ranking: RankingPolicy | str | None = None,
     gate: GatePolicy | None = None, reason: str | None = None, who: str | None = None,
-    force: bool = False,
+    force: bool = False, refit: Callable[[str], str] | None = None,
 ) -> PromotionRecord:
     """Promote ``candidate_id`` only if the gate passes; the decision is stored with it.
 
     Raises GateRefused (with the decision) when the gate refuses and ``force``
     is off; ``force`` needs a ``reason`` and is recorded as forced. This is
     the one path both ``shadow promote`` and scripts use.
+
+    ``refit``, if given, is called with ``candidate_id`` once the gate has
+    passed and returns the id of a stored refit of it (trained on its slice
+    plus the holdout, e.g. ``shadow.refit.refit_candidate``); that refit is
+    what ships, on the parent's decision, which records it. Nothing is trained
+    when the gate refuses.
     """
     decision = evaluate_gate(store, candidate_id, device=device, channel=channel,
                              ranking=ranking, gate=gate)
@@ -236,8 +261,23 @@ def promote_through_gate(
         )
     if force:
         decision = force_decision(decision, reason or "", who or default_who())
-    return promote(store, candidate_id, device=device, channel=channel, who=who,
+    shipped = candidate_id
+    if refit is not None:
+        shipped = refit(candidate_id)
+        decision = {**decision, "refit": _refit_summary(store, candidate_id, shipped)}
+    return promote(store, shipped, device=device, channel=channel, who=who,
                    reason=reason, decision=decision)
+
+
+def _refit_summary(store: Store, parent_id: str, refit_id: str) -> dict[str, Any]:
+    """What the decision records about the refit that ships; PromotionError if it is not one."""
+    record = store.get_candidate(refit_id)
+    if record.refit_of != parent_id:
+        raise PromotionError(
+            f"the refit step returned {refit_id!r}, which is not a refit of {parent_id!r} "
+            f"(its lineage says: {record.refit_of or 'not a refit'}); nothing was promoted"
+        )
+    return {"of": parent_id, "candidate_id": refit_id, **(record.refit or {})}
 
 
 __all__ = ["GatePolicy", "evaluate_gate", "force_decision", "gate_from_config", "promote_through_gate"]

@@ -1,13 +1,72 @@
-"""Pieces of the gate's decision record: model summaries and guard-metric checks."""
+"""Pieces of the gate's decision record: model summaries, the accuracy comparison, guard checks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from selection.promotion import artifact_for
 from selection.ranking import METRIC_DIRECTIONS
 from selection.records import CandidateRecord, DeviceResult
+from selection.stats import mcnemar_exact
+
+#: What a challenger must show against the champion on the holdout (``[gate] require``).
+REQUIREMENTS = ("improvement", "no-regression")
+
+
+def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"check": name, "passed": passed, "detail": detail}
+
+
+def comparison_checks(
+    gate: Any, mine: np.ndarray, theirs: np.ndarray, decision: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The accuracy checks of ``gate`` (a GatePolicy) on per-row outcomes of the same rows.
+
+    ``mine``/``theirs`` are booleans, one per holdout row: challenger / champion
+    right. ``require = "improvement"``: the challenger's accuracy beats the
+    champion's (by at least ``min_improvement``) and an exact McNemar test says
+    it is significantly better. ``"no-regression"``: it scores at most
+    ``max_regression`` below the champion and is not significantly worse (the
+    same test, the other way round). The second suits shipping refits: the
+    challenger is judged as trained, but what ships is its refit, a year (one
+    holdout) fresher than the champion, which the comparison cannot credit.
+    Fills the decision's ``improvement`` and ``test`` entries.
+    """
+    n = len(mine)
+    gain = float(np.mean(mine)) - float(np.mean(theirs))
+    scores = f"accuracy {np.mean(mine):.4f} vs champion {np.mean(theirs):.4f} on {n} holdout rows: {gain:+.4f}"
+    if gate.require == "improvement":
+        gain_ok = gain > 0 and gain >= gate.min_improvement
+        test = mcnemar_exact(mine, theirs, gate.alternative)
+        test_ok = test.p_value < gate.alpha
+        gain_detail = f"{scores} (needs > 0 and >= {gate.min_improvement:g})"
+        verdict = f"{'<' if test_ok else '>='} alpha {gate.alpha:g}"
+        b, c, question = test.b_challenger_only, test.c_champion_only, test.alternative
+    else:
+        gain_ok = gain >= -gate.max_regression
+        # "Is the champion better?": the challenger passes unless that is significant.
+        test = mcnemar_exact(theirs, mine, "greater")
+        test_ok = test.p_value >= gate.alpha
+        gain_detail = f"{scores} (needs >= -{gate.max_regression:g})"
+        verdict = f"{'>=' if test_ok else '<'} alpha {gate.alpha:g}: " + (
+            "not significantly worse" if test_ok else "significantly worse")
+        b, c, question = test.c_champion_only, test.b_challenger_only, "is the champion better?"
+    decision["improvement"] = {"challenger_accuracy": float(np.mean(mine)),
+                               "champion_accuracy": float(np.mean(theirs)), "absolute": gain,
+                               "require": gate.require, "min_required": gate.min_improvement,
+                               "max_regression": gate.max_regression, "passed": gain_ok}
+    decision["test"] = {"name": "mcnemar-exact", "alternative": question, "b_challenger_only": b,
+                        "c_champion_only": c, "rows": test.n_rows, "p_value": test.p_value,
+                        "alpha": gate.alpha, "passed": test_ok}
+    return [
+        _check("improvement" if gate.require == "improvement" else "no regression", gain_ok, gain_detail),
+        _check("significance", test_ok,
+               f"exact McNemar ({question}): challenger-only right {b}, champion-only right {c}, "
+               f"p = {test.p_value:.4g} ({verdict})"),
+    ]
 
 
 def result_summary(candidate: CandidateRecord, result: DeviceResult | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ compares like with like.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +112,31 @@ def _check_features(candidate: CandidateRecord, model_io: dict, holdout: Holdout
             f"has {holdout.features.shape[1]}; the two models see different data, so they "
             "cannot be compared row by row; promote with --force --reason TEXT if intended"
         )
+
+
+def _row_digests(features: np.ndarray) -> list[bytes]:
+    """One sha256 per row of feature values (rows of any shape)."""
+    rows = np.ascontiguousarray(features).reshape(len(features), -1)
+    return [hashlib.sha256(row.tobytes()).digest() for row in rows]
+
+
+def rows_trained_on(store: Store, candidate: CandidateRecord, holdout: Holdout) -> int:
+    """How many of ``holdout``'s rows ``candidate`` was trained on.
+
+    A sweep's candidates never train on a holdout; a *refit* trains on its
+    sweep's holdout too (``lineage["refit"]["holdout_data_sha256"]``), so a
+    later holdout that repeats those rows would judge it on rows it has seen.
+    Rows are matched by their feature values, so this holds across datasets
+    re-read or extended since (each boundary of a drift replay, say).
+    """
+    refit = candidate.refit
+    absorbed = refit.get("holdout_data_sha256") if refit else None
+    if not absorbed:
+        return 0
+    if absorbed == holdout.data_sha256:
+        return int(len(holdout.labels))
+    seen, _ = decode_holdout(store.artifacts.read_verified(str(absorbed)))
+    if seen.shape[1:] != holdout.features.shape[1:]:
+        return 0  # other features: no row can be the same
+    trained = set(_row_digests(seen))
+    return sum(digest in trained for digest in _row_digests(holdout.features))

@@ -124,6 +124,23 @@ class CandidateRecord:
         """The result on device ``name``, or None if it was not run there."""
         return next((d for d in self.devices if d.device == name), None)
 
+    @property
+    def refit(self) -> dict[str, Any] | None:
+        """``lineage["refit"]`` when this model is a refit of another candidate, else None.
+
+        A refit retrains a gated candidate's recipe on its slice *plus the
+        sweep's holdout*, so its holdout scores are in-sample: it is never
+        ranked, and it is promoted only on its parent's gate decision.
+        """
+        value = self.lineage.get("refit") if isinstance(self.lineage, dict) else None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def refit_of(self) -> str | None:
+        """The candidate this one refits, or None for a candidate trained in a sweep."""
+        refit = self.refit
+        return str(refit["of"]) if refit and refit.get("of") else None
+
 
 @dataclass(frozen=True)
 class PromotionRecord:

@@ -40,4 +40,8 @@ class ClusterError(ShadowError, ConnectionError):
     """The Ray cluster named by ``--address`` cannot be reached or used."""
 
 
-__all__ += ["ClusterError"]
+class RefitError(ShadowError, RuntimeError):
+    """A chosen candidate could not be refit on its slice plus the holdout, or the refit failed a check."""
+
+
+__all__ += ["ClusterError", "RefitError"]

@@ -2,11 +2,14 @@
 
 At each boundary the shadow system sees only the past (:mod:`drift.shadow_step`);
 then every approach is scored on the next period, which no model has seen:
-the production file (read as an edge app reads it), the first champion
-(static), the sweep's own ``all`` and recent-window candidates (retrain-all,
-retrain-recent), its rank 1 without a gate (always-promote), and the best of
-its candidates in hindsight (oracle). river's learners and the naive baselines
-run afterwards over the same rows.
+the production file (read as an edge app reads it), the ablation channels'
+files (refits behind the strict gate; the strict gate without refit), the first champion (static), the sweep's own
+``all`` and recent-window candidates (retrain-all, retrain-recent) and its
+rank 1 without a gate (always-promote), each refit up to the boundary when the
+system refits (so every rule retrains on the same data the system does), and
+the best in hindsight of the sweep's candidates (oracle, as the sweep trained
+them) and of the refits (oracle-refit). river's learners and the naive
+baselines run afterwards over the same rows.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import numpy as np
 
 from drift.online import ONLINE_LEARNERS, majority, no_change, prequential
 from drift.scoring import ProductionModel, accuracy, predict_labels, read_production
-from drift.shadow_step import ReplaySettings, StepOutcome, advance
+from drift.shadow_step import ABLATIONS, ReplaySettings, StepOutcome, advance
 from drift.visible import full_table, write_visible
-from selection.records import HOST_DEVICE
+from selection.records import HOST_DEVICE, CandidateRecord
 from selection.store import Store
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
@@ -74,19 +77,36 @@ def plan_boundaries(
     return boundaries[:max_periods] if max_periods else boundaries
 
 
+def _next_accuracy(store: Store, record: CandidateRecord, data: Dataset, truth: np.ndarray,
+                   rows: slice) -> float:
+    model = store.artifacts.read_verified(str(record.onnx_sha256))
+    predicted = predict_labels(model, record.lineage["model_io"], data.features[rows])
+    return accuracy(predicted, truth[rows])
+
+
 def _candidate_scores(store: Store, sweep_id: str, data: Dataset, truth: np.ndarray,
                       rows: slice) -> list[dict[str, Any]]:
-    """Every successful candidate of a sweep: its slice, holdout accuracy and next-period accuracy."""
+    """Every successful candidate of a sweep (refits aside): slice, holdout and next-period accuracy."""
     scored = []
     for record in store.list_candidates(sweep_id):
         result = record.device(HOST_DEVICE)
-        if record.status != "ok" or result is None or result.status != "ok" or not record.onnx_sha256:
+        if (record.refit_of or record.status != "ok" or result is None or result.status != "ok"
+                or not record.onnx_sha256):
             continue
-        model = store.artifacts.read_verified(record.onnx_sha256)
-        predicted = predict_labels(model, record.lineage["model_io"], data.features[rows])
         scored.append({"candidate_id": record.candidate_id, "slice_id": record.slice_id,
-                       "holdout": result.accuracy, "next": accuracy(predicted, truth[rows])})
+                       "holdout": result.accuracy,
+                       "next": _next_accuracy(store, record, data, truth, rows)})
     return scored
+
+
+def _as_deployed(store: Store, pick: dict[str, Any] | None, refits: dict[str, str], data: Dataset,
+                 truth: np.ndarray, rows: slice) -> dict[str, Any] | None:
+    """``pick`` as a retraining rule deploys it: its refit up to the boundary, when there is one."""
+    if pick is None or pick["candidate_id"] not in refits:
+        return pick
+    refit = store.get_candidate(refits[pick["candidate_id"]])
+    return {**pick, "candidate_id": refit.candidate_id, "slice_id": refit.slice_id,
+            "next": _next_accuracy(store, refit, data, truth, rows)}
 
 
 def _best_of_slice(scored: list[dict[str, Any]], slice_id: str) -> dict[str, Any] | None:
@@ -109,14 +129,25 @@ def score_period(
         step=step, production_id=production.candidate_id,
         production_slice=str(store.get_candidate(production.candidate_id).slice_id),
     )
-    for name, model in (("system", production), ("static", static)):
+    served = [("system", production), ("static", static)]
+    served += [(channel.replace("-", "_"), read_production(home, channel)) for channel in ABLATIONS
+               if (home / "channels" / channel).exists()]
+    for name, model in served:
         predicted = predict_labels(model.model, model.manifest["model_io"], data.features[rows])
         result.accuracy[name] = accuracy(predicted, truth[rows])
+    refits = step.refits
+    deployed = [_as_deployed(store, c, refits, data, truth, rows)
+                for c in scored if c["candidate_id"] in refits]
     picks = {
-        "retrain_all": _best_of_slice(scored, "all"),
-        "retrain_recent": _best_of_slice(scored, f"recent-{settings.window_rows(settings.recent_window)}"),
-        "always_promote": next((c for c in scored if c["candidate_id"] == step.challenger_id), None),
+        "retrain_all": _as_deployed(store, _best_of_slice(scored, "all"), refits, data, truth, rows),
+        "retrain_recent": _as_deployed(
+            store, _best_of_slice(scored, f"recent-{settings.window_rows(settings.recent_window)}"),
+            refits, data, truth, rows),
+        "always_promote": _as_deployed(
+            store, next((c for c in scored if c["candidate_id"] == step.challenger_id), None),
+            refits, data, truth, rows),
         "oracle": max(scored, key=lambda c: c["next"], default=None),
+        "oracle_refit": max((c for c in deployed if c is not None), key=lambda c: c["next"], default=None),
     }
     for name, pick in picks.items():
         if pick is not None:
@@ -178,7 +209,9 @@ def replay(
 def _progress_line(index: int, total: int, period: PeriodResult) -> str:
     step, acc = period.step, period.accuracy
     verdict = "promoted" if step.promoted else "kept champion"
+    nan = float("nan")
     return (f"[{index + 1}/{total}] row {step.boundary}: {step.candidates_ok} candidates in "
-            f"{step.sweep_seconds:.1f} s; {verdict} (serving {period.production_slice}); next period: "
-            f"system {acc['system']:.3f}, static {acc['static']:.3f}, "
-            f"oracle {acc.get('oracle', float('nan')):.3f} ({period.chosen.get('oracle', '-')})")
+            f"{step.sweep_seconds:.1f} s, {len(step.refits)} refits; {verdict} (serving "
+            f"{period.production_slice}); next period: system {acc['system']:.3f}, refit+strict gate "
+            f"{acc.get('refit_improvement', nan):.3f}, gate-only {acc.get('gate_only', nan):.3f}, static {acc['static']:.3f}, oracle "
+            f"{acc.get('oracle', nan):.3f}, oracle-refit {acc.get('oracle_refit', nan):.3f}")

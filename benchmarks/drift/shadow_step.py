@@ -4,7 +4,17 @@ With only rows ``[0, boundary)`` visible: a real Ray sweep (recent windows,
 expanding, all history; a small Optuna budget per slice) whose holdout is the
 most recent visible period, then the champion/challenger gate against the
 channel's current model, then ``promote`` when the gate passes. This is what
-``shadow sweep run`` followed by ``shadow promote --best`` does.
+``shadow sweep run`` followed by ``shadow promote --best --refit`` does: with
+``refit`` on (the default), the gated winner ships retrained on its slice plus
+the holdout year (:mod:`shadow.refit`).
+
+Besides the product's own step, each boundary also refits every slice's best
+candidate (as Ray tasks; the system's own refit is one of them, so it is not
+trained twice): the retrain baselines deploy those, and the hindsight oracle
+over them bounds what choosing among refits could reach. Two more channels
+take the same challenger for the ablation: ``refit-improvement`` ships refits
+behind the strict gate (significantly better), ``gate-only`` ships the
+candidate as trained behind the strict gate (the system before refit).
 """
 
 from __future__ import annotations
@@ -14,12 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selection.errors import NotFoundError
-from selection.errors import GateRefused
-from selection.gate import promote_through_gate
+from selection.errors import GateRefused, NotFoundError
+from selection.gate import GatePolicy, promote_through_gate
 from selection.leaderboard import best_candidate
+from selection.records import HOST_DEVICE, CandidateRecord
 from selection.store import Store
+from shadow.errors import RefitError
+from shadow.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
 from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
+from shadow.sweep.task import run_candidate
+
+#: Ablation channels: channel -> (refit?, gate requirement). Production follows the settings.
+ABLATIONS = {"refit-improvement": (True, "improvement"), "gate-only": (False, "improvement")}
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,11 @@ class ReplaySettings:
     seed: int = 0
     #: Allowed latency regression in % for the gate; None turns the guard off.
     latency_guard: float | None = None
+    #: Ship the gated winner refit on its slice plus the holdout (``promote --refit``).
+    refit: bool = True
+    #: The gate's ``require``: "no-regression" suits refits (they are a holdout fresher
+    #: than the candidate the gate judges), "improvement" is the strict default.
+    require: str = "no-regression"
 
     def window_rows(self, periods: int) -> int:
         return periods * self.period
@@ -55,6 +76,12 @@ class StepOutcome:
     gate_passed: bool
     gate_reasons: list[str] = field(default_factory=list)
     promoted: bool = False
+    #: Channel -> whether it promoted here, for the :data:`ABLATIONS` channels.
+    ablations: dict[str, bool] = field(default_factory=dict)
+    #: Parent candidate id -> its refit's id, for every slice's best candidate refit here.
+    refits: dict[str, str] = field(default_factory=dict)
+    #: Parent candidate id -> why its refit was refused (it then is not deployed refit).
+    refit_errors: dict[str, str] = field(default_factory=dict)
 
 
 def slice_tables(pool: int, settings: ReplaySettings) -> list[dict[str, Any]]:
@@ -99,8 +126,60 @@ def sweep_raw(dataset_toml: Path, boundary: int, index: int, settings: ReplaySet
                 "hidden_layers": {"choices": [1, 2]},
             },
         },
-        "gate": {"min_improvement": 0.0, "alpha": 0.05, "guards": guards},
+        "gate": {"min_improvement": 0.0, "alpha": 0.05, "guards": guards, "require": settings.require},
     }
+
+
+def slice_bests(store: Store, sweep_id: str) -> dict[str, CandidateRecord]:
+    """Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys)."""
+    best: dict[str, tuple[float, CandidateRecord]] = {}
+    for record in store.list_candidates(sweep_id):
+        result = record.device(HOST_DEVICE)
+        if record.refit_of or record.status != "ok" or result is None or result.accuracy is None:
+            continue
+        if record.slice_id not in best or result.accuracy > best[record.slice_id][0]:
+            best[record.slice_id] = (result.accuracy, record)
+    return {slice_id: record for slice_id, (_, record) in best.items()}
+
+
+def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Refit ``parents`` as parallel Ray tasks (the driver stores them); ids and refusals."""
+    import ray
+
+    remote = ray.remote(num_cpus=1)(run_candidate)
+    plans: dict[Any, RefitPlan] = {}
+    done: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for parent in parents:
+        plan = plan_refit(store, parent)
+        if plan.stored is not None:
+            done[parent] = plan.stored.candidate_id
+        else:
+            plans[remote.remote(plan.spec, plan.data)] = plan
+    for ref, plan in plans.items():
+        try:
+            done[plan.parent.candidate_id] = finish_refit(store, plan, ray.get(ref)).candidate_id
+        except RefitError as exc:
+            errors[plan.parent.candidate_id] = str(exc)
+    return done, errors
+
+
+def _gate(store: Store, challenger: str, boundary: int, channel: str, refit: bool,
+          gate: GatePolicy | None = None) -> tuple[bool, bool, list[str]]:
+    """Gate ``challenger`` into ``channel`` (the product's path): passed?, promoted?, reasons.
+
+    ``gate`` None: the sweep's own ``[gate]`` table, as ``shadow promote`` reads it.
+    """
+    try:
+        promote_through_gate(
+            store, challenger, channel=channel, reason=f"drift replay: gate passed at row {boundary}",
+            refit=(lambda cid: refit_candidate(store, cid).candidate_id) if refit else None, gate=gate,
+        )
+    except GateRefused as refused:
+        return False, False, list(refused.decision["reasons"])
+    except RefitError as exc:  # the gate passed but the refit failed its checks: nothing changed
+        return True, False, [str(exc)]
+    return True, True, []
 
 
 def advance(
@@ -117,9 +196,18 @@ def advance(
         challenger = best_candidate(store, sweep=prepared.sweep_id)
     except NotFoundError as exc:  # every candidate failed: the champion keeps serving
         return StepOutcome(**base, challenger_id=None, gate_passed=False, gate_reasons=[str(exc)])
-    try:
-        promote_through_gate(store, challenger, reason=f"drift replay: gate passed at row {boundary}")
-    except GateRefused as refused:
-        return StepOutcome(**base, challenger_id=challenger, gate_passed=False,
-                           gate_reasons=list(refused.decision["reasons"]))
-    return StepOutcome(**base, challenger_id=challenger, gate_passed=True, promoted=True)
+    refits: dict[str, str] = {}
+    refit_errors: dict[str, str] = {}
+    if settings.refit:
+        bests = [r.candidate_id for r in slice_bests(store, prepared.sweep_id).values()]
+        refits, refit_errors = refit_all(store, bests)
+    passed, promoted, reasons = _gate(store, challenger, boundary, "production", settings.refit)
+    guards = {} if settings.latency_guard is None else {"latency_ms": settings.latency_guard}
+    ablations = {
+        channel: _gate(store, challenger, boundary, channel, refit and settings.refit,
+                       GatePolicy(require=require, guards=guards))[1]
+        for channel, (refit, require) in ABLATIONS.items()
+    }
+    return StepOutcome(**base, challenger_id=challenger, gate_passed=passed,
+                       gate_reasons=reasons, promoted=promoted, ablations=ablations,
+                       refits=refits, refit_errors=refit_errors)

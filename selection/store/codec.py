@@ -205,7 +205,9 @@ def device_rows(candidate: CandidateRecord) -> list[dict[str, Any]]:
                 "emulator": result.emulator,
                 "predictions_sha256": result.predictions_sha256,
                 "extra": encode_json(result.extra, what=f"candidate {cid!r} {result.device} extra"),
-                "sweep_id": candidate.sweep_id,
+                # The sweep whose leaderboard ranks this row. A refit ranks in none:
+                # it trained on the holdout, so its scores there are in-sample.
+                "sweep_id": None if candidate.refit_of else candidate.sweep_id,
                 "candidate_ok": candidate.status == "ok",
                 **extra_columns(result.extra),
             }

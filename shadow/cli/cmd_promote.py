@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -17,6 +18,7 @@ from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
+from shadow.refit import refit_candidate
 
 PROMOTE_EPILOG = """\
 examples:
@@ -24,6 +26,7 @@ examples:
   shadow promote c-1a2b3c4d5e6f --reason "fresh data after the storm season"
   shadow promote --best --dry-run            # show the gate's decision, change nothing
   shadow promote c-1a2b3c4d5e6f --force --reason "rollback target for the outage"
+  shadow promote --best --refit              # gate rank 1, ship it retrained on slice + holdout
 
 The gate: the challenger must meet the ranking policy's constraints, beat the
 channel's champion on the same holdout rows (by at least [gate]
@@ -32,6 +35,15 @@ keep guard metrics (default: latency_ms no more than 10 % worse). A champion
 scored on another holdout is re-scored on this one. With no champion yet an
 eligible challenger passes. The decision is stored with the history row;
 --force --reason TEXT overrides a refusal and is recorded as forced.
+
+--refit: once the gate passes, the candidate's recipe (family, parameters,
+seed) is retrained on its slice plus the holdout rows, the newest data the
+sweep held back to judge it, and that refit ships on the parent's decision
+(recorded in the history). The refit must run ok and stay eligible on every
+device its parent did, and score on the holdout rows it trained on no more than
+0.05 below its parent's score there; otherwise nothing changes. A refit is
+never ranked, and a refit champion can only be challenged from a sweep whose
+holdout it has not trained on.
 
 The candidate's artifact is verified against its sha256, then the channel is
 switched in one database transaction and its folder swapped atomically: an edge
@@ -60,6 +72,9 @@ def add_parsers(verbs: Any) -> None:
                    help="show the gate's decision and what would be promoted; change nothing")
     p.add_argument("--force", action="store_true",
                    help="promote even if the gate refuses (needs --reason; recorded as forced)")
+    p.add_argument("--refit", action="store_true",
+                   help="after the gate passes, ship the candidate retrained on its slice plus the "
+                   "holdout rows (see below)")
     p.add_argument("--policy", default=None, choices=sorted(POLICIES),
                    help="ranking policy for --best and the gate's constraints "
                    "(default: the sweep file's [ranking], else 'default')")
@@ -110,12 +125,21 @@ def run_promote(args: argparse.Namespace) -> int:
                 store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
             )
             return _show_plan(store, candidate_id, decision, args)
+        refit = _refit_step(store) if args.refit else None
         record = promote_through_gate(
             store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy,
-            reason=args.reason, force=args.force,
+            reason=args.reason, force=args.force, refit=refit,
         )
         _report(store, record, args.format, "promoted")
     return 0
+
+
+def _refit_step(store: Store) -> Callable[[str], str]:
+    """The refit ``promote_through_gate`` runs once the gate has passed (with a note: it trains)."""
+    def refit(parent_id: str) -> str:
+        note(f"gate passed: refitting {parent_id} on its slice plus the holdout rows")
+        return refit_candidate(store, parent_id).candidate_id
+    return refit
 
 
 def run_rollback(args: argparse.Namespace) -> int:
@@ -155,7 +179,8 @@ def _show_plan(
         "params": candidate.params,
         "replacing": now.candidate_id if now else None,
         "gate": "pass" if decision["passed"] else "refuse",
-        "outcome": _would(now, candidate_id, result, decision, args.force),
+        "outcome": _would(now, candidate_id, result, decision, args.force)
+        + (" (a refit of it on its slice plus the holdout would ship)" if args.refit else ""),
         "dry_run": True,
     }
     if args.format == "json":
@@ -199,12 +224,19 @@ def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:
         "who": record.who,
         "reason": record.reason,
     }
+    refit = record.decision.get("refit") if isinstance(record.decision, dict) else None
+    if refit:
+        summary["refit_of"] = refit.get("of")
+        summary["refit_rows"] = refit.get("rows")
     if fmt != "table":
         render_mapping(summary, fmt)
         return
     was = record.previous_candidate_id or "nothing (first model of this channel)"
     print(f"{verb} {record.candidate_id} into channel '{record.channel}' (device {record.device})")
     print(f"  replaced: {was}")
+    if refit:
+        print(f"  refit of: {refit.get('of')} (trained on {refit.get('rows')} rows: its slice "
+              f"plus {refit.get('holdout_rows_added')} holdout rows)")
     print(f"  model:    {path}")
     print(f"  sha256:   {record.sha256}")
     note(f"undo with: shadow rollback --channel {record.channel}"

@@ -130,6 +130,8 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
     lineage: dict[str, Any] = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
+        # Where the data was found, so a refit can load it again from anywhere.
+        "dataset_manifest": str(dataset.manifest.path.resolve()),
         "holdout": [prepared.holdout.start, prepared.holdout.stop],
         "model_io": model_io,
         **code_lineage(),
@@ -169,4 +171,5 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateReco
             "what it was started with; resume with the same config and data, or start a new "
             "sweep (drop --resume)."
         )
-    return store.list_candidates(prepared.sweep_id)
+    # Refits (shadow.refit) belong to the sweep's lineage but were never planned by it.
+    return [r for r in store.list_candidates(prepared.sweep_id) if not r.refit_of]

@@ -137,6 +137,26 @@ def test_worse_challenger_and_latency_guard(store: Store, lab: Lab) -> None:
     assert not guard["passed"] and "+100.0 % worse; allowed 10 %" in guard["detail"]
 
 
+def test_no_regression_passes_a_tie_and_a_small_loss_but_not_a_real_one(store: Store, lab: Lab) -> None:
+    rule = {"gate": {"require": "no-regression", "max_regression": 0.01}}
+    h = lab.sweep("sw-1", 0, config=rule)
+    lab.candidate("c-best", "sw-1", PERFECT, h)
+    lab.candidate("c-near", "sw-1", NEAR, h)
+    lab.candidate("c-half", "sw-1", HALF, h)
+    promote(store, "c-best")
+    near = evaluate_gate(store, "c-near")  # a row or two worse: no evidence of a regression
+    assert near["passed"], near["reasons"]
+    assert -0.01 <= near["improvement"]["absolute"] <= 0
+    assert near["test"]["alternative"] == "is the champion better?" and near["test"]["p_value"] >= 0.05
+    assert "not significantly worse" in _check(near, "significance")["detail"]
+    half = evaluate_gate(store, "c-half")  # 25 points worse: refused on both counts
+    assert not half["passed"]
+    assert not _check(half, "no regression")["passed"] and "needs >= -0.01" in _check(half, "no regression")["detail"]
+    assert not _check(half, "significance")["passed"] and half["test"]["p_value"] < 1e-6
+    # The same candidates under the default rule: a tie or a loss is never an improvement.
+    assert not evaluate_gate(store, "c-near", gate=GatePolicy())["passed"]
+
+
 def test_constraints_are_checked(store: Store, lab: Lab) -> None:
     h = lab.sweep("sw-1", 0)
     lab.candidate("c-fb", "sw-1", PERFECT, h, has_fallback=True)
@@ -183,6 +203,10 @@ def test_gate_config_validation() -> None:
         gate_from_config({"alpha": 1.5}, "[gate]")
     with pytest.raises(ConfigError, match="guards.*metric must be one of"):
         gate_from_config({"guards": {"speed": 5}}, "[gate]")
+    with pytest.raises(ConfigError, match="require must be one of improvement, no-regression; got 'better'"):
+        gate_from_config({"require": "better"}, "[gate]")
+    with pytest.raises(ConfigError, match="max_regression must be a number in \\[0, 1\\]"):
+        gate_from_config({"max_regression": -0.1}, "[gate]")
     policy = gate_from_config({"alpha": 0.01, "guards": {"size_bytes": 20}}, "[gate]")
     assert policy == GatePolicy(alpha=0.01, guards={"size_bytes": 20})
 

@@ -2,8 +2,8 @@
 
 Two boundaries of NOAA weather with one trial per slice: enough to check that
 the benchmark drives the product's real paths (every promotion is a history
-row carrying a passed gate decision) and that every score is on rows no sweep
-of that boundary could see.
+row carrying a passed gate decision, and production ships refits of the gated
+candidate) and that every score is on rows no sweep of that boundary could see.
 """
 
 from __future__ import annotations
@@ -34,25 +34,43 @@ def test_replay_promotes_through_the_gate_and_scores_unseen_periods(tmp_path, ra
 
     assert result.boundaries == [1095, 1460]
     with Store.open(home, create=False) as store:
-        promotions = [h for h in history(store) if h.action == "promote"]
+        promotions = [h for h in history(store, channel="production") if h.action == "promote"]
+        gate_only = [h for h in history(store, channel="gate-only") if h.action == "promote"]
+        strict_refit = [h for h in history(store, channel="refit-improvement") if h.action == "promote"]
         for period in result.periods:
             sweep = store.get_sweep(period.step.sweep_id)
             # The sweep saw rows [0, boundary) only, its holdout being the last period of them...
             assert sweep.holdout.stop == period.start and sweep.holdout.start == period.start - 365
             # ...and is scored on the next period.
             assert (period.start, period.stop) == (period.step.boundary, period.step.boundary + 365)
+            # Every slice's best candidate was refit on its slice plus that holdout, no more.
+            assert period.step.refits and not period.step.refit_errors
+            for parent_id, refit_id in period.step.refits.items():
+                refit = store.get_candidate(refit_id)
+                assert refit.refit_of == parent_id and refit.refit["holdout"] == [sweep.holdout.start,
+                                                                                sweep.holdout.stop]
+        shipped = [store.get_candidate(h.candidate_id) for h in promotions]
     assert len(promotions) == sum(p.step.promoted for p in result.periods) >= 1
-    for record in promotions:
+    assert len(gate_only) == sum(p.step.ablations["gate-only"] for p in result.periods) >= 1
+    assert len(strict_refit) == sum(p.step.ablations["refit-improvement"] for p in result.periods) >= 1
+    for record, model in zip(promotions, shipped):
         assert record.decision["passed"] is True and record.decision["checks"]
+        # Production ships the refit of the candidate the gate judged.
+        assert model.refit_of == record.decision["refit"]["of"] == record.decision["challenger"]["candidate_id"]
+    assert all(row.decision.get("refit") is None for row in gate_only)
+    assert all(row.decision["refit"]["of"] for row in strict_refit)
+    assert all(row.decision["gate_policy"]["require"] == "improvement" for row in gate_only + strict_refit)
+    assert all(row.decision["gate_policy"]["require"] == "no-regression" for row in promotions)
     first = result.periods[0]
-    assert first.step.promoted and first.production_id == first.step.challenger_id
+    assert first.step.promoted and first.production_id == first.step.refits[first.step.challenger_id]
     # The first champion is the static model, so they agree on the first period.
     assert first.accuracy["system"] == first.accuracy["static"]
     for period in result.periods:
         assert set(period.accuracy) == set(APPROACHES)
         assert all(0.0 <= v <= 1.0 for v in period.accuracy.values())
-        assert period.accuracy["oracle"] >= max(period.accuracy[k] for k in
-                                                ("retrain_all", "retrain_recent", "always_promote"))
+        # Every retraining rule deploys a refit of one slice's best: the refit oracle bounds them.
+        assert period.accuracy["oracle_refit"] >= max(period.accuracy[k] for k in
+                                                      ("retrain_all", "retrain_recent", "always_promote"))
 
     summary = summarize(result)
     assert summary["promotions"] == len(promotions) and summary["periods"] == 2
