@@ -11,8 +11,8 @@ A challenger passes only if every check passes:
    (default: latency_ms by at most 10 %).
 
 With ``require = "no-regression"``, checks 2 and 3 turn round: the
-challenger may score at most ``max_regression`` below the champion and must
-not be significantly worse. That is the rule for shipping refits, which are
+challenger must not be significantly worse than the champion (and, if
+``max_regression`` is set, score at most that much below it). That is the rule for shipping refits, which are
 fresher than the gated candidate by a whole holdout (``gate_checks``).
 
 With no champion yet, an eligible challenger passes. The result is a
@@ -51,10 +51,10 @@ class GatePolicy:
     alternative: str = "greater"
     #: metric -> the most it may get worse, in percent of the champion's value.
     guards: Mapping[str, float] = field(default_factory=lambda: {"latency_ms": 10.0})
-    #: "improvement" (significantly better) or "no-regression" (not significantly worse,
-    #: at most ``max_regression`` lower): see ``gate_checks.comparison_checks``.
+    #: "improvement" (significantly better) or "no-regression" (not significantly worse and,
+    #: if set, at most ``max_regression`` lower): see ``gate_checks.comparison_checks``.
     require: str = "improvement"
-    max_regression: float = 0.0
+    max_regression: float | None = None
 
     def __post_init__(self) -> None:
         if not _number(self.min_improvement) or not 0 <= self.min_improvement <= 1:
@@ -65,7 +65,8 @@ class GatePolicy:
         if self.require not in REQUIREMENTS:
             raise ConfigError(f"[gate] require must be one of {', '.join(REQUIREMENTS)}; got "
                               f"{self.require!r}; e.g. \"no-regression\" when shipping refits")
-        if not _number(self.max_regression) or not 0 <= self.max_regression <= 1:
+        if self.max_regression is not None and (
+                not _number(self.max_regression) or not 0 <= self.max_regression <= 1):
             raise ConfigError(f"[gate] max_regression must be a number in [0, 1] (absolute "
                               f"accuracy); got {self.max_regression!r}; e.g. 0.01")
         if self.alternative not in ALTERNATIVES:

@@ -28,9 +28,9 @@ def comparison_checks(
     ``mine``/``theirs`` are booleans, one per holdout row: challenger / champion
     right. ``require = "improvement"``: the challenger's accuracy beats the
     champion's (by at least ``min_improvement``) and an exact McNemar test says
-    it is significantly better. ``"no-regression"``: it scores at most
-    ``max_regression`` below the champion and is not significantly worse (the
-    same test, the other way round). The second suits shipping refits: the
+    it is significantly better. ``"no-regression"``: it is not significantly
+    worse (the same test, the other way round) and, if ``max_regression`` is
+    set, scores at most that much below the champion. The second suits shipping refits: the
     challenger is judged as trained, but what ships is its refit, a year (one
     holdout) fresher than the champion, which the comparison cannot credit.
     Fills the decision's ``improvement`` and ``test`` entries.
@@ -46,11 +46,12 @@ def comparison_checks(
         verdict = f"{'<' if test_ok else '>='} alpha {gate.alpha:g}"
         b, c, question = test.b_challenger_only, test.c_champion_only, test.alternative
     else:
-        gain_ok = gain >= -gate.max_regression
+        cap = gate.max_regression
+        gain_ok = cap is None or gain >= -cap
         # "Is the champion better?": the challenger passes unless that is significant.
         test = mcnemar_exact(theirs, mine, "greater")
         test_ok = test.p_value >= gate.alpha
-        gain_detail = f"{scores} (needs >= -{gate.max_regression:g})"
+        gain_detail = f"{scores} ({'no cap on the drop' if cap is None else f'needs >= -{cap:g}'})"
         verdict = f"{'>=' if test_ok else '<'} alpha {gate.alpha:g}: " + (
             "not significantly worse" if test_ok else "significantly worse")
         b, c, question = test.c_champion_only, test.b_challenger_only, "is the champion better?"

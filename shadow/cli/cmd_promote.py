@@ -33,7 +33,9 @@ channel's champion on the same holdout rows (by at least [gate]
 min_improvement), pass an exact McNemar test (p < alpha, default 0.05) and
 keep guard metrics (default: latency_ms no more than 10 % worse). A champion
 scored on another holdout is re-scored on this one. With no champion yet an
-eligible challenger passes. The decision is stored with the history row;
+eligible challenger passes. With [gate] require = "no-regression" the challenger
+passes unless it is significantly worse than the champion (or, if [gate]
+max_regression is set, scores more than that below it): the rule for --refit. The decision is stored with the history row;
 --force --reason TEXT overrides a refusal and is recorded as forced.
 
 --refit: once the gate passes, the candidate's recipe (family, parameters,

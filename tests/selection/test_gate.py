@@ -153,6 +153,10 @@ def test_no_regression_passes_a_tie_and_a_small_loss_but_not_a_real_one(store: S
     assert not half["passed"]
     assert not _check(half, "no regression")["passed"] and "needs >= -0.01" in _check(half, "no regression")["detail"]
     assert not _check(half, "significance")["passed"] and half["test"]["p_value"] < 1e-6
+    # Without a cap only the test decides: 25 points worse on 400 rows is significant.
+    uncapped = evaluate_gate(store, "c-half", gate=GatePolicy(require="no-regression"))
+    assert _check(uncapped, "no regression")["passed"] and "no cap" in _check(uncapped, "no regression")["detail"]
+    assert not uncapped["passed"] and "significantly worse" in " ".join(uncapped["reasons"])
     # The same candidates under the default rule: a tie or a loss is never an improvement.
     assert not evaluate_gate(store, "c-near", gate=GatePolicy())["passed"]
 
