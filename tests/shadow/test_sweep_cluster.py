@@ -38,8 +38,32 @@ def test_candidates_run_on_both_nodes(tmp_path: Path, ray_local: None):
     assert nodes == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces) start after the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descends_from_us(pid: int) -> bool:
+    """Whether ``pid`` is a descendant of this test process (its Ray cluster's workers are).
+
+    Another user's Ray on the same machine runs ``ray::run_candidate`` workers
+    too; a test must only ever kill processes it started.
+    """
+    me, seen = os.getpid(), 0
+    parent = _parent(pid)
+    while parent and seen < 64:
+        if parent == me:
+            return True
+        parent, seen = _parent(parent), seen + 1
+    return False
+
+
 def running_candidate_workers() -> list[int]:
-    """Pids of Ray workers executing a candidate now (Ray sets their process title)."""
+    """Pids of this test session's Ray workers executing a candidate now (Ray sets their title)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -48,7 +72,7 @@ def running_candidate_workers() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # the process ended while we looked
-        if cmdline.startswith("ray::run_candidate"):
+        if cmdline.startswith("ray::run_candidate") and descends_from_us(int(entry.name)):
             found.append(int(entry.name))
     return found
 
