@@ -199,8 +199,10 @@ def advance(
     refits: dict[str, str] = {}
     refit_errors: dict[str, str] = {}
     if settings.refit:
+        # Rank 1 too: on a tie in accuracy the policy's tie-breakers may pick another of its
+        # slice's candidates than slice_bests does, and always-promote deploys rank 1's refit.
         bests = [r.candidate_id for r in slice_bests(store, prepared.sweep_id).values()]
-        refits, refit_errors = refit_all(store, bests)
+        refits, refit_errors = refit_all(store, list(dict.fromkeys([challenger, *bests])))
     passed, promoted, reasons = _gate(store, challenger, boundary, "production", settings.refit)
     guards = {} if settings.latency_guard is None else {"latency_ms": settings.latency_guard}
     ablations = {
