@@ -5,12 +5,15 @@ from row 12,000) forward in periods. At each period boundary, with only the
 past visible, the real product runs: a Ray sweep over recent windows, an
 expanding slice and all history with a small Optuna budget per slice (holdout:
 the most recent visible period), the champion/challenger gate against the
-current champion, and ``promote`` when it passes, all in one SHADOW_HOME. The
-production file (``channels/production/model.onnx``) is then scored with ONNX
-Runtime on the next period, which no model has seen, beside: static (the first
-champion), retrain-all, retrain-recent, always-promote-rank-1, the oracle (the
-sweep's best candidate in hindsight), river's ARF and Hoeffding tree
-(prequential), no-change and majority class.
+current champion (``require = "no-regression"``), and ``promote --refit`` when
+it passes (the winner retrained on its slice plus the holdout), all in one
+SHADOW_HOME. The production file (``channels/production/model.onnx``) is then
+scored with ONNX Runtime on the next period, which no model has seen, beside:
+the strict gate with and without refit (ablation channels), static (the first
+champion), retrain-all, retrain-recent and always-promote-rank-1 (each
+deploying its candidate refit up to the boundary), the oracles (the best sweep
+candidate and the best slice refit, in hindsight), river's ARF and Hoeffding
+tree (prequential), no-change and majority class.
 
 Usage: ``python benchmarks/drift_replay.py [--quick] [--dataset NAME] [--period ROWS]``.
 Writes ``benchmarks/results/drift_replay[_quick].{json,md,png}``; progress on
@@ -54,9 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--quick: the first boundary is 4 periods before the manifest's [drift] from_row "
             "(mid-data if none) instead of the first one with room for every window, and 1 "
             "Optuna trial per slice instead of 3 (NOAA: 20 boundaries of 5 candidates, 16 of "
-            "them after the drift; about 5 min on 2 busy cores). The full run: every boundary "
+            "them after the drift; about 6 min on 2 cores). The full run: every boundary "
             "from year 6 on, 3 trials per slice (NOAA: 43 boundaries of 15 candidates, about "
-            "20-25 min on 2 busy cores)."
+            "16 min on 2 cores, 20 on busy ones)."
         ),
     )
     p.add_argument("--quick", action="store_true", help="fewer boundaries and trials (see below)")

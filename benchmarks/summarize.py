@@ -20,7 +20,8 @@ HEADLINE = {
     "cost_model_fidelity": ["spearman", "within_10pct", "mape"],
     "leaderboard_scale": ["query_ms_p50", "query_ms_max", "lock_errors", "lost_rows"],
     "promote_under_load": ["requests", "failed", "wrong_model", "swap_ms_p50", "swap_ms_p99", "restart_failed"],
-    "drift_replay": ["system_post", "static_post", "oracle_post", "arf", "regret", "promotions"],
+    "drift_replay": ["system_post", "static_post", "retrain_recent_post", "arf", "regret", "regret_refit",
+                     "refit_gain", "promotions"],
 }
 
 

@@ -137,15 +137,20 @@ def plot(result: ReplayResult, path: Path) -> None:
 
     x = [p.start for p in result.periods]
     fig, ax = plt.subplots(figsize=(14, 6))
+    # tab20 gives every approach its own colour (the default cycle repeats after 10); the
+    # system is drawn last, in black, so lines that equal it cannot hide it.
+    colours = iter(plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2])
     for name, label in APPROACHES.items():
         y = [p.accuracy.get(name, np.nan) for p in result.periods]
-        wide = name in ("system", "gate_only", "static", "oracle_refit", "arf")
-        ax.plot(x, y, label=label, linewidth=2.2 if wide else 1.0,
-                linestyle="-" if wide else "--", marker="o" if name == "system" else None,
-                markersize=3)
+        if name == "system":
+            ax.plot(x, y, label=label, color="black", linewidth=2.6, marker="o", markersize=3, zorder=4)
+            continue
+        wide = name in ("gate_only", "static", "oracle_refit", "arf")
+        ax.plot(x, y, label=label, color=next(colours), linewidth=2.0 if wide else 1.0,
+                linestyle="-" if wide else "--")
     promoted = [p for p in result.periods if p.step.promoted]
     ax.scatter([p.start for p in promoted], [p.accuracy["system"] for p in promoted], marker="^",
-               s=90, color="black", zorder=5, label="promotion (gate passed)")
+               s=90, color="black", zorder=5, label="promotion of the system (gate passed)")
     if result.drift_from_row is not None:
         ax.axvline(result.drift_from_row, color="red", linestyle=":", label="documented drift")
     ax.set_xlabel(f"first row of the scored period ({result.settings.period} rows each)")
