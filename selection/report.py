@@ -124,6 +124,11 @@ def build_report(
     frame = leaderboard(store, sweep=sweep)
     champion = current(store, channel)
     champion_id = champion.candidate_id if champion else None
+    shown = champion_id or "none yet"
+    if champion_id is not None:
+        refit_of = store.get_candidate(champion_id).refit_of
+        if refit_of:  # a refit is never on the board: mark the candidate it refits
+            shown, champion_id = f"{champion_id} (refit of {refit_of}, marked)", refit_of
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sweeps = ", ".join(sorted(set(frame["sweep_id"]))) or "(no sweeps)"
     parts = [
@@ -131,7 +136,7 @@ def build_report(
         f"<title>shadow-sweep report: {html.escape(sweeps)}</title><style>{_CSS}</style></head><body>",
         f"<h1>shadow-sweep leaderboard</h1><p class=\"meta\">sweep {html.escape(sweeps)} &middot; "
         f"store {html.escape(store.url)} &middot; generated {when} &middot; channel "
-        f"{html.escape(channel)}: champion {html.escape(champion_id or 'none yet')}</p>",
+        f"{html.escape(channel)}: champion {html.escape(shown)}</p>",
     ]
     if frame.empty:
         parts.append("<p>No candidates yet: run <code>shadow sweep run CONFIG</code>.</p>")

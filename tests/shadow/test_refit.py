@@ -22,6 +22,7 @@ from selection.arrays import decode_holdout
 from selection.gate import evaluate_gate
 from selection.leaderboard import leaderboard
 from selection.promotion import history
+from selection.report import build_report
 from selection.rescore import predict_classes
 from selection.store import Store
 from shadow.cli.main import main
@@ -108,6 +109,10 @@ def test_promote_refit_ships_the_refit_on_its_parents_decision(swept, tmp_path):
         # Its parent is already in production through the refit: nothing to promote.
         again = evaluate_gate(store, best)
         assert "as its refit" in " ".join(again["reasons"])
+        # The report marks the parent, the refit's row on the board.
+        page = build_report(store, sweep=sweep_id)
+        assert f"(refit of {best}, marked)" in page
+        assert f'<tr class="champion" data-candidate="{best}">' in page
         # Any other candidate of this sweep would be judged on rows the champion trained on.
         other = leaderboard(store, sweep=sweep_id).sort_values("rank")["candidate_id"].iloc[1]
         decision = evaluate_gate(store, other)
