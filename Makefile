@@ -52,7 +52,8 @@ demo: $(STAMP)
 	@echo "     shadow promote --best"
 	@echo "     shadow history"
 	@echo "     shadow rollback        # undo the promotion"
-	@echo "     shadow promote --best --refit   # ship rank 1 retrained on its slice + the holdout"
+	@echo "     # or, instead of 'promote --best': ship rank 1 retrained on its slice + the holdout"
+	@echo "     shadow promote --best --refit"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
