@@ -31,7 +31,9 @@ import pandas as pd
 
 from selection.constraints import violations
 from selection.errors import ConfigError, GateRefused, PromotionError, ShadowError
-from selection.gate_checks import REQUIREMENTS, comparison_checks, guard_checks, result_summary
+from selection.gate_checks import (
+    REQUIREMENTS, check_entry as _check, comparison_checks, guard_checks, result_summary,
+)
 from selection.leaderboard import sweep_policy
 from selection.paired import load_holdout, rows_trained_on, score
 from selection.promotion import artifact_for, current, default_who, promote
@@ -114,10 +116,6 @@ def gate_from_config(table: Mapping[str, Any], where: str) -> GatePolicy:
         return GatePolicy(**values)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
-    return {"check": name, "passed": passed, "detail": detail}
 
 
 def evaluate_gate(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,18 +12,22 @@ from selection.ranking import METRIC_DIRECTIONS
 from selection.records import CandidateRecord, DeviceResult
 from selection.stats import mcnemar_exact
 
+if TYPE_CHECKING:  # gate.py imports this module
+    from selection.gate import GatePolicy
+
 #: What a challenger must show against the champion on the holdout (``[gate] require``).
 REQUIREMENTS = ("improvement", "no-regression")
 
 
-def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+def check_entry(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    """One entry of a decision's ``checks`` list."""
     return {"check": name, "passed": passed, "detail": detail}
 
 
 def comparison_checks(
-    gate: Any, mine: np.ndarray, theirs: np.ndarray, decision: dict[str, Any],
+    gate: GatePolicy, mine: np.ndarray, theirs: np.ndarray, decision: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """The accuracy checks of ``gate`` (a GatePolicy) on per-row outcomes of the same rows.
+    """The accuracy checks of ``gate`` on per-row outcomes of the same rows.
 
     ``mine``/``theirs`` are booleans, one per holdout row: challenger / champion
     right. ``require = "improvement"``: the challenger's accuracy beats the
@@ -63,8 +67,8 @@ def comparison_checks(
                         "c_champion_only": c, "rows": test.n_rows, "p_value": test.p_value,
                         "alpha": gate.alpha, "passed": test_ok}
     return [
-        _check("improvement" if gate.require == "improvement" else "no regression", gain_ok, gain_detail),
-        _check("significance", test_ok,
+        check_entry("improvement" if gate.require == "improvement" else "no regression", gain_ok, gain_detail),
+        check_entry("significance", test_ok,
                f"exact McNemar ({question}): challenger-only right {b}, champion-only right {c}, "
                f"p = {test.p_value:.4g} ({verdict})"),
     ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -160,10 +161,15 @@ class RefitPlan:
     stored: CandidateRecord | None = None
 
 
-def plan_refit(store: Store, candidate_id: str, *, config_path: Path | None = None) -> RefitPlan:
+def plan_refit(
+    store: Store, candidate_id: str, *, config_path: Path | None = None,
+    prepared: PreparedSweep | None = None,
+) -> RefitPlan:
     """Everything a refit needs, checked, with no side effect; RefitError/NotFoundError if it cannot be made.
 
     ``config_path`` resolves a sweep whose dataset was named by a relative path.
+    ``prepared``, the candidate's sweep as planned in this process (a driver that
+    refits several of its candidates), saves loading its dataset again.
     """
     parent = store.get_candidate(candidate_id)
     if parent.refit_of:
@@ -172,7 +178,11 @@ def plan_refit(store: Store, candidate_id: str, *, config_path: Path | None = No
     if parent.status != "ok":
         raise RefitError(f"only a candidate that ran ok can be refit; {candidate_id!r} has "
                          f"status {parent.status!r} ({parent.error or 'no error recorded'})")
-    prepared = _prepare(store, parent, config_path)
+    if prepared is None:
+        prepared = _prepare(store, parent, config_path)
+    elif prepared.sweep_id != parent.sweep_id:
+        raise RefitError(f"candidate {candidate_id!r} belongs to sweep {parent.sweep_id!r}, not to "
+                         f"the prepared sweep {prepared.sweep_id!r} passed with it")
     rows, added = refit_rows(prepared, parent.slice_id)
     new_id = refit_id(candidate_id, rows_sha256(rows))
     slice_id = parent.slice_id + SLICE_SUFFIX
@@ -219,17 +229,21 @@ def finish_refit(
 
 def refit_candidate(
     store: Store, candidate_id: str, *, max_drop: float = DEFAULT_MAX_DROP,
-    config_path: Path | None = None,
+    config_path: Path | None = None, on_train: Callable[[RefitPlan], None] | None = None,
 ) -> CandidateRecord:
     """Refit ``candidate_id`` on its slice plus the holdout, in this process; store and return it.
 
     Returns the stored refit if this candidate was refit on the same rows
     before. Raises NotFoundError for an unknown candidate and RefitError when
     the refit cannot be made or fails a check (nothing is stored then).
+    ``on_train`` is called once everything is checked, just before training
+    starts (the CLI says so there: a refit that cannot be made prints one line).
     """
     plan = plan_refit(store, candidate_id, config_path=config_path)
     if plan.stored is not None:
         return plan.stored
+    if on_train is not None:
+        on_train(plan)
     return finish_refit(store, plan, run_candidate(plan.spec, plan.data), max_drop=max_drop)
 
 

@@ -99,20 +99,14 @@ def _candidate_scores(store: Store, sweep_id: str, data: Dataset, truth: np.ndar
     return scored
 
 
-def _as_deployed(store: Store, pick: dict[str, Any] | None, refits: dict[str, str], data: Dataset,
-                 truth: np.ndarray, rows: slice) -> dict[str, Any] | None:
+def _as_deployed(store: Store, pick: dict[str, Any], refits: dict[str, str], data: Dataset,
+                 truth: np.ndarray, rows: slice) -> dict[str, Any]:
     """``pick`` as a retraining rule deploys it: its refit up to the boundary, when there is one."""
-    if pick is None or pick["candidate_id"] not in refits:
+    if pick["candidate_id"] not in refits:
         return pick
     refit = store.get_candidate(refits[pick["candidate_id"]])
     return {**pick, "candidate_id": refit.candidate_id, "slice_id": refit.slice_id,
             "next": _next_accuracy(store, refit, data, truth, rows)}
-
-
-def _best_of_slice(scored: list[dict[str, Any]], slice_id: str) -> dict[str, Any] | None:
-    """The slice's candidate with the best holdout accuracy: what retraining on it would deploy."""
-    mine = [c for c in scored if c["slice_id"] == slice_id]
-    return max(mine, key=lambda c: c["holdout"]) if mine else None
 
 
 def score_period(
@@ -135,19 +129,16 @@ def score_period(
     for name, model in served:
         predicted = predict_labels(model.model, model.manifest["model_io"], data.features[rows])
         result.accuracy[name] = accuracy(predicted, truth[rows])
-    refits = step.refits
-    deployed = [_as_deployed(store, c, refits, data, truth, rows)
-                for c in scored if c["candidate_id"] in refits]
+    # Each candidate as a retraining rule would deploy it (its refit, if any), scored once.
+    deployed = {c["candidate_id"]: _as_deployed(store, c, step.refits, data, truth, rows) for c in scored}
+    recent = f"recent-{settings.window_rows(settings.recent_window)}"
     picks = {
-        "retrain_all": _as_deployed(store, _best_of_slice(scored, "all"), refits, data, truth, rows),
-        "retrain_recent": _as_deployed(
-            store, _best_of_slice(scored, f"recent-{settings.window_rows(settings.recent_window)}"),
-            refits, data, truth, rows),
-        "always_promote": _as_deployed(
-            store, next((c for c in scored if c["candidate_id"] == step.challenger_id), None),
-            refits, data, truth, rows),
+        "retrain_all": deployed.get(step.slice_bests.get("all", "")),
+        "retrain_recent": deployed.get(step.slice_bests.get(recent, "")),
+        "always_promote": deployed.get(step.challenger_id or ""),
         "oracle": max(scored, key=lambda c: c["next"], default=None),
-        "oracle_refit": max((c for c in deployed if c is not None), key=lambda c: c["next"], default=None),
+        "oracle_refit": max((deployed[c] for c in step.refits if c in deployed),
+                            key=lambda c: c["next"], default=None),
     }
     for name, pick in picks.items():
         if pick is not None:

@@ -32,6 +32,7 @@ from selection.store import Store
 from shadow.errors import RefitError
 from shadow.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
 from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
+from shadow.sweep.prepare import PreparedSweep
 from shadow.sweep.task import run_candidate
 
 #: Ablation channels: channel -> (refit?, gate requirement). Production follows the settings.
@@ -78,6 +79,8 @@ class StepOutcome:
     promoted: bool = False
     #: Channel -> whether it promoted here, for the :data:`ABLATIONS` channels.
     ablations: dict[str, bool] = field(default_factory=dict)
+    #: Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys).
+    slice_bests: dict[str, str] = field(default_factory=dict)
     #: Parent candidate id -> its refit's id, for every slice's best candidate refit here.
     refits: dict[str, str] = field(default_factory=dict)
     #: Parent candidate id -> why its refit was refused (it then is not deployed refit).
@@ -130,7 +133,7 @@ def sweep_raw(dataset_toml: Path, boundary: int, index: int, settings: ReplaySet
     }
 
 
-def slice_bests(store: Store, sweep_id: str) -> dict[str, CandidateRecord]:
+def slice_bests(store: Store, sweep_id: str) -> dict[str, str]:
     """Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys)."""
     best: dict[str, tuple[float, CandidateRecord]] = {}
     for record in store.list_candidates(sweep_id):
@@ -139,11 +142,12 @@ def slice_bests(store: Store, sweep_id: str) -> dict[str, CandidateRecord]:
             continue
         if record.slice_id not in best or result.accuracy > best[record.slice_id][0]:
             best[record.slice_id] = (result.accuracy, record)
-    return {slice_id: record for slice_id, (_, record) in best.items()}
+    return {slice_id: record.candidate_id for slice_id, (_, record) in best.items()}
 
 
-def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Refit ``parents`` as parallel Ray tasks (the driver stores them); ids and refusals."""
+def refit_all(store: Store, prepared: PreparedSweep,
+              parents: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Refit ``parents`` (of sweep ``prepared``) as parallel Ray tasks; the driver stores them. Ids, refusals."""
     import ray
 
     remote = ray.remote(num_cpus=1)(run_candidate)
@@ -151,7 +155,7 @@ def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[st
     done: dict[str, str] = {}
     errors: dict[str, str] = {}
     for parent in parents:
-        plan = plan_refit(store, parent)
+        plan = plan_refit(store, parent, prepared=prepared)
         if plan.stored is not None:
             done[parent] = plan.stored.candidate_id
         else:
@@ -196,13 +200,13 @@ def advance(
         challenger = best_candidate(store, sweep=prepared.sweep_id)
     except NotFoundError as exc:  # every candidate failed: the champion keeps serving
         return StepOutcome(**base, challenger_id=None, gate_passed=False, gate_reasons=[str(exc)])
+    bests = slice_bests(store, prepared.sweep_id)
     refits: dict[str, str] = {}
     refit_errors: dict[str, str] = {}
     if settings.refit:
         # Rank 1 too: on a tie in accuracy the policy's tie-breakers may pick another of its
         # slice's candidates than slice_bests does, and always-promote deploys rank 1's refit.
-        bests = [r.candidate_id for r in slice_bests(store, prepared.sweep_id).values()]
-        refits, refit_errors = refit_all(store, list(dict.fromkeys([challenger, *bests])))
+        refits, refit_errors = refit_all(store, prepared, list(dict.fromkeys([challenger, *bests.values()])))
     passed, promoted, reasons = _gate(store, challenger, boundary, "production", settings.refit)
     guards = {} if settings.latency_guard is None else {"latency_ms": settings.latency_guard}
     ablations = {
@@ -212,4 +216,4 @@ def advance(
     }
     return StepOutcome(**base, challenger_id=challenger, gate_passed=passed,
                        gate_reasons=reasons, promoted=promoted, ablations=ablations,
-                       refits=refits, refit_errors=refit_errors)
+                       slice_bests=bests, refits=refits, refit_errors=refit_errors)

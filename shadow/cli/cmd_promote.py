@@ -18,7 +18,7 @@ from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
-from shadow.refit import refit_candidate
+from shadow.refit import RefitPlan, refit_candidate
 
 PROMOTE_EPILOG = """\
 examples:
@@ -139,8 +139,10 @@ def run_promote(args: argparse.Namespace) -> int:
 def _refit_step(store: Store) -> Callable[[str], str]:
     """The refit ``promote_through_gate`` runs once the gate has passed (with a note: it trains)."""
     def refit(parent_id: str) -> str:
-        note(f"gate passed: refitting {parent_id} on its slice plus the holdout rows")
-        return refit_candidate(store, parent_id).candidate_id
+        def training(plan: RefitPlan) -> None:
+            note(f"gate passed: refitting {parent_id} on {plan.rows} rows (its slice plus "
+                 f"{plan.holdout_rows_added} holdout rows)")
+        return refit_candidate(store, parent_id, on_train=training).candidate_id
     return refit
 
 

@@ -33,6 +33,7 @@ from shadow.sweep.prepare import check_resumable
 from shadow.sweep.task import run_candidate
 
 from .conftest import separable_frame, write_dataset
+from .test_cli_errors import assert_user_error, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,6 +176,12 @@ def test_refit_refuses_a_dataset_that_changed(tmp_path, ray_local, monkeypatch, 
     assert main(["sweep", "run", str(config), "--home", str(home), "--quiet", "--format", "json"]) == 0
     capsys.readouterr()
     separable_frame(n=300, seed=1).to_csv(path.parent / "data.csv", index=False)
+    # Through the CLI: the gate passes (no champion yet), the refit refuses: one line, exit 2,
+    # and the store and files are exactly as they were (no history row, no channel).
+    before = snapshot(home)
+    refused = shadow("promote", "--best", "--refit", "--home", str(home))
+    assert_user_error(refused, "changed since the sweep", "run a new sweep")
+    assert snapshot(home) == before and not (home / "channels" / "production").exists()
     with Store.open(home, create=False) as store:
         (only,) = store.list_candidates()
         with pytest.raises(RefitError, match="changed since the sweep"):
