@@ -36,9 +36,9 @@ from scipy import optimize, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shadow.devices.catalog import builtin_profile  # noqa: E402
-from shadow.devices.cost_model import estimate  # noqa: E402
-from shadow.devices.graph import GraphStats, analyze  # noqa: E402
-from shadow.devices.profile import DeviceProfile  # noqa: E402
+from shadow.devices.edge.cost_model import estimate  # noqa: E402
+from shadow.devices.edge.graph import GraphStats, analyze  # noqa: E402
+from shadow.devices.edge.profile import DeviceProfile  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 #: The fitted terms: (where in the profile, initial value). Fitted in log space (all positive).

@@ -2,7 +2,7 @@
 
 1. Fill a SQLite store with 100,000 candidates x 3 devices (``--quick``:
    10,000), then time typical queries through the public API
-   (``selection.leaderboard``): top 20 eligible on a device, ``--where``
+   (``selection.leaderboard.frame``): top 20 eligible on a device, ``--where``
    filters, the Pareto front, ``best_candidate``. Target: each < 100 ms.
 2. For 30 s (``--quick``: 8 s) one process writes candidates one transaction
    at a time, like a sweep driver, while another queries the leaderboard and
@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from selection import CandidateRecord, DeviceResult, HoldoutRecord, SweepRecord, Store, sha256_bytes
-from selection.gate import evaluate_gate, force_decision
-from selection.leaderboard import best_candidate, leaderboard
-from selection.promotion import promote
-from selection.store import codec, schema
+from selection.gate.decision import evaluate_gate, force_decision
+from selection.leaderboard.frame import best_candidate, leaderboard
+from selection.channels.promotion import promote
+from selection.store import rows as codec
+from selection.store import schema
 
 DEVICES = ("host-cpu", "npu-a", "npu-b")
 MODEL = b"\x08\x09benchmark-model"

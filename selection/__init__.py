@@ -8,8 +8,8 @@ be ranked and promoted.
 """
 
 from selection import errors, records
-from selection.artifacts import ArtifactStore, sha256_bytes
-from selection.channels import read_manifest
+from selection.artifacts.content import ArtifactStore, sha256_bytes
+from selection.channels.files import read_manifest
 from selection.errors import (
     GateRefused,
     ConfigError,
@@ -19,12 +19,12 @@ from selection.errors import (
     ShadowError,
     StoreError,
 )
-from selection.gate import promote_through_gate
+from selection.gate.decision import promote_through_gate
 from selection.home import Home
-from selection.leaderboard import COLUMNS as LEADERBOARD_COLUMNS
-from selection.leaderboard import best_candidate, leaderboard
-from selection.promotion import current, history, list_channels, promote, rollback, sync_channel
-from selection.ranking import rank_rows
+from selection.leaderboard.frame import COLUMNS as LEADERBOARD_COLUMNS
+from selection.leaderboard.frame import best_candidate, leaderboard
+from selection.channels.promotion import current, history, list_channels, promote, rollback, sync_channel
+from selection.ranking.policies import rank_rows
 from selection.records import (
     DEFAULT_CHANNEL,
     HOST_DEVICE,

@@ -6,7 +6,7 @@ most recent visible period, then the champion/challenger gate against the
 channel's current model, then ``promote`` when the gate passes. This is what
 ``shadow sweep run`` followed by ``shadow promote --best --refit`` does: with
 ``refit`` on (the default), the gated winner ships retrained on its slice plus
-the holdout year (:mod:`shadow.refit`).
+the holdout year (:mod:`shadow.sweep.refit`).
 
 Besides the product's own step, each boundary also refits every slice's best
 candidate (as Ray tasks; the system's own refit is one of them, so it is not
@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from selection.errors import GateRefused, NotFoundError
-from selection.gate import GatePolicy, promote_through_gate
-from selection.leaderboard import best_candidate
+from selection.gate.decision import GatePolicy, promote_through_gate
+from selection.leaderboard.frame import best_candidate
 from selection.records import HOST_DEVICE, CandidateRecord
 from selection.store import Store
 from shadow.errors import RefitError
-from shadow.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
+from shadow.sweep.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
 from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
 from shadow.sweep.prepare import PreparedSweep
 from shadow.sweep.task import run_candidate

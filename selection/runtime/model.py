@@ -26,7 +26,7 @@ from selection.runtime.errors import ModelLoadError
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
-#: Graph names the sweep exports (``shadow.model_io``); used when a manifest has none.
+#: Graph names the sweep exports (``shadow.models.io_names``); used when a manifest has none.
 DEFAULT_INPUT = "features"
 DEFAULT_OUTPUT = "probabilities"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from selection.artifacts import sha256_bytes
+from selection.artifacts.content import sha256_bytes
 from selection.errors import NotFoundError
 from selection.records import (
     HOST_DEVICE,

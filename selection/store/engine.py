@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from selection.errors import ConfigError, StoreError
 from selection.records import utc_now
-from selection.store.codec import encode_dt
+from selection.store.rows import encode_dt
 from selection.store.migrations import upgrade
 from selection.store.schema import SCHEMA_VERSION, metadata, schema_version
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from sqlalchemy import Connection, bindparam, select, text
 
 from selection.records import utc_now
-from selection.store import codec, schema
+from selection.store import rows as codec
+from selection.store import schema
 
 Migration = Callable[[Connection], None]
 

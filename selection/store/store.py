@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from selection.artifacts import ArtifactStore, check_sha256
+from selection.artifacts.content import ArtifactStore, check_sha256
 from selection.errors import ConfigError, NotFoundError, StoreError
 from selection.home import Home
 from selection.records import (
@@ -36,7 +36,8 @@ from selection.records import (
     SweepStatus,
     utc_now,
 )
-from selection.store import codec, schema
+from selection.store import rows as codec
+from selection.store import schema
 from selection.store.engine import (
     WRITE_OPTION,
     display_url,

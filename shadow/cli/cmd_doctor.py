@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from selection.doctor import diagnose, repair
+from selection.channels.doctor import diagnose, repair
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame
 

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from selection.errors import ConfigError
-from selection.leaderboard import leaderboard
-from selection.ranking import POLICIES
+from selection.leaderboard.frame import leaderboard
+from selection.ranking.policies import POLICIES
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import render_frame
 

@@ -10,15 +10,15 @@ from typing import Any
 import pandas as pd
 
 from selection.errors import ConfigError
-from selection.gate import evaluate_gate, promote_through_gate
-from selection.leaderboard import best_candidate
-from selection.promotion import current, history, rollback
-from selection.ranking import POLICIES
+from selection.gate.decision import evaluate_gate, promote_through_gate
+from selection.leaderboard.frame import best_candidate
+from selection.channels.promotion import current, history, rollback
+from selection.ranking.policies import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
-from shadow.refit import RefitPlan, refit_candidate
+from shadow.sweep.refit import RefitPlan, refit_candidate
 
 PROMOTE_EPILOG = """\
 examples:

@@ -9,7 +9,7 @@ from typing import Any
 from selection.atomic import write_bytes_atomic
 from selection.errors import ConfigError
 from selection.records import DEFAULT_CHANNEL
-from selection.report import build_report
+from selection.leaderboard.report import build_report
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import note
 

@@ -8,10 +8,10 @@ import threading
 from typing import Any
 
 from selection.home import Home
-from selection.promotion import check_channel
+from selection.channels.promotion import check_channel
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
-from selection.server import DEFAULT_HOST, DEFAULT_PORT, make_server
+from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, make_server
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import note
 
@@ -110,7 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def _warn_if_files_lag(args: argparse.Namespace) -> None:
     """Say so when the channel's files lag the database (an interrupted change); serve anyway."""
     from selection.errors import ShadowError
-    from selection.promotion import current, in_sync
+    from selection.channels.promotion import current, in_sync
 
     try:
         with open_store(args) as store:

@@ -3,7 +3,7 @@
 from shadow.data.catalog import find_manifest, list_manifests
 from shadow.data.loader import Dataset, load_dataset
 from shadow.data.manifest import DatasetManifest
-from shadow.data.slices import Holdout, Slice, build_strategy, cut_holdout, make_slices
+from shadow.data.slicing.base import Holdout, Slice, build_strategy, cut_holdout, make_slices
 
 __all__ = [
     "Dataset",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 from shadow.devices.base import DEVICES, Device
-from shadow.devices.edge import EdgeDevice
-from shadow.devices.profile import ENV_VAR, BUILTIN_DIR, DeviceProfile, load_profiles, profile_dirs
+from shadow.devices.edge.device import EdgeDevice
+from shadow.devices.edge.profile import ENV_VAR, BUILTIN_DIR, DeviceProfile, load_profiles, profile_dirs
 from shadow.errors import ConfigError
 
 _cache: dict[str, dict[str, Device]] = {}

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from selection.artifacts import sha256_bytes
+from selection.artifacts.content import sha256_bytes
 from selection.records import HOST_DEVICE, DeviceResult
 from shadow.devices.base import Device, DeviceRun, register
-from shadow.model_io import INPUT_NAME, OUTPUT_NAME
+from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
 
 WARMUP_RUNS = 20
 TIMED_RUNS = 200

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selection.gate import gate_from_config
-from selection.ranking import policy_from_config
-from shadow.data.slices import SliceStrategy, build_strategy
+from selection.gate.decision import gate_from_config
+from selection.ranking.policies import policy_from_config
+from shadow.data.slicing.base import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
 from shadow.models import get_family

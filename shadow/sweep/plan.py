@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from selection.records import CandidateRecord, utc_now
-from shadow.data.slices import Slice
+from shadow.data.slicing.base import Slice
 
 
 @dataclass(frozen=True)

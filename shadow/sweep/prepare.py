@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from selection.arrays import encode_holdout
-from selection.artifacts import sha256_bytes
+from selection.artifacts.arrays import encode_holdout
+from selection.artifacts.content import sha256_bytes
 from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
 from selection.store import Store
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
-from shadow.data.slices import Holdout, Slice, cut_holdout, make_slices, rows_sha256
+from shadow.data.slicing.base import Holdout, Slice, cut_holdout, make_slices, rows_sha256
 from shadow.errors import ConfigError
-from shadow.lineage import code_lineage
-from shadow.model_io import INPUT_NAME, OUTPUT_NAME
+from shadow.sweep.lineage import code_lineage
+from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
 from shadow.models import get_family
 from shadow.sweep.config import SweepConfig
 from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
@@ -171,5 +171,5 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateReco
             "what it was started with; resume with the same config and data, or start a new "
             "sweep (drop --resume)."
         )
-    # Refits (shadow.refit) belong to the sweep's lineage but were never planned by it.
+    # Refits (shadow.sweep.refit) belong to the sweep's lineage but were never planned by it.
     return [r for r in store.list_candidates(prepared.sweep_id) if not r.refit_of]

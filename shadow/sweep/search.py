@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 
 from selection.records import CandidateRecord
-from shadow.data.slices import Slice
+from shadow.data.slicing.base import Slice
 from shadow.errors import ConfigError
 from shadow.models.base import ModelFamily
 from shadow.params import Param, parse_table

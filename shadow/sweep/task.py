@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from selection.arrays import encode_array
-from selection.artifacts import sha256_bytes
+from selection.artifacts.arrays import encode_array
+from selection.artifacts.content import sha256_bytes
 from selection.records import CandidateRecord, DeviceResult
-from shadow.data.slices import rows_sha256
+from shadow.data.slicing.base import rows_sha256
 from shadow.devices import get_device
-from shadow.export import export_onnx, verify_onnx
+from shadow.models.export import export_onnx, verify_onnx
 from shadow.models import get_family
 from shadow.sweep.plan import CandidateSpec
-from shadow.training import train
+from shadow.models.training import train
 
 #: Rows of the holdout used to check ONNX Runtime against torch.
 VERIFY_ROWS = 256

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from selection.promotion import history
+from selection.channels.promotion import history
 from selection.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

@@ -13,15 +13,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from selection.arrays import decode_array, decode_holdout
-from selection.artifacts import sha256_bytes
-from selection.leaderboard import leaderboard
+from selection.artifacts.arrays import decode_array, decode_holdout
+from selection.artifacts.content import sha256_bytes
+from selection.leaderboard.frame import leaderboard
 from selection.store import Store
 from shadow.cli.main import main
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
 
-from .conftest import separable_frame, write_dataset
+from tests.shadow.conftest import separable_frame, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

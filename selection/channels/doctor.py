@@ -1,0 +1,189 @@
+"""``shadow doctor``: check that the store, the channel files and the artifacts agree.
+
+The database is the source of truth, so every channel problem is repairable
+from it (:func:`repair` re-materializes the channel under its lock) as long
+as the artifact it names still verifies; a bad artifact is reported with the
+way out (restore it, or promote another candidate). History is never edited:
+repairs only rewrite files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from selection.artifacts.content import sha256_bytes
+from selection.channels.files import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSIONS_DIR,
+    channel_lock,
+    leftovers,
+    version_name,
+)
+from selection.errors import ShadowError
+from selection.channels.promotion import history, list_channels, sync_channel
+from selection.records import PromotionRecord
+from selection.store import Store
+from selection.store.engine import stored_version
+from selection.store.schema import SCHEMA_VERSION
+
+Status = Literal["ok", "warn", "fail", "fixed"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the doctor's report; ``fix`` says what to do when it is not ok."""
+
+    check: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def diagnose(store: Store) -> list[Finding]:
+    """Every check, read-only. ``fail`` means production or its audit trail is at risk."""
+    findings = [_schema(store)]
+    channels = list_channels(store)
+    rows = history(store)
+    for record in channels:
+        findings.append(_channel_files(store, record))
+        own = [r for r in rows if r.channel == record.channel]
+        findings.append(_history_chain(record.channel, own, record))
+    findings += _stray_channels(store, {r.channel for r in channels})
+    findings.append(_artifacts(store))
+    junk = leftovers(store.home)
+    findings.append(Finding(
+        "leftovers", "warn" if junk else "ok",
+        f"{len(junk)} temporary entries from interrupted changes" if junk else "no temporary files",
+        "`shadow doctor --repair` deletes them" if junk else None,
+    ))
+    return findings
+
+
+def repair(store: Store) -> list[Finding]:
+    """Make every channel's files match the database and delete leftovers; then re-check.
+
+    Returns what was done (``fixed``) followed by a fresh :func:`diagnose`.
+    """
+    done: list[Finding] = []
+    for finding in diagnose(store):
+        if finding.status not in ("warn", "fail"):
+            continue
+        if finding.check.startswith("channel ") and finding.check.endswith(" files"):
+            channel = finding.check.split()[1]
+            try:
+                sync_channel(store, channel)
+            except ShadowError as exc:
+                done.append(Finding(finding.check, "fail", f"could not repair: {exc}"))
+            else:
+                done.append(Finding(finding.check, "fixed",
+                                    "rewrote the channel's files from the database"))
+    removed = _remove_leftovers(store, {r.channel for r in list_channels(store)})
+    if removed:
+        done.append(Finding("leftovers", "fixed", f"deleted {removed} temporary entries"))
+    return done + diagnose(store)
+
+
+def _schema(store: Store) -> Finding:
+    with store.snapshot() as conn:
+        version = stored_version(conn)
+    return Finding("store", "ok", f"{store.url} opens; schema version {version} "
+                   f"(this code: {SCHEMA_VERSION})")
+
+
+def _channel_files(store: Store, record: PromotionRecord) -> Finding:
+    """Does ``channels/<name>`` show exactly the model and manifest the database says?"""
+    check = f"channel {record.channel} files"
+    link = store.home.channel_dir(record.channel)
+    expected = version_name(record.channel, record.history_id, record.sha256)
+    fix = "`shadow doctor --repair` rewrites them from the database"
+    if not link.is_symlink():
+        what = "missing" if not link.exists() else "not a symlink"
+        return Finding(check, "fail", f"{link} is {what}; the database says history row "
+                       f"{record.history_id} (candidate {record.candidate_id})", fix)
+    target = Path(link.readlink()).name
+    if target != expected:
+        return Finding(check, "fail", f"{link} points at {target}, but the database's current "
+                       f"row is {record.history_id} (candidate {record.candidate_id}, {expected}); "
+                       "an interrupted change left the files behind", fix)
+    version = store.home.channels_dir / VERSIONS_DIR / expected
+    try:
+        model_ok = sha256_bytes((version / MODEL_FILE).read_bytes()) == record.sha256
+        manifest = json.loads((version / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return Finding(check, "fail", f"{version} is damaged ({exc})", fix)
+    if not model_ok:
+        return Finding(check, "fail", f"{version / MODEL_FILE} does not hash to {record.sha256} "
+                       "(tampered with or truncated)", fix)
+    if manifest.get("history_id") != record.history_id or manifest.get("sha256") != record.sha256:
+        return Finding(check, "fail", f"{version / MANIFEST_FILE} does not describe history row "
+                       f"{record.history_id}", fix)
+    return Finding(check, "ok", f"candidate {record.candidate_id} (row {record.history_id}, "
+                   f"sha256 {record.sha256[:12]}) verifies")
+
+
+def _history_chain(channel: str, rows: list[PromotionRecord], now: PromotionRecord) -> Finding:
+    """Each row's "previous" is the state the row before it set; the newest is the current one."""
+    check = f"channel {channel} history"
+    ordered = sorted(rows, key=lambda r: r.history_id)
+    fix = ("the history is append-only and was edited outside shadow: restore the database "
+           "from a backup")
+    for before, after in zip(ordered, ordered[1:]):
+        replaced = (after.previous_candidate_id, after.previous_sha256)
+        if replaced != (before.candidate_id, before.sha256):
+            return Finding(check, "fail", f"row {after.history_id} says it replaced "
+                           f"{after.previous_candidate_id}, but row {before.history_id} set "
+                           f"{before.candidate_id}", fix)
+    if not ordered or ordered[-1].history_id != now.history_id:
+        return Finding(check, "fail", f"the channel row points at history row {now.history_id}, "
+                       "which is not the channel's newest row", fix)
+    return Finding(check, "ok", f"{len(ordered)} rows, each continuing the one before")
+
+
+def _stray_channels(store: Store, known: set[str]) -> list[Finding]:
+    channels = store.home.channels_dir
+    if not channels.is_dir():
+        return []
+    stray = sorted(p.name for p in channels.iterdir()
+                   if not p.name.startswith(".") and p.name not in known)
+    return [Finding(f"channel {name} files", "warn", f"{channels / name} exists but the database "
+                    "has no such channel (another store's, or hand-made)",
+                    "point --store/--home at the right store, or move it away") for name in stray]
+
+
+def _artifacts(store: Store) -> Finding:
+    root = store.artifacts.root
+    if not root.is_dir():
+        return Finding("artifacts", "ok", "no artifacts stored yet")
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    bad = [p.name for p in files if sha256_bytes(p.read_bytes()) != p.name]
+    if bad:
+        return Finding("artifacts", "fail", f"{len(bad)} of {len(files)} artifacts do not hash to "
+                       f"their name: {', '.join(b[:12] for b in bad[:5])}",
+                       "restore them from a backup or re-run their sweep; they cannot be promoted "
+                       "as is")
+    return Finding("artifacts", "ok", f"{len(files)} artifacts verify against their sha256")
+
+
+def _remove_leftovers(store: Store, channels: Iterable[str]) -> int:
+    """Delete leftovers while holding every channel's lock, so no change is mid-flight."""
+    removed = 0
+    with ExitStack() as stack:
+        for name in sorted(channels):
+            stack.enter_context(channel_lock(store.home, name))
+        for path in leftovers(store.home):
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

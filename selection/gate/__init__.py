@@ -1,0 +1,8 @@
+"""The champion/challenger gate: is a challenger truly better than the champion?
+
+``decision`` decides (and ``promote_through_gate`` promotes on a pass), ``checks`` are its
+individual checks, ``paired`` loads the rows both models answered, ``rescore`` scores an
+artifact on them, ``stats`` holds the exact McNemar test.
+May import: ``selection.store``, ``selection.ranking``, ``selection.leaderboard``,
+``selection.channels`` (to promote on a pass), ``selection.artifacts``.
+"""

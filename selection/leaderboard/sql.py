@@ -1,0 +1,342 @@
+"""The leaderboard's SQL: one query per sweep that ranks, then filters, then joins.
+
+Ranking happens in the database so it scales. Three levels:
+
+1. ``ranked``: the eligible ``device_metrics`` rows of one sweep and device
+   (``constraints.eligible_sql``) with their rank (``ROW_NUMBER()``), read
+   from the covering index ``ix_device_metrics_board`` without touching the
+   wide rows; ineligible rows form a second, unranked branch. For ``top N``
+   an index scan with ``LIMIT`` instead of ranking every row.
+2. View filters (slice, family, ``--where``) apply *after* ranking, so a
+   row's rank does not depend on what else is shown; those on indexed columns
+   are evaluated before any join. When filters are set (and do not read
+   ``rank``), only the eligible rows ranked at or above the worst shown one
+   are ranked: a row's rank counts only rows whose objective is at least as
+   good, so that subset gives the same numbers as ranking all of them.
+3. Only the surviving rows are joined to their full metrics and candidate.
+
+Candidates that failed before any device ran have no metrics rows; a second
+branch lists them on the sweep's first device. The same statements run on
+SQLite (>= 3.30, for NULLS LAST) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger, Boolean, Connection, Float, Integer, String, and_, case, cast, column, exists,
+    func, literal, null, or_, select, union_all,
+)
+from sqlalchemy.sql import visitors
+
+from selection.ranking.eligibility import eligible_sql
+from selection.leaderboard.where import Kind, compile_where
+from selection.ranking.policies import RankingPolicy
+from selection.store import schema
+
+_C = schema.candidates
+_M = schema.device_metrics
+
+#: Filterable leaderboard columns and their kinds (what ``--where`` accepts).
+FILTER_KINDS: dict[str, Kind] = {
+    "rank": "number", "eligible": "bool", "candidate_id": "text", "sweep_id": "text",
+    "slice_id": "text", "family": "text", "device": "text", "status": "text",
+    "accuracy": "number", "latency_ms": "number", "size_bytes": "number",
+    "host_latency_p50_ms": "number", "host_latency_p99_ms": "number", "emulator": "text",
+    "seed": "number", "train_seconds": "number", "error": "text", "artifact_sha256": "text",
+    "created_at": "text", "has_fallback": "bool", "peak_activation_bytes": "number",
+    "memory_budget_bytes": "number", "device_eligible": "bool",
+    "device_ineligible_reason": "text",
+}
+#: Columns level 1 reads from the covering index (plus any metric a policy orders by).
+_INDEXED = ("candidate_id", "device", "accuracy", "latency_ms", "size_bytes", "has_fallback",
+            "device_eligible", "peak_activation_bytes", "memory_budget_bytes")
+_TYPES = {"accuracy": Float, "latency_ms": Float, "size_bytes": BigInteger,
+          "host_latency_p50_ms": Float, "host_latency_p99_ms": Float, "train_seconds": Float,
+          "has_fallback": Boolean, "peak_activation_bytes": BigInteger, "seed": BigInteger,
+          "memory_budget_bytes": BigInteger, "device_eligible": Boolean}
+
+
+def _metric_columns() -> dict[str, Any]:
+    """Level-1 columns: only ``device_metrics`` (index-covered for the default policy)."""
+    cols: dict[str, Any] = {name: _M.c[name] for name in _INDEXED}
+    ok = and_(_M.c.candidate_ok.is_not(False), _M.c.status == "ok")
+    cols["status"] = case((ok, "ok"), else_="failed")
+    return cols
+
+
+def _full(level1: Mapping[str, Any]) -> dict[str, Any]:
+    """Every leaderboard column: level-1 ones where they exist, else the joined tables."""
+    cols = {
+        "sweep_id": _M.c.sweep_id, "slice_id": _C.c.slice_id, "family": _C.c.family,
+        "params": _C.c.params, "host_latency_p50_ms": _M.c.host_latency_p50_ms,
+        "host_latency_p99_ms": _M.c.host_latency_p99_ms, "emulator": _M.c.emulator,
+        "seed": _C.c.seed, "train_seconds": _C.c.train_seconds,
+        "error": func.coalesce(_M.c.error, _C.c.error),
+        # The model a promotion to this device would ship (promotion.artifact_for).
+        "artifact_sha256": func.coalesce(_M.c.artifact_sha256, _C.c.onnx_sha256),
+        "created_at": _C.c.created_at, "device_ineligible_reason": _M.c.ineligible_reason,
+    }
+    cols.update({name: level1[name] for name in level1 if name in FILTER_KINDS})
+    return cols
+
+
+def _order(policy: RankingPolicy, cols: Mapping[str, Any]) -> list[Any]:
+    return [(cols[name].asc() if asc else cols[name].desc()).nulls_last() for name, asc in policy.order]
+
+
+def _policy_columns(policy: RankingPolicy) -> dict[str, Any]:
+    cols = _metric_columns()
+    for name, _ in policy.order:  # e.g. train_seconds lives on candidates
+        if name in _M.c and name not in cols:
+            cols[name] = _M.c[name]  # not in the covering index: slower, still right
+        elif name not in cols:
+            cols[name] = select(_C.c[name]).where(_C.c.candidate_id == _M.c.candidate_id).scalar_subquery()
+    return cols
+
+
+def check_where(where: Sequence[str]) -> None:
+    """Raise ConfigError for a bad ``--where`` before any sweep is read."""
+    cols = {**_full(_metric_columns()), "rank": literal(0), "eligible": literal(True)}
+    compile_where(list(where), {n: (cols[n], k) for n, k in FILTER_KINDS.items()})
+
+
+def _level1(sweep_id: str, device: str, policy: RankingPolicy, top: int | None,
+            ranks: Mapping[str, int] | None = None) -> Any:
+    """Level 1 for ``top N`` or for rows the caller has ranked (``ranks``)."""
+    cols = _policy_columns(policy)
+    if ranks is not None:  # rows already ranked by the caller (Pareto): no window needed
+        # By primary key (a candidate id belongs to one sweep): without the
+        # sweep test SQLite seeks each id instead of scanning the device's rows.
+        chosen = select(*(expr.label(name) for name, expr in cols.items())).where(
+            _M.c.candidate_id.in_(list(ranks)), _M.c.device == device)
+        rank = case(ranks, value=_M.c.candidate_id) if ranks else cast(null(), Integer)
+        return chosen.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
+    base = select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device)
+    best = base.where(eligible_sql(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
+    rank = func.row_number().over(order_by=_order(policy, best.c))
+    return select(best, literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
+
+
+def _ranked(sweep_id: str, device: str, policy: RankingPolicy, bound: Any = None) -> Any:
+    """Eligible rows with their rank; with ``bound``, only those whose objective is at least that good.
+
+    Ranks are per device, so the window needs no partition, and it sorts
+    only the (narrow) eligible rows. Every row ranked before a row whose
+    objective reaches ``bound`` also reaches it: within the subset, ranks
+    are the same as over all eligible rows.
+    """
+    cols = _policy_columns(policy)
+    query = select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
+    if bound is not None:
+        objective, ascending = policy.order[0]
+        query = query.where(cols[objective] <= bound if ascending else cols[objective] >= bound)
+    rank = func.row_number().over(order_by=_order(policy, cols))
+    return query.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
+
+
+def _unranked(sweep_id: str, device: str, policy: RankingPolicy, eligible: bool) -> Any:
+    """The eligible or the ineligible rows of one device, without rank (no window: filters push down)."""
+    cols = _policy_columns(policy)
+    ok = case((eligible_sql(policy, cols), True), else_=False)
+    return select(*(expr.label(name) for name, expr in cols.items())).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device, ok.is_(eligible),
+    ).add_columns(literal(eligible).label("eligible"), cast(null(), Integer).label("rank")
+                  ).subquery("unranked")
+
+
+def _bound(sweep_id: str, device: str, policy: RankingPolicy, filters: dict[str, Any],
+           where: Sequence[str]) -> Any:
+    """SQL scalar: the worst objective among the eligible rows the filters keep (NULL if none)."""
+    shown = _main_branch(_unranked(sweep_id, device, policy, True), filters, where).subquery("shown")
+    objective, ascending = policy.order[0]
+    worst = func.max if ascending else func.min
+    return select(worst(shown.c[objective])).scalar_subquery()
+
+
+def _reads_rank(where: Sequence[str]) -> bool:
+    """Whether a ``--where`` expression names ``rank`` (then every eligible row is ranked)."""
+    probe = column("rank", Integer)
+    cols = {**_full(_metric_columns()), "rank": probe, "eligible": literal(True)}
+    condition = compile_where(list(where), {n: (cols[n], k) for n, k in FILTER_KINDS.items()})
+    return condition is not None and any(el is probe for el in visitors.iterate(condition))
+
+
+def _main_branch(ranked: Any, filters: dict[str, Any], where: Sequence[str]) -> Any:
+    level1 = {name: ranked.c[name] for name in ranked.c.keys()}
+    cols = _full(level1)
+    query = select(*(cols[name].label(name) for name in (*FILTER_KINDS, "params"))).select_from(
+        ranked.join(_M, and_(_M.c.candidate_id == ranked.c.candidate_id, _M.c.device == ranked.c.device))
+        .join(_C, _C.c.candidate_id == ranked.c.candidate_id))
+    return _filtered(query, cols, filters, where)
+
+
+def _early_branch(sweep_id: str, first_device: str, filters: dict[str, Any], where: Sequence[str]) -> Any:
+    own = {"candidate_id": _C.c.candidate_id, "sweep_id": _C.c.sweep_id, "slice_id": _C.c.slice_id,
+           "family": _C.c.family, "params": _C.c.params, "device": literal(first_device),
+           "status": literal("failed"), "seed": _C.c.seed, "train_seconds": _C.c.train_seconds,
+           "error": _C.c.error, "artifact_sha256": _C.c.onnx_sha256, "created_at": _C.c.created_at,
+           "eligible": literal(False), "rank": cast(null(), Integer)}
+    cols = {name: own.get(name, cast(null(), _TYPES.get(name, String)))
+            for name in (*FILTER_KINDS, "params")}
+    # A candidate with no device result failed before any device ran (the
+    # producer marks it failed), so only failed ones are looked at: indexed.
+    query = select(*(expr.label(name) for name, expr in cols.items())).where(
+        _C.c.sweep_id == sweep_id, _C.c.status == "failed",
+        ~exists().where(_M.c.candidate_id == _C.c.candidate_id))
+    return _filtered(query, cols, filters, where)
+
+
+def _filtered(query: Any, cols: Mapping[str, Any], filters: dict[str, Any], where: Sequence[str]) -> Any:
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(cols[name] == value)
+    condition = compile_where(list(where), {n: (cols[n], k) for n, k in FILTER_KINDS.items()})
+    return query if condition is None else query.where(condition)
+
+
+def devices_of(conn: Connection, sweep_id: str) -> list[str]:
+    """The devices the sweep's candidates ran on, by name.
+
+    A loose index scan (one seek per device) instead of DISTINCT, which
+    would read every index entry of a 100,000-candidate sweep.
+    """
+    found: list[str] = []
+    while True:
+        query = select(func.min(_M.c.device)).where(_M.c.sweep_id == sweep_id)
+        if found:
+            query = query.where(_M.c.device > found[-1])
+        name = conn.execute(query).scalar()
+        if name is None:
+            return found
+        found.append(name)
+
+
+def query_sweep(
+    conn: Connection, sweep_id: str, *, policy: RankingPolicy, first_device: str,
+    devices: Sequence[str], filters: Mapping[str, Any], where: Sequence[str] = (),
+    top: int | None = None, only_ids: Mapping[str, Mapping[str, int]] | None = None,
+    include_early: bool = True,
+) -> list[Mapping[str, Any]]:
+    """The leaderboard rows of one sweep on ``devices``, as mappings, by device then rank.
+
+    ``include_early`` lists candidates without any device result (on
+    ``first_device``); they are never in a ``top`` or Pareto selection.
+    ``only_ids`` (device -> {candidate_id: rank}) restricts each device to
+    rows the caller has already ranked (the Pareto front).
+    """
+    include_early = include_early and top is None and only_ids is None
+    rows: list[Mapping[str, Any]] = []
+    for device in devices:
+        fixed = dict(filters)
+        if only_ids is not None or top is not None:
+            ranks = None if only_ids is None else only_ids.get(device, {})
+            branches = [_main_branch(_level1(sweep_id, device, policy, top, ranks), fixed, where)]
+        else:
+            bound = None
+            if (where or any(v is not None for v in fixed.values())) and not _reads_rank(where):
+                bound = _bound(sweep_id, device, policy, fixed, where)
+            branches = [_main_branch(_ranked(sweep_id, device, policy, bound), fixed, where),
+                        _main_branch(_unranked(sweep_id, device, policy, False), fixed, where)]
+        if device == first_device and include_early:
+            branches.append(_early_branch(sweep_id, first_device, fixed, where))
+        query = branches[0] if len(branches) == 1 else union_all(*branches)
+        sub = query.subquery("board")
+        if top is not None:
+            sub_query = select(sub).where(sub.c.rank <= top)
+        else:
+            sub_query = select(sub)
+        rows.extend(conn.execute(
+            sub_query.order_by(sub.c.rank.asc().nulls_last(), sub.c.candidate_id)).mappings().all())
+    if first_device not in devices and include_early:
+        early = _early_branch(sweep_id, first_device, dict(filters), where).subquery("early")
+        rows.extend(conn.execute(select(early).order_by(early.c.candidate_id)).mappings().all())
+    return rows
+
+
+def metric_points(
+    conn: Connection, sweep_id: str, device: str, policy: RankingPolicy, *,
+    complete: bool = False, top: int | None = None,
+    beaten_by: Sequence[tuple[float, float, float]] = (),
+    objective_in: Sequence[float] | None = None,
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Ids and metric columns (accuracy, latency_ms, size_bytes and the policy's
+    order; float64, NaN for NULL) of the eligible rows of one device: enough to
+    rank and to find the front.
+
+    ``complete`` keeps rows with all three front metrics; ``top`` the best
+    ``top`` of those by accuracy (an index scan); ``beaten_by`` drops rows one
+    of these (accuracy, latency_ms, size_bytes) points dominates (implies
+    ``complete``; put the points that dominate most rows first, they are
+    tested in order); ``objective_in`` keeps rows whose objective is one of these.
+    """
+    cols = _policy_columns(policy)
+    names = list(dict.fromkeys(["accuracy", "latency_ms", "size_bytes",
+                                *(n for n, _ in policy.order if n != "candidate_id")]))
+    query = select(_M.c.candidate_id, *(cols[n] for n in names)).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device)
+    acc, lat, size = cols["accuracy"], cols["latency_ms"], cols["size_bytes"]
+    if complete or top is not None or beaten_by:
+        query = query.where(acc.is_not(None), lat.is_not(None), size.is_not(None))
+    # Before eligibility: SQLite tests terms in this order, and most rows fail here.
+    for a, l, s in beaten_by:  # not dominated by (a, l, s): better somewhere, or equal
+        query = query.where(or_(acc > a, lat < l, size < s, and_(acc == a, lat == l, size == s)))
+    query = query.where(eligible_sql(policy, cols))
+    if objective_in is not None:
+        query = query.where(cols[policy.order[0][0]].in_(list(objective_in)))
+    if top is not None:
+        query = query.order_by(acc.desc()).limit(top)
+    result = conn.execute(query)
+    try:
+        # The driver's plain tuples: at 100,000 rows SQLAlchemy's Row objects
+        # cost as much as the query, and these columns need no type processing.
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    ids = list(map(itemgetter(0), rows))
+    return ids, {name: _floats(rows, i + 1) for i, name in enumerate(names)}
+
+
+def better_counts(
+    conn: Connection, sweep_id: str, device: str, policy: RankingPolicy, values: Sequence[float]
+) -> list[int]:
+    """For each objective value (``values`` best first), how many eligible rows
+    of the device have a strictly better objective.
+
+    Each count adds the rows between two consecutive values, so the rows are
+    read once in all; when the objective leads the board index (accuracy)
+    every piece is an index range.
+    """
+    cols = _policy_columns(policy)
+    objective, ascending = policy.order[0]
+    obj = cols[objective]
+    base = select(func.count()).select_from(_M).where(
+        _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
+    counts: list[int] = []
+    total, previous = 0, None
+    for start in range(0, len(values), 100):  # statements of bounded size
+        parts = []
+        for value in values[start:start + 100]:
+            piece = base.where(obj < value if ascending else obj > value)
+            if previous is not None:
+                piece = piece.where(obj >= previous if ascending else obj <= previous)
+            parts.append(piece.scalar_subquery())
+            previous = value
+        for count in conn.execute(select(*parts)).one():
+            total += int(count)
+            counts.append(total)
+    return counts
+
+
+def _floats(rows: Sequence[Any], i: int) -> np.ndarray:
+    """Column ``i`` of ``rows`` as float64, NULL as NaN."""
+    try:
+        return np.fromiter(map(itemgetter(i), rows), dtype="float64", count=len(rows))
+    except TypeError:  # a NULL: the slower path that reads None as NaN
+        return np.array([row[i] for row in rows], dtype="float64")

@@ -1,8 +1,0 @@
-"""Names of the exported graph's input and output: the contract with the edge app.
-
-Kept apart from :mod:`shadow.export` so code that only runs models (devices,
-the CLI) need not import torch.
-"""
-
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"

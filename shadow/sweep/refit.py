@@ -1,0 +1,251 @@
+"""Refit: retrain a chosen candidate's recipe on its slice plus the holdout, before shipping.
+
+A sweep never trains on its holdout (the most recent rows): that is what makes
+every candidate's score there honest and the champion/challenger test paired.
+Once the gate has chosen a candidate, though, withholding those rows from the
+model that ships throws away the newest data, which under drift is the most
+valuable. A *refit* trains the same family, hyper-parameters and seed on the
+candidate's slice plus the holdout rows of the slice's population (all of them,
+or for a ``segment`` slice the holdout rows of that segment), on all of those
+rows (no validation split), then exports, verifies and runs it on the same
+devices, exactly like the candidate itself (:func:`shadow.sweep.task.run_candidate`).
+
+Its holdout scores are in-sample, so a refit is never ranked (its
+``device_metrics`` rows belong to no sweep's leaderboard) and is promoted only
+on its parent's gate decision (``selection.gate.decision.promote_through_gate(...,
+refit=...)``). Before it may ship it must pass two checks, or RefitError says why
+and nothing is promoted:
+
+* it ran ok on every device its parent ran ok on, and stays eligible there
+  (no new CPU fallback, within the memory budget);
+* on the holdout rows it was trained on it scores no more than ``max_drop``
+  below its parent's out-of-sample accuracy (a refit that cannot even fit the
+  rows it saw has gone wrong: a diverged run, a bad seed). The default, 0.05,
+  is over twice the standard error of an accuracy on 365 rows: a drift replay
+  with 0.02 refused a sound refit that merely landed 0.025 lower by chance.
+
+The refit's id is deterministic (parent and rows), so asking twice returns the
+stored one. Training runs in this process: it is one model, and the driver
+(the CLI's ``shadow promote --refit``) holds no Ray workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selection.errors import NotFoundError, StoreError
+from selection.records import CandidateRecord, DeviceResult
+from selection.store import Store
+from shadow.data.slicing.base import rows_sha256
+from shadow.errors import RefitError
+from shadow.sweep.config import config_from_dict
+from shadow.sweep.plan import CandidateSpec
+from shadow.sweep.prepare import PreparedSweep, prepare_sweep, sweep_data
+from shadow.sweep.task import CandidateOutcome, SweepData, run_candidate
+
+#: Default for ``max_drop``: the most a refit may score below its parent on rows it trained on.
+DEFAULT_MAX_DROP = 0.05
+#: Suffix of a refit's slice id (its rows are the parent slice's plus holdout rows).
+SLICE_SUFFIX = "+holdout"
+
+
+def refit_id(parent_id: str, rows_sha: str) -> str:
+    """Deterministic id of the refit of ``parent_id`` on the rows hashed by ``rows_sha``."""
+    key = json.dumps(["refit", parent_id, rows_sha], separators=(",", ":"))
+    return "c-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def refit_rows(prepared: PreparedSweep, slice_id: str) -> tuple[np.ndarray, int]:
+    """The parent slice's rows plus the holdout rows of its population; and how many were added."""
+    piece = next((s for s in prepared.slices if s.slice_id == slice_id), None)
+    if piece is None:
+        known = ", ".join(s.slice_id for s in prepared.slices)
+        raise RefitError(
+            f"slice {slice_id!r} is not one the sweep's config cuts from its dataset today "
+            f"(it cuts: {known}); the data or config changed since the sweep; refit needs the "
+            "sweep's own data, so run a new sweep instead"
+        )
+    holdout = prepared.holdout.rows
+    if piece.strategy == "segment":  # only the holdout rows of the slice's own segment
+        values = prepared.dataset.segments[piece.params["column"]][holdout]
+        holdout = holdout[values == piece.params["value"]]
+    rows = np.union1d(piece.rows, holdout).astype(np.int64)
+    return rows, int(len(rows) - len(np.unique(piece.rows)))
+
+
+def _prepare(store: Store, parent: CandidateRecord, config_path: Path | None) -> PreparedSweep:
+    """The parent's sweep planned again from its stored config; its data must be unchanged."""
+    sweep = store.get_sweep(parent.sweep_id)
+    raw = json.loads(json.dumps(sweep.config))
+    manifest = parent.lineage.get("dataset_manifest")
+    if config_path is None and isinstance(manifest, str) and Path(manifest).is_file():
+        raw["sweep"]["dataset"] = manifest  # where it was found at sweep time, as an absolute path
+    try:
+        prepared = prepare_sweep(config_from_dict(raw, config_path), sweep_id=sweep.sweep_id)
+    except NotFoundError as exc:
+        raise RefitError(
+            f"the dataset of sweep {sweep.sweep_id!r} cannot be loaded from here ({exc}); a "
+            "refit retrains on the sweep's own rows, so run it where the sweep's dataset is"
+        ) from None
+    if prepared.dataset.fingerprint != sweep.dataset_fingerprint:
+        raise RefitError(
+            f"the dataset of sweep {sweep.sweep_id!r} changed since the sweep (fingerprint "
+            f"{prepared.dataset.fingerprint[:12]} now, {sweep.dataset_fingerprint[:12]} then); "
+            "a refit must train on the rows the gate judged; run a new sweep on the new data"
+        )
+    return prepared
+
+
+def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float) -> dict[str, Any]:
+    """Per device: parent's accuracy, the refit's in-sample one; RefitError if a check fails."""
+    checks: dict[str, Any] = {}
+    for before in parent.devices:
+        if before.status != "ok":
+            continue
+        after = refit.device(before.device)
+        if after is None or after.status != "ok":
+            error = after.error if after is not None else "not run"
+            raise RefitError(f"the refit of {parent.candidate_id} failed on device "
+                             f"{before.device!r} ({error}); nothing was promoted")
+        if after.extra.get("has_fallback") is True and before.extra.get("has_fallback") is not True:
+            raise RefitError(
+                f"the refit of {parent.candidate_id} falls back to the CPU on {before.device!r} "
+                "though its parent does not; nothing was promoted; promote the parent without --refit"
+            )
+        if after.extra.get("eligible") is False and before.extra.get("eligible") is not False:
+            raise RefitError(
+                f"the refit of {parent.candidate_id} is not eligible on {before.device!r} "
+                f"({after.extra.get('ineligible_reason') or 'no reason given'}) though its parent "
+                "is; nothing was promoted; promote the parent without --refit"
+            )
+        if before.accuracy is not None and after.accuracy is not None:
+            drop = before.accuracy - after.accuracy
+            if drop > max_drop:
+                raise RefitError(
+                    f"the refit of {parent.candidate_id} scores {after.accuracy:.4f} on device "
+                    f"{before.device!r} on holdout rows it trained on, {drop:.4f} below its "
+                    f"parent's {before.accuracy:.4f} on rows it never saw (allowed: {max_drop:g}); "
+                    "the refit did not train properly; nothing was promoted; promote the parent "
+                    "without --refit"
+                )
+            checks[before.device] = {"parent_accuracy": before.accuracy,
+                                     "in_sample_accuracy": after.accuracy}
+    return checks
+
+
+def _unranked(result: DeviceResult, parent_id: str) -> DeviceResult:
+    """The refit's device result, labelled: its holdout accuracy is in-sample."""
+    return replace(result, extra={**result.extra, "accuracy_in_sample": True, "refit_of": parent_id})
+
+
+@dataclass(frozen=True)
+class RefitPlan:
+    """A refit ready to train: the task (:func:`run_candidate` on ``spec`` and ``data``) and its parent.
+
+    ``stored`` is the refit already in the store, if this parent was refit on
+    these rows before (then there is nothing to train).
+    """
+
+    parent: CandidateRecord
+    spec: CandidateSpec
+    data: SweepData
+    rows: int
+    holdout_rows_added: int
+    stored: CandidateRecord | None = None
+
+
+def plan_refit(
+    store: Store, candidate_id: str, *, config_path: Path | None = None,
+    prepared: PreparedSweep | None = None,
+) -> RefitPlan:
+    """Everything a refit needs, checked, with no side effect; RefitError/NotFoundError if it cannot be made.
+
+    ``config_path`` resolves a sweep whose dataset was named by a relative path.
+    ``prepared``, the candidate's sweep as planned in this process (a driver that
+    refits several of its candidates), saves loading its dataset again.
+    """
+    parent = store.get_candidate(candidate_id)
+    if parent.refit_of:
+        raise RefitError(f"candidate {candidate_id!r} is already a refit (of {parent.refit_of}); "
+                         f"promote it as it is, or refit {parent.refit_of}")
+    if parent.status != "ok":
+        raise RefitError(f"only a candidate that ran ok can be refit; {candidate_id!r} has "
+                         f"status {parent.status!r} ({parent.error or 'no error recorded'})")
+    if prepared is None:
+        prepared = _prepare(store, parent, config_path)
+    elif prepared.sweep_id != parent.sweep_id:
+        raise RefitError(f"candidate {candidate_id!r} belongs to sweep {parent.sweep_id!r}, not to "
+                         f"the prepared sweep {prepared.sweep_id!r} passed with it")
+    rows, added = refit_rows(prepared, parent.slice_id)
+    new_id = refit_id(candidate_id, rows_sha256(rows))
+    slice_id = parent.slice_id + SLICE_SUFFIX
+    data = replace(sweep_data(prepared), slice_rows={slice_id: rows},
+                   devices=tuple(d.device for d in parent.devices if d.status == "ok"))
+    spec = CandidateSpec(new_id, slice_id, parent.family, dict(parent.params), parent.seed)
+    try:
+        stored: CandidateRecord | None = store.get_candidate(new_id)
+    except NotFoundError:
+        stored = None
+    return RefitPlan(parent, spec, data, int(len(rows)), added, stored)
+
+
+def finish_refit(
+    store: Store, plan: RefitPlan, outcome: CandidateOutcome, *, max_drop: float = DEFAULT_MAX_DROP,
+) -> CandidateRecord:
+    """Check the trained refit against its parent, label it and store it (only the driver writes)."""
+    if plan.stored is not None:
+        return plan.stored
+    parent, record = plan.parent, outcome.record
+    if record.status != "ok":
+        raise RefitError(f"the refit of {parent.candidate_id} failed: {record.error}; "
+                         "nothing was promoted")
+    holdout = store.get_sweep(parent.sweep_id).holdout
+    refit: dict[str, Any] = {
+        "of": parent.candidate_id, "slice_id": parent.slice_id, "rows": plan.rows,
+        "holdout_rows_added": plan.holdout_rows_added, "holdout": [holdout.start, holdout.stop],
+        "holdout_data_sha256": holdout.data_sha256, "max_drop": max_drop,
+        "checks": _check(parent, record, max_drop),
+    }
+    if parent.lineage.get("trial") is not None:
+        refit["trial"] = parent.lineage["trial"]
+    record = replace(record, lineage={**record.lineage, "refit": refit},
+                     devices=tuple(_unranked(d, parent.candidate_id) for d in record.devices))
+    try:
+        store.add_candidate(record, outcome.artifacts)
+    except StoreError as exc:  # e.g. a concurrent refit stored the same id first
+        try:
+            return store.get_candidate(record.candidate_id)
+        except NotFoundError:
+            raise RefitError(f"the refit of {parent.candidate_id} could not be stored: {exc}") from None
+    return record
+
+
+def refit_candidate(
+    store: Store, candidate_id: str, *, max_drop: float = DEFAULT_MAX_DROP,
+    config_path: Path | None = None, on_train: Callable[[RefitPlan], None] | None = None,
+) -> CandidateRecord:
+    """Refit ``candidate_id`` on its slice plus the holdout, in this process; store and return it.
+
+    Returns the stored refit if this candidate was refit on the same rows
+    before. Raises NotFoundError for an unknown candidate and RefitError when
+    the refit cannot be made or fails a check (nothing is stored then).
+    ``on_train`` is called once everything is checked, just before training
+    starts (the CLI says so there: a refit that cannot be made prints one line).
+    """
+    plan = plan_refit(store, candidate_id, config_path=config_path)
+    if plan.stored is not None:
+        return plan.stored
+    if on_train is not None:
+        on_train(plan)
+    return finish_refit(store, plan, run_candidate(plan.spec, plan.data), max_drop=max_drop)
+
+
+__all__ = ["DEFAULT_MAX_DROP", "RefitPlan", "finish_refit", "plan_refit", "refit_candidate", "refit_id",
+           "refit_rows"]
