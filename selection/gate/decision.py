@@ -42,6 +42,7 @@ from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, Pro
 from selection.gate.stats import ALTERNATIVES
 from selection.store import Store
 from selection.store.rows import extra_columns
+from selection.validation import check_known_keys
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,7 @@ def gate_from_config(table: Mapping[str, Any], where: str) -> GatePolicy:
     """A GatePolicy from a ``[gate]`` TOML table; unknown keys are errors."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table of gate settings; got {table!r}")
-    unknown = sorted(set(table) - set(_GATE_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                          f"known keys: {', '.join(_GATE_KEYS)}")
+    check_known_keys(table, _GATE_KEYS, where)
     values = dict(table)
     if "guards" in values and isinstance(values["guards"], Mapping):
         values["guards"] = dict(values["guards"])

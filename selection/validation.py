@@ -3,19 +3,27 @@
 In the spirit of scikit-learn's parameter validation: every setting is declared
 once with its type, range or choices and a default, and a bad value produces a
 message that names where it came from, the rule, the value and the fix. Unknown
-keys are errors that list the known ones (a typo must never be silently ignored).
+keys are errors that list the known ones (a typo must never be silently ignored);
+:func:`check_known_keys` is the one place that check and its wording live.
+
+Numbers: a float setting never accepts nan or +-inf (TOML can spell both), an
+int setting never accepts a bool (``True`` is an ``int`` in Python) and a value
+outside the declared range fails whatever its size.
+
+This module lives in ``selection`` so that both packages can use it
+(``selection`` must not import ``shadow``).
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shadow.errors import ConfigError
+from selection.errors import ConfigError
 
 _REQUIRED = object()
 
@@ -36,6 +44,7 @@ class Param:
 
     @property
     def required(self) -> bool:
+        """Whether the setting has no default (leaving it out is an error)."""
         return self.default is _REQUIRED
 
     def rule(self) -> str:
@@ -56,8 +65,10 @@ class Param:
         """Return ``value`` converted to the declared kind, or raise ConfigError."""
         converted = _convert(value, self.kind)
         if converted is None or not self._in_range(converted):
+            # nan and inf satisfy no range yet read as numbers: say so, the rule alone would puzzle.
+            finite = " (finite: not nan or inf)" if _non_finite(converted) else ""
             raise ConfigError(
-                f"{where}: '{self.name}' must be {self.rule()}; got {value!r}. "
+                f"{where}: '{self.name}' must be {self.rule()}{finite}; got {value!r}. "
                 "Fix the value (see `--help` or the example configs in datasets/)."
             )
         return converted
@@ -65,13 +76,17 @@ class Param:
     def _in_range(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
-        if isinstance(value, float) and not math.isfinite(value):
+        if _non_finite(value):
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
             return False
         return True
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _num(x: float) -> str:
@@ -83,20 +98,28 @@ def _convert(value: Any, kind: type) -> Any:
     if isinstance(value, bool) and kind is not bool:
         return None
     if kind is float and isinstance(value, int):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past float's range is no usable float
+            return None
     if kind is list:
         return list(value) if isinstance(value, list) else None
     return value if isinstance(value, kind) else None
 
 
-def check_known_keys(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
-    """Raise ConfigError naming every unknown key and listing the known ones."""
-    unknown = sorted(set(table) - set(known))
+def check_known_keys(table: Iterable[str], known: Sequence[str], where: str) -> None:
+    """Raise ConfigError naming every unknown key of ``table`` and listing the known ones.
+
+    The one wording of this check in the project::
+
+        <where>: unknown key 'rowz'; known keys: rows, fraction. Fix the spelling or remove it.
+    """
+    unknown = sorted(set(table) - set(known), key=str)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(repr(k) for k in unknown)}; known keys are "
-            f"{', '.join(repr(k) for k in known)}. Fix the spelling or remove it."
+            f"{', '.join(repr(k) for k in unknown)}; known keys: "
+            f"{', '.join(known) or 'none'}. Fix the spelling or remove it."
         )
 
 
