@@ -1,9 +1,17 @@
-"""Turning a prediction request's rows into the model's input array.
+"""Turning a prediction request's body into the model's input array.
 
 Two spellings are accepted (``POST /predict`` documents them)::
 
     {"rows": [[0.1, 2.0, ...], ...]}                      # positional, model column order
     {"rows": [{"temp": 0.1, "humidity": 2.0, ...}, ...]}  # keyed by feature name
+
+The body is checked before and while it is parsed, so that no input can cost
+more than its size or crash the parser: UTF-8 only, nesting at most
+:data:`MAX_JSON_DEPTH` deep (the C parser otherwise raises RecursionError),
+integers of at most :data:`MAX_INT_DIGITS` digits (Python's own default
+limit, enforced here even where a host process lifted it), every value a
+finite number the model's input type can hold (beyond float32's range a
+value becomes inf and the probabilities NaN).
 
 Every problem is a BadInputError whose message names the rule, the offending
 row and the fix, because the caller is usually a person debugging a client.
@@ -11,7 +19,8 @@ row and the fix, because the caller is usually a person debugging a client.
 
 from __future__ import annotations
 
-import math
+import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +30,68 @@ from selection.runtime.errors import BadInputError
 
 #: Rows per request; bigger batches belong in an offline job, not a serving endpoint.
 MAX_ROWS = 10_000
+#: Deepest nesting of arrays/objects in a body; a valid one needs 3 ({"rows": [[...]]}).
+MAX_JSON_DEPTH = 32
+#: Longest integer literal; CPython's default ``sys.get_int_max_str_digits()``.
+MAX_INT_DIGITS = 4300
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
+_EXAMPLE = '{"rows": [[1.0, 2.0]]}'
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a request ``body`` (BadInputError if it is not acceptable JSON)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(
+            f"the body must be JSON (UTF-8) such as {_EXAMPLE}; byte {exc.start} "
+            f"is not UTF-8 ({exc.reason}); send the body UTF-8 encoded"
+        ) from None
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise BadInputError(
+            f"the body may nest arrays and objects at most {MAX_JSON_DEPTH} deep; it nests "
+            f"{depth} deep; send rows as a list of lists of numbers, such as {_EXAMPLE}"
+        )
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except RecursionError:  # only if a host lowered the recursion limit below the depth cap
+        raise BadInputError(
+            f"the body nests too deep to parse; send rows as a list of lists, such as {_EXAMPLE}"
+        ) from None
+    except ValueError as exc:
+        raise BadInputError(
+            f"the body must be JSON such as {_EXAMPLE}; it does not parse ({exc})"
+        ) from None
+
+
+def json_depth(body: bytes) -> int:
+    """How deep arrays/objects nest in ``body`` (brackets inside strings do not count).
+
+    Linear and in C (regex, translate, numpy), so a 16 MB body of brackets
+    costs milliseconds; bodies with few brackets skip the scan entirely.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return body.count(b"[") + body.count(b"{")  # an upper bound that is already small
+    unquoted = _STRING.sub(b"", _ESCAPE.sub(b"", body))
+    brackets = unquoted.translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    steps = _STEP[np.frombuffer(brackets, dtype=np.uint8)]
+    return max(int(np.cumsum(steps, dtype=np.int32).max()), 0)
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"integers may have at most {MAX_INT_DIGITS} digits; one has {digits}")
+    return int(text)
 
 
 def parse_rows(
@@ -34,6 +105,7 @@ def parse_rows(
     """The ``(n_rows, n_features)`` array a request's JSON ``payload`` describes."""
     if not isinstance(payload, dict) or "rows" not in payload:
         got = type(payload).__name__ if not isinstance(payload, dict) else f"keys {sorted(payload)}"
+        got = got if len(got) <= 80 else got[:77] + "..."
         raise BadInputError(
             f'the request body must be a JSON object with a "rows" list; got {got}; '
             'send {"rows": [[' + ", ".join(["x"] * min(n_features, 3)) + ", ...]]}"
@@ -49,13 +121,25 @@ def parse_rows(
             f'"rows" may hold at most {max_rows} rows per request; got {len(rows)}; '
             "split the batch into several requests"
         )
-    out = np.empty((len(rows), n_features), dtype=dtype)
+    # Parsed in float64 first: a value too big for the model's type must be an
+    # error here, not an inf (and NaN probabilities) after the cast.
+    wide = np.empty((len(rows), n_features), dtype=np.float64)
     for i, row in enumerate(rows):
-        out[i] = _row_values(row, i, n_features, features)
-    return out
+        values = _row_values(row, i, n_features, features)
+        try:
+            wide[i] = values
+        except OverflowError:  # an int beyond float64 (JSON allows 4300 digits)
+            j = next(j for j, v in enumerate(values) if not _fits_float(v))
+            raise _out_of_range(i, j, values[j], features, dtype) from None
+    limit = float(np.finfo(dtype).max)
+    bad = ~(np.abs(wide) <= limit)  # also true for NaN and inf
+    if bad.any():
+        i, j = (int(k) for k in np.argwhere(bad)[0])
+        raise _out_of_range(i, j, float(wide[i, j]), features, dtype)
+    return wide.astype(dtype, copy=False)
 
 
-def _row_values(row: Any, i: int, n_features: int, features: Sequence[str] | None) -> list[float]:
+def _row_values(row: Any, i: int, n_features: int, features: Sequence[str] | None) -> list[Any]:
     if isinstance(row, dict):
         if not features:
             raise BadInputError(
@@ -67,7 +151,7 @@ def _row_values(row: Any, i: int, n_features: int, features: Sequence[str] | Non
         if unknown or missing:
             raise BadInputError(
                 f"row {i} must have exactly the model's features {list(features)}; "
-                f"missing {missing}, unknown {unknown}; fix the keys of that row"
+                f"missing {_short(missing)}, unknown {_short(unknown)}; fix the keys of that row"
             )
         values = [row[name] for name in features]
     elif isinstance(row, list):
@@ -85,15 +169,42 @@ def _row_values(row: Any, i: int, n_features: int, features: Sequence[str] | Non
         )
     for j, value in enumerate(values):
         # bool is an int in Python, but true/false is almost surely a client bug.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            name = features[j] if features else f"column {j}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BadInputError(
-                f"every value must be a finite number; row {i}, {name} is {_short(value)}; "
-                "encode missing values the way the model was trained (e.g. 0 after scaling)"
+                f"every value must be a finite number; row {i}, {_column(j, features)} is "
+                f"{_short(value)}; encode missing values the way the model was trained "
+                "(e.g. 0 after scaling)"
             )
-    return values  # type: ignore[return-value]
+    return values
+
+
+def _fits_float(value: float) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _out_of_range(i: int, j: int, value: Any, features: Sequence[str] | None,
+                  dtype: type[np.floating[Any]]) -> BadInputError:
+    limit = float(np.finfo(dtype).max)
+    return BadInputError(
+        f"every value must be a finite number; row {i}, {_column(j, features)} is "
+        f"{_short(value)}; values must also fit the model's {np.dtype(dtype).name} input "
+        f"(|x| <= {limit:.7g}); send finite values on the scale the model was trained on"
+    )
+
+
+def _column(j: int, features: Sequence[str] | None) -> str:
+    return features[j] if features else f"column {j}"
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, (list, dict)) and len(value) > 8:
+        value = value[:8] if isinstance(value, list) else dict(list(value.items())[:8])
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a huge int refuses str(); deep nesting refuses repr
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."

@@ -88,7 +88,7 @@ def test_keep_alive_connection_sees_the_swap(server: ModelServer, store: Store) 
         ("GET", "/predict", None, {}, 405, "POST /predict takes a JSON body"),
         ("POST", "/healthz", b"{}", {}, 405, "answers GET only"),
         ("GET", "/nope", None, {}, 404, "no endpoint '/nope'"),
-        ("DELETE", "/predict", None, {}, 501, "method 'DELETE' is not supported"),
+        ("DELETE", "/predict", None, {}, 405, "method 'DELETE' is not supported"),
         ("POST", "/predict", b"", {"Content-Length": str(MAX_BODY_BYTES + 1)}, 413, "at most"),
         ("POST", "/predict", b"", {"Content-Length": "abc"}, 400, "Content-Length must be"),
     ],
