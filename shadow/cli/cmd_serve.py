@@ -11,7 +11,7 @@ from selection.home import Home
 from selection.channels.promotion import check_channel
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
-from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, make_server
+from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import note
 
@@ -25,6 +25,8 @@ endpoints (JSON in, JSON out):
   GET  /model     the model answering now (features, classes, version), swap counters, events
   GET  /healthz   200 {"status": "ok", ...} while a model is loaded
   bad requests get a 4xx JSON {"error": "...", "status": N}; at most 10,000 rows per request.
+  A connection idle for --idle-timeout is closed; a request must arrive whole within
+  --request-timeout of its first byte (else 408); past --max-connections, a 503.
 
 examples:
   shadow serve                                  # production on http://127.0.0.1:8000
@@ -61,6 +63,16 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="ONNX Runtime threads per inference (default: 1; requests already "
                    "run in parallel)")
+    defaults = ServerLimits()
+    p.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout_s, metavar="S",
+                   help="close a keep-alive connection idle this many seconds "
+                   f"(default: {defaults.idle_timeout_s:g})")
+    p.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s,
+                   metavar="S", help="a request (headers and body) must arrive within this "
+                   f"many seconds of its first byte (default: {defaults.request_timeout_s:g})")
+    p.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
+                   help="connections served at once, one thread each; more get a 503 "
+                   f"(default: {defaults.max_connections})")
     p.add_argument("--access-log", action="store_true", help="log protocol errors to stderr")
     add_store_options(p)
     p.set_defaults(handler=run_serve)
@@ -76,6 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--poll-ms must be in 0.5..60000; got {args.poll_ms:g}; e.g. 5")
     if args.threads < 1:
         raise ConfigError(f"--threads must be at least 1; got {args.threads}")
+    limits = _limits(args)
     home = Home.resolve(args.home)
     _warn_if_files_lag(args)
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
@@ -83,7 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
     model = runtime.start()
     try:
         server = make_server(runtime, args.host, args.port,
-                             log=note if args.access_log else None)
+                             log=note if args.access_log else None, limits=limits,
+                             error_log=note)
     except OSError as exc:
         runtime.stop()
         raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
@@ -105,6 +119,21 @@ def run_serve(args: argparse.Namespace) -> int:
         runtime.stop()
     note("stopped")
     return 0
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    """The server's limits from the flags, each checked with the flag's name in the message."""
+    from selection.errors import ConfigError
+
+    for flag, value in (("--idle-timeout", args.idle_timeout),
+                        ("--request-timeout", args.request_timeout)):
+        if not 0.01 <= value <= 3600:
+            raise ConfigError(f"{flag} must be in 0.01..3600 seconds; got {value:g}; e.g. 5")
+    if not 1 <= args.max_connections <= 100_000:
+        raise ConfigError(f"--max-connections must be in 1..100000; got {args.max_connections}; "
+                          "e.g. 1024")
+    return ServerLimits(idle_timeout_s=args.idle_timeout, request_timeout_s=args.request_timeout,
+                        max_connections=args.max_connections)
 
 
 def _warn_if_files_lag(args: argparse.Namespace) -> None:
