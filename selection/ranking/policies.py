@@ -8,7 +8,7 @@ objective, then the tie-breakers, then ``candidate_id`` (so ranks are
 Candidates of different sweeps are never ranked together: they were scored on
 different holdouts.
 
-Policies have names (:data:`POLICIES`; adding one is adding an entry) and can
+Policies have names (:data:`POLICIES`, a registry; adding one is adding an entry) and can
 be tuned in a sweep file's ``[ranking]`` table (:func:`policy_from_config`).
 The same policy is evaluated in SQL by the leaderboard (``selection.leaderboard.sql``)
 and in pandas here (:func:`eligibility`, :func:`rank_rows`); the tests check
@@ -26,6 +26,8 @@ import pandas as pd
 
 from selection.ranking.eligibility import CONSTRAINT_COLUMNS, violations
 from selection.errors import ConfigError
+from selection.registry import Registry
+from selection.validation import check_known_keys
 
 #: Metrics a policy may optimise, and which way is better.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -90,21 +92,24 @@ def _check_metric(metric: Any, where: str) -> None:
         )
 
 
-#: Named policies. "default": best accuracy on the device's own numerics among
-#: rows that fit the device (no CPU fallback, within the memory budget).
-POLICIES: dict[str, RankingPolicy] = {
-    "default": RankingPolicy(),
-    "accuracy": RankingPolicy(
+#: Named policies, registered here and only here. "default": best accuracy on the
+#: device's own numerics among rows that fit the device (no CPU fallback, within
+#: the memory budget).
+POLICIES: Registry[RankingPolicy] = Registry(
+    "ranking policy",
+    fix="Pick one of those names, or tune one in the sweep file's [ranking] table.",
+)
+for _policy in (
+    RankingPolicy(),
+    RankingPolicy(
         name="accuracy", within_memory_budget=False, allow_cpu_fallback=True,
         respect_device_eligibility=False,
     ),
-    "latency": RankingPolicy(
-        name="latency", objective="latency_ms", tie_breakers=("accuracy", "size_bytes")
-    ),
-    "size": RankingPolicy(
-        name="size", objective="size_bytes", tie_breakers=("accuracy", "latency_ms")
-    ),
-}
+    RankingPolicy(name="latency", objective="latency_ms", tie_breakers=("accuracy", "size_bytes")),
+    RankingPolicy(name="size", objective="size_bytes", tie_breakers=("accuracy", "latency_ms")),
+):
+    POLICIES.register(_policy)
+del _policy
 DEFAULT_POLICY = POLICIES["default"]
 _CONFIG_KEYS = ("policy", *(k for k in RankingPolicy.__dataclass_fields__ if k != "name"))
 
@@ -115,12 +120,7 @@ def get_policy(name: str | RankingPolicy | None) -> RankingPolicy:
         return DEFAULT_POLICY
     if isinstance(name, RankingPolicy):
         return name
-    if name not in POLICIES:
-        raise ConfigError(
-            f"a ranking policy must be one of {', '.join(POLICIES)}; got {name!r}; "
-            "or tune one in the sweep file's [ranking] table"
-        )
-    return POLICIES[name]
+    return POLICIES.get(name)
 
 
 def policy_from_config(table: Mapping[str, Any], where: str) -> RankingPolicy:
@@ -132,12 +132,7 @@ def policy_from_config(table: Mapping[str, Any], where: str) -> RankingPolicy:
     """
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table of ranking settings; got {table!r}")
-    unknown = sorted(set(table) - set(_CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
-            f"{', '.join(_CONFIG_KEYS)}"
-        )
+    check_known_keys(table, _CONFIG_KEYS, where)
     base = get_policy(table.get("policy", "default"))
     overrides = {k: v for k, v in table.items() if k != "policy"}
     for key in ("within_memory_budget", "allow_cpu_fallback", "respect_device_eligibility"):

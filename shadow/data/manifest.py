@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.errors import ConfigError
-from shadow.params import Param, check_known_keys, parse_table, read_toml
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 

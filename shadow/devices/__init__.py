@@ -1,7 +1,9 @@
-"""Devices by name. Importing this package registers the built-in code devices (host-cpu);
-devices defined by profiles (``profiles/*.toml`` and ``$SHADOW_DEVICES``) load on first use."""
+"""Devices by name: the ``Device`` contract (``base``), the code device ``host-cpu``, the emulated
+edge devices defined by profiles (``edge``), and the catalog that names them all (``catalog``:
+code devices are registered there; profiles in ``edge/profiles/*.toml`` and ``$SHADOW_DEVICES``
+load on first use)."""
 
-from shadow.devices import host_cpu  # noqa: F401  (registers host-cpu)
-from shadow.devices.base import DEVICES, Device, DeviceRun, all_devices, get_device
+from shadow.devices.base import Device, DeviceRun
+from shadow.devices.catalog import DEVICES, all_devices, get_device
 
 __all__ = ["DEVICES", "Device", "DeviceRun", "all_devices", "get_device"]

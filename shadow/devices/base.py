@@ -1,21 +1,22 @@
-"""The device interface: where a candidate's ONNX model is converted and measured.
+"""The device contract: where a candidate's ONNX model is converted and measured.
 
 A device takes the candidate's fp32 ONNX model and the holdout, converts the
 model to the format it runs (fp32 as is for the host; quantized/compiled for an
 edge accelerator), and reports accuracy, latency and size as a DeviceResult.
 The bytes it actually runs come back too: they are what a promotion to that
-device ships. Devices are registered by name; adding one is adding a module.
+device ships. Devices are looked up by name in :mod:`shadow.devices.catalog`
+(code devices registered there, profile devices loaded from TOML).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from selection.records import DeviceResult
-from shadow.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -35,51 +36,37 @@ class DeviceRun:
     extra_artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-class Device:
-    """Base of devices. Implementations must be picklable (they travel to Ray workers)."""
+class Device(ABC):
+    """The contract of a device.
+
+    - ``name`` is what a sweep's ``devices = [...]`` lists; ``kind`` (host, npu,
+      cpu), ``numerics`` (fp32, a8w8, ...) and ``description`` feed listings.
+    - :meth:`run` is a pure function of its arguments: it reads no store, writes
+      no file and keeps no state between calls, because it runs inside Ray
+      workers, many at once, and its result travels back to the driver (the only
+      writer). Implementations must therefore be picklable: plain data, no open
+      sessions or handles kept on ``self``.
+    - Accuracy is measured on the numerics the device really runs, on every
+      holdout row, and ``predictions`` holds those rows' classes in holdout
+      order (paired tests compare candidates row by row).
+    - A model the device cannot convert raises
+      :class:`~shadow.devices.errors.ConversionError`. Whatever :meth:`run`
+      raises fails that device's row only; the candidate's other devices still
+      run (``shadow.sweep.task``).
+    """
 
     name: ClassVar[str]
     kind: ClassVar[str]
     numerics: ClassVar[str]
     description: ClassVar[str]
 
+    @abstractmethod
     def run(
         self, onnx_bytes: bytes, features: np.ndarray, labels: np.ndarray,
         calibration: np.ndarray,
-    ) -> DeviceRun:  # pragma: no cover - interface
+    ) -> DeviceRun:
         """Convert, evaluate on the holdout (features, labels) and measure latency.
 
         ``calibration`` holds rows of the candidate's own training slice (never
         holdout rows), for devices that quantize.
         """
-        raise NotImplementedError
-
-
-DEVICES: dict[str, Device] = {}
-
-
-def register(cls: type[Device]) -> type[Device]:
-    DEVICES[cls.name] = cls()
-    return cls
-
-
-def all_devices() -> dict[str, Device]:
-    """Code-registered devices plus every profile-defined one (built-in and $SHADOW_DEVICES)."""
-    from shadow.devices.catalog import profile_devices  # lazy: profiles import this module
-
-    return {**DEVICES, **profile_devices()}
-
-
-def get_device(name: str, where: str = "devices") -> Device:
-    """The device ``name``, or a ConfigError listing the known ones."""
-    device = DEVICES.get(name)
-    if device is None:
-        known = all_devices()
-        device = known.get(name)
-        if device is None:
-            raise ConfigError(
-                f"{where}: unknown device {name!r}; known: "
-                f"{', '.join([*sorted(DEVICES), *sorted(set(known) - set(DEVICES))])} "
-                "(see `shadow devices`; add your own profile in a folder named by $SHADOW_DEVICES)."
-            )
-    return device

@@ -3,18 +3,21 @@
 A family declares its hyper-parameters (with ranges and defaults) and builds a
 torch module from them. Training settings (learning rate, epochs, batch size)
 are hyper-parameters of the family too, because they are what a sweep varies.
-Adding a family is adding one module that calls :func:`register`.
+Adding a family is adding one module with its :class:`ModelFamily` subclass and
+one ``FAMILIES.register`` line in ``shadow/models/__init__.py``, where the
+built-ins are registered, all in one place.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from shadow.errors import ConfigError
-from shadow.params import Param, parse_table
+from selection.registry import Registry
+from selection.validation import Param, parse_table
 
 
 class Standardize(nn.Module):
@@ -45,8 +48,25 @@ class WithProbabilities(nn.Module):
         return torch.softmax(self.model(x), dim=-1)
 
 
-class ModelFamily:
-    """Base of model families: declared params, a builder and training settings."""
+class ModelFamily(ABC):
+    """The contract of a model family: declared params, a builder and training settings.
+
+    - ``name`` is the ``[model] family = ...`` value; ``description`` one line for
+      listings; ``params`` declares every hyper-parameter, training settings
+      (``lr``, ``epochs``, ``batch_size``, ``weight_decay``) included, because they
+      are what a sweep varies. :meth:`validate` is the only way params reach
+      :meth:`build`, so ``build`` may index them without checking.
+    - :meth:`build` returns a fresh, untrained torch module: the same params and
+      shapes give the same architecture (seeding is the trainer's job). Its input
+      is always flat ``(batch, n_features)`` float32 rows and its output
+      ``(batch, n_classes)`` logits, whatever the family does inside; that is the
+      exported ONNX graph's signature, so every family serves the same way.
+    - Feature scaling lives inside the module (:class:`Standardize` from the
+      ``mean``/``std`` of the training slice), never in the caller.
+    - A family that cannot handle the data (e.g. a CNN without an image shape)
+      raises ConfigError naming the fix. Families hold no state: one instance is
+      registered and shared.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -56,31 +76,24 @@ class ModelFamily:
         """Params checked against the declaration, with defaults filled in."""
         return parse_table(params, self.params, f"{where} (family {self.name!r})")
 
+    @abstractmethod
     def build(
         self, params: dict[str, Any], n_features: int, n_classes: int,
         mean: torch.Tensor, std: torch.Tensor, input_shape: tuple[int, ...] | None = None,
-    ) -> nn.Module:  # pragma: no cover - interface
+    ) -> nn.Module:
         """A fresh module taking flat (batch, n_features) rows, returning (batch, n_classes) logits.
 
         ``input_shape`` is one example's shape (images: channels, height, width)
         for families that need it; inputs still arrive flat.
         """
-        raise NotImplementedError
 
 
-FAMILIES: dict[str, ModelFamily] = {}
-
-
-def register(cls: type[ModelFamily]) -> type[ModelFamily]:
-    FAMILIES[cls.name] = cls()
-    return cls
+#: Model families by name (one shared instance each); built-ins registered in ``shadow/models/__init__.py``.
+FAMILIES: Registry[ModelFamily] = Registry(
+    "model family", fix="Set [model] family to one of those names."
+)
 
 
 def get_family(name: str, where: str = "[model]") -> ModelFamily:
     """The registered family ``name``, or a ConfigError listing the known ones."""
-    family = FAMILIES.get(name)
-    if family is None:
-        raise ConfigError(
-            f"{where}: unknown model family {name!r}; known: {', '.join(sorted(FAMILIES))}."
-        )
-    return family
+    return FAMILIES.get(name, where)

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from selection.validation import Param
 from shadow.errors import ConfigError
-from shadow.models.base import ModelFamily, Standardize, register
+from shadow.models.base import ModelFamily, Standardize
 from shadow.models.mlp import TRAINING_PARAMS
-from shadow.params import Param
 
 
 class Unflatten(nn.Module):
@@ -24,7 +24,6 @@ class Unflatten(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
-@register
 class CNNFamily(ModelFamily):
     """Standardize -> [Conv3x3 -> ReLU -> MaxPool2] x blocks -> global average -> Linear.
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from shadow.models.base import ModelFamily, Standardize, register
-from shadow.params import Param
+from selection.validation import Param
+from shadow.models.base import ModelFamily, Standardize
 
 #: Training settings shared by every family trained with the default loop.
 TRAINING_PARAMS = [
@@ -19,7 +19,6 @@ TRAINING_PARAMS = [
 ]
 
 
-@register
 class MLPFamily(ModelFamily):
     """Standardize -> [Linear -> ReLU -> Dropout] x hidden_layers -> Linear."""
 

@@ -36,11 +36,11 @@ from typing import Any
 
 from selection.gate.decision import gate_from_config
 from selection.ranking.policies import policy_from_config
+from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.data.slicing.base import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
 from shadow.models import get_family
-from shadow.params import Param, check_known_keys, parse_table, read_toml
 from shadow.sweep.search import SearchConfig, parse_search
 
 #: More candidates than this in one sweep is almost surely a typo in the grid.

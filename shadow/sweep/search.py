@@ -20,10 +20,10 @@ from typing import Any
 import optuna
 
 from selection.records import CandidateRecord
+from selection.validation import Param, check_known_keys, parse_table
 from shadow.data.slicing.base import Slice
 from shadow.errors import ConfigError
 from shadow.models.base import ModelFamily
-from shadow.params import Param, parse_table
 from shadow.sweep.plan import CandidateSpec, candidate_id
 
 SEARCH_PARAMS = [
@@ -78,8 +78,8 @@ def _distribution(bounds: Any, param: Param, at: str) -> optuna.distributions.Ba
         return optuna.distributions.CategoricalDistribution(
             [param.check(v, at) for v in bounds["choices"]]
         )
-    unknown = set(bounds) - {"low", "high", "log", "step"}
-    if unknown or not {"low", "high"} <= set(bounds):
+    check_known_keys(bounds, ("low", "high", "log", "step"), at)
+    if not {"low", "high"} <= set(bounds):
         raise ConfigError(f"{at}: a range needs 'low' and 'high' (optional 'log', 'step'); got {dict(bounds)}.")
     low, high = param.check(bounds["low"], at), param.check(bounds["high"], at)
     if low >= high:

@@ -2,8 +2,10 @@
 
 The holdout is the most recent rows and is cut *first*; every strategy only ever
 sees the rows before it (the "pool"), so no training slice can contain a holdout
-row. Each strategy is a small class registered by name; adding one is adding a
-class here (or in its own module) with ``@register``.
+row. Each strategy is a small :class:`SliceStrategy` registered by name in
+:data:`STRATEGIES`; adding one is adding a class in its own module and one
+``STRATEGIES.register`` line in ``shadow/data/slicing/__init__.py`` (where the
+built-ins are registered, all in one place).
 
 Slice ids are stable: the same strategy, parameters and pool size give the same
 ids and the same rows, so candidate ids derived from them are deterministic.
@@ -12,14 +14,16 @@ ids and the same rows, so candidate ids derived from them are deterministic.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 
+from selection.registry import Registry
+from selection.validation import Param, parse_table
 from shadow.errors import ConfigError
-from shadow.params import Param, parse_table
 
 #: A training slice needs at least this many rows to be worth a model.
 MIN_SLICE_ROWS = 20
@@ -85,8 +89,23 @@ def cut_holdout(n_rows: int, table: Mapping[str, Any], where: str = "[holdout]")
     return Holdout(start=n_rows - size, stop=n_rows)
 
 
-class SliceStrategy:
-    """Base of slice strategies: declared params in, slices of the pool out."""
+class SliceStrategy(ABC):
+    """The contract of a slice strategy: declared params in, slices of the pool out.
+
+    - ``name`` (class attribute) is the ``strategy = ...`` value of a ``[[slices]]``
+      table; ``params`` declares every other key it takes. :func:`build_strategy`
+      checks the table against ``params`` before ``__init__`` sees it, so
+      ``config`` always holds every declared key, defaults filled in.
+    - :meth:`slices` sees only the pool (the rows before the holdout): every row
+      index it returns is in ``0 .. pool_size - 1``, which is what keeps holdout
+      rows out of training.
+    - It is deterministic: the same config, pool size and columns give the same
+      slice ids and the same rows (candidate ids are derived from them), so any
+      randomness is seeded from the config.
+    - A slice has at least :data:`MIN_SLICE_ROWS` rows; a config that cannot
+      produce one raises ConfigError naming ``where`` and the fix (``_need``).
+    - Instances are plain data (they travel to Ray workers inside sweep plans).
+    """
 
     name: ClassVar[str]
     params: ClassVar[list[Param]]
@@ -95,13 +114,13 @@ class SliceStrategy:
         self.config = config
         self.where = where
 
-    def slices(self, pool_size: int, columns: Columns) -> list[Slice]:  # pragma: no cover
+    @abstractmethod
+    def slices(self, pool_size: int, columns: Columns) -> list[Slice]:
         """Slices of the pool (rows ``0 .. pool_size - 1``).
 
         ``columns`` maps the dataset's segment columns to their pool values,
         for strategies that cut by value rather than by position.
         """
-        raise NotImplementedError
 
     def _need(self, size: int, pool_size: int) -> None:
         if size < MIN_SLICE_ROWS or size > pool_size:
@@ -112,12 +131,10 @@ class SliceStrategy:
             )
 
 
-STRATEGIES: dict[str, type[SliceStrategy]] = {}
-
-
-def register(cls: type[SliceStrategy]) -> type[SliceStrategy]:
-    STRATEGIES[cls.name] = cls
-    return cls
+#: Slice strategies by name; the built-ins are registered in ``shadow/data/slicing/__init__.py``.
+STRATEGIES: Registry[type[SliceStrategy]] = Registry(
+    "slice strategy", fix="Set 'strategy' to one of those names."
+)
 
 
 def build_strategy(table: Mapping[str, Any], where: str) -> SliceStrategy:
@@ -127,11 +144,7 @@ def build_strategy(table: Mapping[str, Any], where: str) -> SliceStrategy:
             f"{where}: each [[slices]] entry needs 'strategy', one of {', '.join(STRATEGIES)}."
         )
     name = table["strategy"]
-    cls = STRATEGIES.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ConfigError(
-            f"{where}: unknown slice strategy {name!r}; known: {', '.join(STRATEGIES)}."
-        )
+    cls = STRATEGIES.get(name, where)
     params = {k: v for k, v in table.items() if k != "strategy"}
     return cls(parse_table(params, cls.params, f"{where} (strategy {name!r})"), where)
 
@@ -151,6 +164,3 @@ def make_slices(
             by_rows.setdefault(piece.rows_sha256, piece)
     return list(by_rows.values())
 
-
-# The built-in strategies register themselves on import (kept apart: one job per module).
-from shadow.data.slicing import strategies  # noqa: E402,F401

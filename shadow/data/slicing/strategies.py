@@ -1,7 +1,8 @@
 """The built-in slice strategies: all, recent, window, expanding, bootstrap, segment.
 
-Each is a small class registered by name (see :mod:`shadow.data.slicing.base` for the
-interface). Positions are indices into the pool, the rows before the holdout.
+Each is a small :class:`~shadow.data.slicing.base.SliceStrategy` (the contract);
+``shadow/data/slicing/__init__.py`` registers them. Positions are indices into the
+pool, the rows before the holdout.
 """
 
 from __future__ import annotations
@@ -10,19 +11,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from selection.validation import Param
 from shadow.data.slicing.base import (
     MIN_SLICE_ROWS,
     Columns,
     Slice,
     SliceStrategy,
     build_strategy,
-    register,
 )
 from shadow.errors import ConfigError
-from shadow.params import Param
 
 
-@register
 class AllHistory(SliceStrategy):
     """Every row before the holdout."""
 
@@ -33,7 +32,6 @@ class AllHistory(SliceStrategy):
         return [Slice("all", self.name, {}, np.arange(pool_size, dtype=np.int64))]
 
 
-@register
 class Recent(SliceStrategy):
     """The last ``rows`` rows before the holdout."""
 
@@ -47,7 +45,6 @@ class Recent(SliceStrategy):
         return [Slice(f"recent-{size}", self.name, dict(self.config), rows)]
 
 
-@register
 class Window(SliceStrategy):
     """Windows of ``size`` rows every ``stride`` rows, aligned to end at the holdout.
 
@@ -78,7 +75,6 @@ class Window(SliceStrategy):
         ]
 
 
-@register
 class Bootstrap(SliceStrategy):
     """``n`` resamples, with replacement, of ``fraction`` x pool rows (seeded)."""
 
@@ -104,7 +100,6 @@ class Bootstrap(SliceStrategy):
         return out
 
 
-@register
 class Expanding(SliceStrategy):
     """Growing windows anchored at the oldest row: ``[0, min_rows)``, ``[0, min_rows + step)``, ...
 
@@ -132,7 +127,6 @@ class Expanding(SliceStrategy):
         ]
 
 
-@register
 class Segment(SliceStrategy):
     """One slice per value of a segment column (region, device type, ...).
 

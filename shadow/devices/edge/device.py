@@ -21,13 +21,13 @@ import onnx
 
 from selection.artifacts.content import sha256_bytes
 from selection.records import DeviceResult
-from shadow.devices.edge import qnn
 from shadow.devices.base import Device, DeviceRun
+from shadow.devices.edge import qnn
 from shadow.devices.edge.cost_model import estimate
 from shadow.devices.edge.graph import GraphStats, analyze, peak_activation_elements
-from shadow.devices.host_cpu import cpu_session, measure_latency_ms, predict_proba
 from shadow.devices.edge.profile import ACTIVATION_BYTES, WEIGHT_BYTES, DeviceProfile
 from shadow.devices.edge.quantize import static_batch, to_numerics
+from shadow.devices.onnxruntime_session import cpu_session, measure_latency_ms, predict_proba
 
 #: Holdout rows run through the emulator (it runs at host speed, ~1.7 GMAC/s).
 CHECK_ROWS = 256

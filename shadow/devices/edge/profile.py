@@ -11,6 +11,7 @@ numbers behind it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selection.validation import check_known_keys
 from shadow.errors import ConfigError
 
 #: The folder of built-in profiles.
@@ -115,28 +117,28 @@ def _fail(path: Path, key: str, rule: str, fix: str) -> ConfigError:
 
 
 def _check_tables(path: Path, raw: dict[str, Any]) -> None:
+    where = f"device profile {path}"
+    check_known_keys(raw, [*SCHEMA[""], *(t for t in SCHEMA if t), *FREE_TABLES], where)
     for table, value in raw.items():
         if table in FREE_TABLES:
             continue
-        if isinstance(value, dict):
-            if table not in SCHEMA or table == "":
-                raise _fail(path, f"[{table}]", "unknown table",
-                            f"known tables: {', '.join([*sorted(t for t in SCHEMA if t), *FREE_TABLES])}")
+        if table in SCHEMA and table != "":
+            if not isinstance(value, dict):
+                raise _fail(path, table, f"must be a table [{table}], got {value!r}", "make it a table")
             allowed = SCHEMA[table]
+            check_known_keys(value, sorted(allowed), f"{where} [{table}]")
             items = value.items()
             prefix = f"{table}."
         else:
             allowed, items, prefix = SCHEMA[""], [(table, value)], ""
         for key, item in items:
-            if key not in allowed:
-                raise _fail(path, prefix + key, "unknown key",
-                            f"known keys{' in [' + table + ']' if prefix else ''}: {', '.join(sorted(allowed))}")
             want = allowed[key]
             if isinstance(item, bool) or not isinstance(item, want):
                 names = "/".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
                 raise _fail(path, prefix + key, f"must be {names}, got {item!r}", "fix the value")
-            if isinstance(item, (int, float)) and not isinstance(item, bool) and item < 0:
-                raise _fail(path, prefix + key, f"must be >= 0, got {item!r}", "fix the value")
+            # TOML spells nan and inf; neither is a rate, a size or a time.
+            if isinstance(item, (int, float)) and (not math.isfinite(item) or item < 0):
+                raise _fail(path, prefix + key, f"must be >= 0 and finite, got {item!r}", "fix the value")
     for table, keys in REQUIRED.items():
         holder = raw if table == "" else raw.get(table, {})
         for key in keys:
@@ -160,7 +162,7 @@ def _check_sources(path: Path, raw: dict[str, Any]) -> dict[str, str]:
     published = raw.get("published_latency", {})
     cited = raw.get("published_latency_sources", {})
     for key, value in published.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise _fail(path, f"published_latency.{key}", f"must be milliseconds > 0, got {value!r}", "fix the value")
         if not str(cited.get(key, "")).strip():
             raise _fail(path, f"published_latency.{key}", "has no source",

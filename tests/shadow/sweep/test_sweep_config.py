@@ -47,7 +47,7 @@ def test_grid_expands_lists_and_fills_defaults():
         (minimal(model={"family": "mlp", "params": {"width": []}}), r"'width' is an empty list"),
         (minimal(slices=[]), r"at least one slice strategy"),
         ({"sweep": {"dataset": "toy"}}, r"missing \[holdout\] section"),
-        (minimal(ranking={"bogus": 1}), r"\[ranking\]: unknown key\(s\) 'bogus'"),
+        (minimal(ranking={"bogus": 1}), r"\[ranking\]: unknown key 'bogus'; known keys: policy"),
         (minimal(gate={"alpha": 5}), r"alpha must be a number in \(0, 1\); got 5"),
     ],
 )

@@ -1,0 +1,57 @@
+"""ONNX Runtime on the host CPU: the session, batched prediction and single-row latency.
+
+Shared by every device (``host-cpu`` runs the fp32 model this way; edge devices score
+their converted model this way), so it is its own module rather than one device
+borrowing another's helpers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
+
+#: Untimed runs before timing (first runs pay allocation and cache misses).
+WARMUP_RUNS = 20
+#: Timed single-row runs behind the p50/p99.
+TIMED_RUNS = 200
+#: Rows per call when scoring a whole holdout.
+EVAL_BATCH = 4096
+
+
+def cpu_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """A deterministic single-threaded CPU session (no spinning, sequential)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads burn the core another Ray task needs and skew timings.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def predict_proba(session: ort.InferenceSession, features: np.ndarray) -> np.ndarray:
+    """Class probabilities for every row, in batches."""
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    parts = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + EVAL_BATCH]})[0]
+        for i in range(0, len(x), EVAL_BATCH)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def measure_latency_ms(session: ort.InferenceSession, row: np.ndarray) -> tuple[float, float]:
+    """p50 and p99 wall time of one single-row inference, in milliseconds."""
+    feed = {INPUT_NAME: np.ascontiguousarray(row.reshape(1, -1), dtype=np.float32)}
+    for _ in range(WARMUP_RUNS):
+        session.run([OUTPUT_NAME], feed)
+    times = np.empty(TIMED_RUNS)
+    for i in range(TIMED_RUNS):
+        start = time.perf_counter_ns()
+        session.run([OUTPUT_NAME], feed)
+        times[i] = time.perf_counter_ns() - start
+    p50, p99 = np.percentile(times, [50, 99]) / 1e6
+    return float(p50), float(p99)
