@@ -107,16 +107,22 @@ def _convert(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
-def check_known_keys(table: Iterable[str], known: Sequence[str], where: str) -> None:
-    """Raise ConfigError naming every unknown key of ``table`` and listing the known ones.
+def check_known_keys(
+    table: Iterable[str], known: Sequence[str], where: str,
+    error: type[ConfigError] = ConfigError,
+) -> None:
+    """Raise ``error`` naming every unknown key of ``table`` and listing the known ones.
 
     The one wording of this check in the project::
 
         <where>: unknown key 'rowz'; known keys: rows, fraction. Fix the spelling or remove it.
+
+    ``error`` lets a caller raise its own ConfigError subclass (a malformed
+    model signature, say) with the same message.
     """
     unknown = sorted(set(table) - set(known), key=str)
     if unknown:
-        raise ConfigError(
+        raise error(
             f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(repr(k) for k in unknown)}; known keys: "
             f"{', '.join(known) or 'none'}. Fix the spelling or remove it."

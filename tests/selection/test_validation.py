@@ -41,6 +41,14 @@ def test_unknown_keys_are_listed_with_the_known_ones():
     check_known_keys({"x": 1}, ["x", "y"], "t")  # known keys pass
 
 
+def test_unknown_keys_can_raise_a_config_error_subclass():
+    class ManifestError(ConfigError):
+        pass
+
+    with pytest.raises(ManifestError, match=r"^m: unknown key 'z'; known keys: a\."):
+        check_known_keys(["z"], ["a"], "m", error=ManifestError)
+
+
 def test_missing_required_key():
     with pytest.raises(ConfigError, match="missing required key 'rows'"):
         parse_table({}, PARAMS, "t")
