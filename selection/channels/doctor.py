@@ -5,11 +5,19 @@ from it (:func:`repair` re-materializes the channel under its lock) as long
 as the artifact it names still verifies; a bad artifact is reported with the
 way out (restore it, or promote another candidate). History is never edited:
 repairs only rewrite files.
+
+A channel is healthy only if its link resolves inside ``channels/.versions``
+to the version of the channel's current history row, its model is a regular
+file with the sha256 that row recorded and no external-data tensor, and its
+manifest says what the store says (``selection.channels.trust``). A link
+re-pointed outside the home, a version the store never recorded and an
+edited manifest all fail, and ``--repair`` restores what the history says.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -18,16 +26,18 @@ from pathlib import Path
 from typing import Literal
 
 from selection.artifacts.content import sha256_bytes
+from selection.artifacts.external_data import external_tensors
 from selection.channels.files import (
     MANIFEST_FILE,
     MODEL_FILE,
-    VERSIONS_DIR,
     channel_lock,
     leftovers,
     version_name,
 )
-from selection.errors import ShadowError
+from selection.channels.layout import UntrustedChannelError, read_regular, resolve_channel
 from selection.channels.promotion import history, list_channels, sync_channel
+from selection.channels.trust import known_version, manifest_problems
+from selection.errors import ShadowError
 from selection.records import PromotionRecord
 from selection.store import Store
 from selection.store.engine import stored_version
@@ -106,27 +116,61 @@ def _channel_files(store: Store, record: PromotionRecord) -> Finding:
     link = store.home.channel_dir(record.channel)
     expected = version_name(record.channel, record.history_id, record.sha256)
     fix = "`shadow doctor --repair` rewrites them from the database"
+    says = f"the database says history row {record.history_id} (candidate {record.candidate_id})"
     if not link.is_symlink():
         what = "missing" if not link.exists() else "not a symlink"
-        return Finding(check, "fail", f"{link} is {what}; the database says history row "
-                       f"{record.history_id} (candidate {record.candidate_id})", fix)
-    target = Path(link.readlink()).name
-    if target != expected:
-        return Finding(check, "fail", f"{link} points at {target}, but the database's current "
-                       f"row is {record.history_id} (candidate {record.candidate_id}, {expected}); "
-                       "an interrupted change left the files behind", fix)
-    version = store.home.channels_dir / VERSIONS_DIR / expected
+        return Finding(check, "fail", f"{link} is {what}; {says}", fix)
     try:
-        model_ok = sha256_bytes((version / MODEL_FILE).read_bytes()) == record.sha256
-        manifest = json.loads((version / MANIFEST_FILE).read_text(encoding="utf-8"))
+        version = resolve_channel(store.home.channels_dir, record.channel)
+    except UntrustedChannelError as exc:
+        return Finding(check, "fail", f"{exc}; {says}", fix)
+    assert version is not None  # the link exists: checked above
+    if version.name != expected:
+        try:
+            known_version(store, record.channel, version.name)
+        except UntrustedChannelError:
+            why = "a version the database never recorded for this channel (hand-made or copied)"
+        else:
+            why = "an interrupted change left the files behind"
+        return Finding(check, "fail", f"{link} points at {version.name}, but the database's "
+                       f"current row is {record.history_id} (candidate {record.candidate_id}, "
+                       f"{expected}); {why}", fix)
+    return _version_files(store, record, version, check, fix)
+
+
+def _version_files(store: Store, record: PromotionRecord, version: Path, check: str,
+                   fix: str) -> Finding:
+    """The files of the current version: regular, the recorded model, self-contained, manifest."""
+    try:
+        model = read_regular(version / MODEL_FILE)
+        manifest = json.loads(read_regular(version / MANIFEST_FILE).decode("utf-8"))
     except (OSError, ValueError) as exc:
-        return Finding(check, "fail", f"{version} is damaged ({exc})", fix)
-    if not model_ok:
+        links = [n for n in (MODEL_FILE, MANIFEST_FILE) if os.path.islink(version / n)]
+        what = f"{', '.join(links)} must be regular files, not symlinks" if links else exc
+        return Finding(check, "fail", f"{version} is damaged ({what})", fix)
+    if sha256_bytes(model) != record.sha256:
         return Finding(check, "fail", f"{version / MODEL_FILE} does not hash to {record.sha256} "
                        "(tampered with or truncated)", fix)
-    if manifest.get("history_id") != record.history_id or manifest.get("sha256") != record.sha256:
+    external = external_tensors(model)
+    if external:
+        return Finding(check, "fail", f"{version / MODEL_FILE} (artifact {record.sha256[:12]}) "
+                       f"has {len(external)} tensor(s) stored in other files (first: "
+                       f"{external[0].name!r} -> {external[0].location!r}); loading it would read "
+                       "them, so every loader refuses it",
+                       "the artifact itself is unsafe, so --repair cannot fix it: roll back "
+                       f"(`shadow rollback --channel {record.channel}`) or promote another "
+                       "candidate")
+    if not isinstance(manifest, dict):
+        return Finding(check, "fail", f"{version / MANIFEST_FILE} must hold a JSON object", fix)
+    identity, other = manifest_problems(store, record, manifest, len(model))
+    if identity:
         return Finding(check, "fail", f"{version / MANIFEST_FILE} does not describe history row "
-                       f"{record.history_id}", fix)
+                       f"{record.history_id} as the database does: its {', '.join(identity)} "
+                       "differ (edited by hand?)", fix)
+    if other:
+        return Finding(check, "warn", f"{version / MANIFEST_FILE} differs from what the database "
+                       f"records in {', '.join(other)} (written by an older version, or edited)",
+                       fix)
     return Finding(check, "ok", f"candidate {record.candidate_id} (row {record.history_id}, "
                    f"sha256 {record.sha256[:12]}) verifies")
 

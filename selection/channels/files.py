@@ -14,7 +14,10 @@ version directories are kept: they are small next to the artifacts they copy
 and let ``shadow doctor`` repair or audit a channel.
 
 The database is the source of truth; this module only makes the files match
-a history row (see ``promotion.sync_channel``).
+a history row (see ``promotion.sync_channel``). File names and the rule for
+following a channel link live in :mod:`selection.channels.layout` (shared
+with the edge runtime); the manifest's ``model_io`` is written by
+:class:`selection.signature.ModelSignature`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from selection.artifacts.content import ArtifactStore, sha256_bytes
+from selection.artifacts.external_data import check_self_contained
 from selection.atomic import (
     exclusive_lock,
     fsync_dir,
@@ -35,18 +39,24 @@ from selection.atomic import (
     write_bytes_atomic,
 )
 from selection.errors import IntegrityError, PromotionError, StoreError
+from selection.channels.layout import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSIONS_DIR,
+    UntrustedChannelError,
+    resolve_channel,
+    version_name,
+)
 from selection.home import Home
 from selection.records import CandidateRecord, DeviceResult, PromotionRecord
+from selection.signature import SIGNATURE_KEY, ModelSignature
 from selection.store.rows import encode_dt
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-VERSIONS_DIR = ".versions"
-
-
-def version_name(channel: str, history_id: int, sha256: str) -> str:
-    """The version directory of the state history row ``history_id`` set ``channel`` to."""
-    return f"{channel}-{history_id}-{sha256[:12]}"
+__all__ = [
+    "MANIFEST_FILE", "MODEL_FILE", "VERSIONS_DIR", "build_manifest", "channel_lock",
+    "channel_target", "encode_manifest", "leftovers", "materialize", "point_channel",
+    "prepare_version", "read_manifest", "read_verified_model", "version_name",
+]
 
 
 def build_manifest(
@@ -85,10 +95,10 @@ def build_manifest(
     if candidate.refit_of:
         # Its metrics above are in-sample (it trained on the holdout); the parent's are not.
         manifest["refit_of"] = candidate.refit_of
-    model_io = candidate.lineage.get("model_io")
-    if model_io is not None:
+    signature = ModelSignature.from_lineage(candidate.lineage)
+    if signature is not None:
         # How an edge app feeds the model: input name, feature columns, labels.
-        manifest["model_io"] = model_io
+        manifest[SIGNATURE_KEY] = signature.to_dict()
     return manifest
 
 
@@ -133,16 +143,31 @@ def prepare_version(
     *inside* its database transaction and only the one-rename swap is left
     after the commit.
     """
-    model = artifacts.read_verified(record.sha256)
+    model = read_verified_model(artifacts, record.sha256)
     manifest_bytes = encode_manifest(build_manifest(record, candidate, result, len(model)))
     versions = home.channels_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     final = versions / version_name(record.channel, record.history_id, record.sha256)
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        # Never write through a link: a version entry re-pointed outside the home
+        # would have us write there. Drop the entry and build the real folder.
+        final.unlink()
     if final.is_dir():
         _repair(final, record.sha256, model, manifest_bytes)
     else:
         _build(versions, final, model, manifest_bytes)
     return final
+
+
+def read_verified_model(artifacts: ArtifactStore, sha256: str) -> bytes:
+    """The model artifact ``sha256``, verified, and refused if it is not one self-contained file.
+
+    IntegrityError (ExternalDataError) if a tensor of it points at another
+    file: a channel never ships a model that would make its loader read one.
+    """
+    model = artifacts.read_verified(sha256)
+    check_self_contained(model, f"artifact {sha256[:12]}")
+    return model
 
 
 def point_channel(home: Home, channel: str, version_dir: Path) -> None:
@@ -163,11 +188,17 @@ def point_channel(home: Home, channel: str, version_dir: Path) -> None:
 
 
 def channel_target(home: Home, channel: str) -> str | None:
-    """The version directory name ``channels/<channel>`` points at, None if no link."""
+    """The version ``channels/<channel>`` leads to; None if no link or one leading elsewhere.
+
+    Only a link that resolves inside ``channels/.versions`` names a version
+    (``layout.resolve_channel``): a link re-pointed at a folder outside with
+    the same name is no version of ours, so it never looks in sync.
+    """
     try:
-        return Path(os.readlink(home.channel_dir(channel))).name
-    except OSError:  # missing, or not a symlink
+        version = resolve_channel(home.channels_dir, channel)
+    except (UntrustedChannelError, OSError):
         return None
+    return None if version is None else version.name
 
 
 def channel_lock(home: Home, channel: str) -> AbstractContextManager[None]:
@@ -223,12 +254,17 @@ def _build(versions: Path, final: Path, model: bytes, manifest_bytes: bytes) -> 
 
 def _repair(final: Path, sha256: str, model: bytes, manifest_bytes: bytes) -> None:
     """Rewrite (atomically, file by file) whatever in ``final`` is not as expected."""
+    # A symlinked file is rewritten too: os.replace swaps the entry, never its target.
     model_path = final / MODEL_FILE
-    if not (model_path.is_file() and sha256_bytes(model_path.read_bytes()) == sha256):
+    if not (_regular(model_path) and sha256_bytes(model_path.read_bytes()) == sha256):
         write_bytes_atomic(model_path, model)
     manifest_path = final / MANIFEST_FILE
-    if not (manifest_path.is_file() and manifest_path.read_bytes() == manifest_bytes):
+    if not (_regular(manifest_path) and manifest_path.read_bytes() == manifest_bytes):
         write_bytes_atomic(manifest_path, manifest_bytes)
+
+
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 def read_manifest(home: Home, channel: str) -> dict[str, Any] | None:

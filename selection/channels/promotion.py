@@ -4,7 +4,9 @@ A channel (``production`` by default) points at one candidate's model on one
 device. A change, under the channel's lock (``channels.channel_lock``: one
 change at a time, a second one fails at once with a clear message):
 
-1. verify the artifact against its sha256 (nothing changes if it is bad);
+1. verify the artifact against its sha256, refuse a model with external data
+   (it would make its loader read other files) and a malformed signature
+   (nothing changes if any is bad);
 2. one transaction appends the history row, moves the channel row and builds
    the new version directory (invisible to readers until step 3); any error
    rolls all of it back;
@@ -39,6 +41,7 @@ from selection.channels.files import (
     channel_target,
     point_channel,
     prepare_version,
+    read_verified_model,
     version_name,
 )
 from selection.errors import ConfigError, NotFoundError, PromotionError, StoreError
@@ -50,6 +53,7 @@ from selection.records import (
     PromotionRecord,
     utc_now,
 )
+from selection.signature import ModelSignature, SignatureError
 from selection.store import Store
 from selection.store import channel_rows as queries
 
@@ -115,7 +119,15 @@ def promote(
             f"records none for device {device!r}; pick another candidate from "
             f"`shadow leaderboard --device {device} --status ok`"
         )
-    store.artifacts.read_verified(sha)  # fail before anything is locked or changed
+    # Fail before anything is locked or changed: bytes, external data, signature.
+    read_verified_model(store.artifacts, sha)
+    try:
+        ModelSignature.from_lineage(candidate.lineage)
+    except SignatureError as exc:
+        raise SignatureError(
+            f"candidate {candidate_id!r} cannot be promoted: {exc}; the edge app could not "
+            "call it; store the candidate again with a valid signature"
+        ) from None
     record = _new_record(channel, "promote", candidate_id, device, sha, who, reason)
     record = replace(record, decision=dict(decision or {}))
     with channel_lock(store.home, channel):

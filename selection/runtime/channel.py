@@ -10,6 +10,22 @@ they started on and the old session is freed when the last of them returns.
 A version that fails to load is refused (an event says why) and the current
 model keeps serving; it is retried only when the link moves again or its
 files change (``shadow doctor --repair`` rewrote them).
+
+What the runtime trusts, and what it refuses (it needs no store, so this is
+all an edge app gets):
+
+- the channel link must resolve to a real directory directly inside
+  ``<channels_dir>/.versions``; a link re-pointed anywhere else (another
+  folder, another home, through ``..`` or a symlinked version entry) is
+  refused whatever its manifest says (``selection.channels.layout``);
+- ``model.onnx`` and ``manifest.json`` must be regular files, the model must
+  hash to the manifest's sha256 and hold no external-data tensor (which would
+  make ONNX Runtime read another file) (``runtime.model.load_version``);
+- the manifest itself is trusted: whoever can write inside the channels
+  directory can serve a model of their own. That is the boundary; protect the
+  directory with file permissions. ``verify`` adds the caller's own check:
+  ``shadow serve`` with a store passes one that accepts only versions the
+  store recorded, with the sha256 it recorded.
 """
 
 from __future__ import annotations
@@ -25,9 +41,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from selection.channels.layout import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    UntrustedChannelError,
+    resolve_target,
+)
+from selection.errors import IntegrityError
 from selection.runtime.errors import ModelLoadError, NoModelError
 from selection.runtime.inputs import parse_rows
-from selection.runtime.model import MANIFEST_FILE, MODEL_FILE, LoadedModel, load_version
+from selection.runtime.model import LoadedModel, load_version
+
+#: A caller's extra check of a loaded model before it may answer, given the model serving now
+#: (None at start); raises an IntegrityError (e.g. ModelLoadError) to refuse it.
+Verifier = Callable[[LoadedModel, LoadedModel | None], None]
 
 #: Seconds between two looks at the channel link. 5 ms keeps the swap delay
 #: well under the 50 ms target for a ~0.2% CPU cost (measured; see benchmarks/).
@@ -59,7 +86,10 @@ class ChannelRuntime:
 
     ``channels_dir`` is ``$SHADOW_HOME/channels`` (or any copy of it on an
     edge device). ``on_event`` is called from the watcher thread; keep it
-    quick. Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    quick. ``verify`` (optional) is called with every loaded model and the
+    one serving before it may answer, at start and before each swap (from the
+    watcher thread); an IntegrityError it raises refuses that model. Use as a context manager, or call
+    :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
@@ -71,6 +101,7 @@ class ChannelRuntime:
         reload: bool = True,
         threads: int = 1,
         on_event: Callable[[RuntimeEvent], None] | None = None,
+        verify: Verifier | None = None,
     ) -> None:
         self.channels_dir = Path(channels_dir)
         self.channel = channel
@@ -78,7 +109,9 @@ class ChannelRuntime:
         self.reload = reload
         self.threads = threads
         self._on_event = on_event
+        self._verify = verify
         self._model: LoadedModel | None = None
+        self._loaded_target: str | None = None  # the link text the current model came from
         self._refused: tuple[str, tuple[int, ...]] | None = None  # (version, file stats)
         self._events: deque[RuntimeEvent] = deque(maxlen=20)
         self._counts = {"swaps": 0, "refused": 0}
@@ -96,8 +129,8 @@ class ChannelRuntime:
                 f"promote a model first (`shadow promote CANDIDATE_ID --channel {self.channel}`) "
                 "or pass the right --home/--channel"
             )
-        model = load_version(self.channels_dir / target, channel=self.channel, threads=self.threads)
-        self._model = model
+        model = self._load(target)
+        self._model, self._loaded_target = model, target
         self._emit(RuntimeEvent("loaded", _now(), model.version, model.candidate_id,
                                 model.sha256, load_ms=model.load_ms))
         if self.reload and self._thread is None:
@@ -162,20 +195,20 @@ class ChannelRuntime:
                 self._emit(RuntimeEvent("missing", _now(), None, detail=(
                     f"{self._link()} disappeared; still serving {current}")))
             return False
-        if os.path.basename(target.rstrip("/")) == current:  # link text is ".versions/<name>"
+        if target == self._loaded_target:  # link text is ".versions/<name>": unchanged
             return False
         stats = self._stats(target)
         if self._refused == (target, stats):
             return False  # already refused these exact files
         try:
-            model = load_version(self.channels_dir / target, channel=self.channel,
-                                 threads=self.threads)
+            model = self._load(target)
         except ModelLoadError as exc:
             self._refused = (target, stats)
             self._counts["refused"] += 1
             self._emit(RuntimeEvent("refused", _now(), target, detail=str(exc)))
             return False
         previous, self._model = self._model, model  # the swap: one reference assignment
+        self._loaded_target = target
         self._refused = None
         self._counts["swaps"] += 1
         self._emit(RuntimeEvent("swapped", _now(), model.version, model.candidate_id,
@@ -190,6 +223,20 @@ class ChannelRuntime:
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive any surprise
                 self._emit(RuntimeEvent("refused", _now(), None, detail=f"watcher error: {exc!r}"))
                 time.sleep(min(1.0, self.poll_s * 100))
+
+    def _load(self, target: str) -> LoadedModel:
+        """Load the version the link leads to, if the link is one we may follow."""
+        try:
+            version = resolve_target(self.channels_dir, self.channel, target)
+        except UntrustedChannelError as exc:
+            raise ModelLoadError(str(exc)) from None
+        model = load_version(version, channel=self.channel, threads=self.threads)
+        if self._verify is not None:
+            try:
+                self._verify(model, self._model)
+            except IntegrityError as exc:
+                raise ModelLoadError(str(exc)) from None
+        return model
 
     def _link(self) -> Path:
         return self.channels_dir / self.channel

@@ -4,15 +4,27 @@ A version directory (``channels/.versions/<name>/``) is immutable once its
 channel points at it, so loading reads both files from the *resolved*
 directory: a swap of the channel link while we read cannot mix a new
 manifest with an old model. Loading is all-or-nothing: the bytes must hash to
-the manifest's sha256, ONNX Runtime must build a session, and a smoke
-inference must return one finite probability row; otherwise ModelLoadError,
-and whoever asked keeps the model it had.
+the manifest's sha256, hold no tensor whose data lives in another file
+(``selection.artifacts.external_data``: such a model would make ONNX Runtime
+read that file), ONNX Runtime must build a session, and a smoke inference must
+return one finite probability row; otherwise ModelLoadError, and whoever
+asked keeps the model it had. Both files must be regular files (a symlink is
+refused: it could lead anywhere). The manifest's ``model_io`` is read by
+:class:`selection.signature.ModelSignature` alone.
+
+What this trusts: the manifest beside the model. Its sha256 proves the model
+bytes are the ones it describes, not who wrote it: whoever can write inside
+the channels directory can serve any model. Which *directory* is trusted is
+decided by the caller (:class:`selection.runtime.ChannelRuntime` accepts only
+versions inside its channels directory; ``shadow serve`` with a store also
+requires a version the store recorded).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,13 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from selection.artifacts.external_data import ExternalDataError, check_self_contained
+from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, read_regular
 from selection.runtime.errors import ModelLoadError
+from selection.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, ModelSignature, SignatureError
 
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-#: Graph names the sweep exports (``shadow.models.io_names``); used when a manifest has none.
-DEFAULT_INPUT = "features"
-DEFAULT_OUTPUT = "probabilities"
+__all__ = ["DEFAULT_INPUT", "DEFAULT_OUTPUT", "MANIFEST_FILE", "MODEL_FILE", "LoadedModel",
+           "load_version"]
+
+#: Graph names the sweep exports; used when a manifest records no signature.
+DEFAULT_INPUT = INPUT_NAME
+DEFAULT_OUTPUT = OUTPUT_NAME
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
@@ -46,6 +62,8 @@ class LoadedModel:
     candidate_id: str
     sha256: str
     manifest: dict[str, Any]
+    #: The manifest's signature; None when it records none (names then come from the graph).
+    signature: ModelSignature | None
     input_name: str
     output_name: str
     n_features: int
@@ -104,12 +122,7 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> Loaded
             f"got {sha!r}; run `shadow doctor --repair` to rewrite it from the store"
         )
     model_path = version_dir / MODEL_FILE
-    try:
-        data = model_path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(
-            f"{model_path} must be readable; {exc.strerror}; run `shadow doctor --repair`"
-        ) from None
+    data = _read(model_path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha:
         raise ModelLoadError(
@@ -117,14 +130,20 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> Loaded
             f"hash to {actual} (tampered with or truncated); refusing it; run "
             "`shadow doctor --repair` to restore it from the artifact store"
         )
+    try:
+        # Before ONNX Runtime sees the bytes: building the session is what reads the files.
+        check_self_contained(data, str(model_path))
+    except ExternalDataError as exc:
+        raise ModelLoadError(f"{exc}; refusing it") from None
+    signature = _signature(manifest, version_dir / MANIFEST_FILE)
     session = _session(data, model_path, threads)
-    io = manifest.get("model_io") if isinstance(manifest.get("model_io"), dict) else {}
-    input_name = _pick(io, ("input", "input_name"), [i.name for i in session.get_inputs()],
-                       DEFAULT_INPUT, "input", model_path)
-    output_name = _pick(io, ("output", "output_name"), [o.name for o in session.get_outputs()],
-                        DEFAULT_OUTPUT, "output", model_path)
+    input_name = _pick(signature.input if signature else None,
+                       [i.name for i in session.get_inputs()], DEFAULT_INPUT, "input", model_path)
+    output_name = _pick(signature.output if signature else None,
+                        [o.name for o in session.get_outputs()], DEFAULT_OUTPUT, "output",
+                        model_path)
     node = next(i for i in session.get_inputs() if i.name == input_name)
-    features = _names(io, ("features", "feature_columns"))
+    features = (signature.features or None) if signature else None  # [] means unnamed too
     n_features = _width(node.shape, features, model_path)
     dtype = _DTYPES.get(node.type)
     if dtype is None:
@@ -138,11 +157,12 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> Loaded
         candidate_id=str(manifest.get("candidate_id", "unknown")),
         sha256=sha,
         manifest=manifest,
+        signature=signature,
         input_name=input_name,
         output_name=output_name,
         n_features=n_features,
         features=features,
-        classes=_names(io, ("classes", "class_labels")),
+        classes=(signature.classes or None) if signature else None,
         dtype=dtype,
         session=session,
         loaded_at=datetime.now(timezone.utc),
@@ -152,11 +172,26 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> Loaded
     return _with_load_ms(model, (time.perf_counter() - start) * 1000)
 
 
+def _read(path: Path) -> bytes:
+    """A version's file: a regular file, never a symlink (which could lead anywhere)."""
+    try:
+        return read_regular(path)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ModelLoadError(
+                f"{path} must be a regular file, not a symlink (-> {os.readlink(path)}); "
+                "refusing it; run `shadow doctor --repair`") from None
+        raise ModelLoadError(
+            f"{path} must be readable; {exc.strerror}; run `shadow doctor --repair`"
+        ) from None
+
+
 def _read_manifest(version_dir: Path) -> dict[str, Any]:
     path = version_dir / MANIFEST_FILE
+    raw = _read(path)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
         raise ModelLoadError(
             f"{path} must be a readable JSON manifest; {exc}; run `shadow doctor --repair`"
         ) from None
@@ -184,10 +219,20 @@ def _session(data: bytes, model_path: Path, threads: int) -> Any:
         ) from None
 
 
-def _pick(io: dict[str, Any], keys: tuple[str, ...], names: list[str], default: str,
-          what: str, model_path: Path) -> str:
-    """The graph's ``what`` name: the manifest's, else the default, else the only one."""
-    wanted = next((io[k] for k in keys if isinstance(io.get(k), str)), None)
+def _signature(manifest: dict[str, Any], path: Path) -> ModelSignature | None:
+    data = manifest.get(SIGNATURE_KEY)
+    if data is None:
+        return None
+    try:
+        return ModelSignature.from_dict(data, where=f"{path}'s {SIGNATURE_KEY!r}")
+    except SignatureError as exc:
+        raise ModelLoadError(f"{exc}; run `shadow doctor --repair` to rewrite it from the "
+                             "store, or re-export the model with a valid signature") from None
+
+
+def _pick(wanted: str | None, names: list[str], default: str, what: str,
+          model_path: Path) -> str:
+    """The graph's ``what`` name: the signature's, else the default, else the only one."""
     if wanted is None:
         wanted = default if default in names or len(names) != 1 else names[0]
     if wanted not in names:
@@ -196,11 +241,6 @@ def _pick(io: dict[str, Any], keys: tuple[str, ...], names: list[str], default: 
             f"the graph's {what}s are {names}; re-export the model with that name"
         )
     return wanted
-
-
-def _names(io: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    value = next((io[k] for k in keys if isinstance(io.get(k), list)), None)
-    return tuple(str(v) for v in value) if value else None
 
 
 def _width(shape: list[Any], features: tuple[str, ...] | None, model_path: Path) -> int:

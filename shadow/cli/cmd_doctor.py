@@ -17,9 +17,12 @@ EXIT_PROBLEMS = 1
 
 EPILOG = """\
 checks: the store opens and its schema is one this version reads; every channel's
-link, model and manifest match the database's current history row; each
-channel's history is an unbroken chain; every artifact hashes to its name;
-no temporary files are left by an interrupted promote or rollback.
+link resolves inside channels/.versions (never outside the home) to the version of
+the database's current history row; its model and manifest are regular files, the
+model has the sha256 that row recorded and no tensor stored in another file, and
+the manifest says what the database says; each channel's history is an unbroken
+chain; every artifact hashes to its name; no temporary files are left by an
+interrupted promote or rollback.
 
 exit status: 0 when nothing fails (warnings allowed), 1 when a problem remains.
 
@@ -29,8 +32,10 @@ examples:
   shadow doctor --format json
 
 --repair never edits the history: the database is the source of truth and only
-files are rewritten to follow it. A tampered artifact cannot be repaired here;
-restore it or promote another candidate.
+files are rewritten to follow it (a link re-pointed elsewhere is pointed back; a
+folder outside the home is never written to). A tampered artifact, or one that
+reads other files, cannot be repaired here; restore it, roll back or promote
+another candidate.
 """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selection.home import Home
 from selection.channels.promotion import check_channel
@@ -14,6 +14,9 @@ from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import note
+
+if TYPE_CHECKING:
+    from selection.store import Store
 
 ORDER = 35
 
@@ -33,12 +36,19 @@ examples:
   shadow serve --channel canary --port 8001
   curl -s localhost:8000/predict -d '{"rows": [[0, 0, 0, 0, 0, 0, 0, 0]]}'
 
-The server reads only $SHADOW_HOME/channels/<channel> (with a store at --home or
---store it also warns at start if those files lag the database). It checks that link every
+The server reads only $SHADOW_HOME/channels/<channel>. It checks that link every
 --poll-ms; when a promotion or rollback moves it, the new model is verified
 (sha256), loaded and smoke-tested beside the old one, then swapped in at once:
 no restart, no failed request. A model that fails any check is refused (logged
 here) and the old one keeps serving. Stop with Ctrl-C or SIGTERM.
+
+what it trusts: the link must lead inside channels/.versions (never outside the
+home), the files must be regular files, the model must hash to its manifest's
+sha256 and hold no tensor stored in another file. With a store (at --home or
+--store) it also serves only a version the store recorded for this channel, with
+that sha256 and manifest, and never moves back to an older history row; anything
+else is refused (at start: exit 2) until `shadow doctor --repair`. Files that
+only lag the database (an interrupted change) are served with a warning.
 """
 
 
@@ -90,9 +100,26 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be at least 1; got {args.threads}")
     limits = _limits(args)
     home = Home.resolve(args.home)
-    _warn_if_files_lag(args)
+    store = _open_store_if_any(args)
+    try:
+        return _serve(args, home, store)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _serve(args: argparse.Namespace, home: Home, store: Store | None) -> int:
+    from selection.errors import ConfigError
+
+    verify = None
+    if store is not None:
+        from selection.channels.trust import store_verifier
+
+        _warn_if_files_lag(store, args.channel)
+        verify = store_verifier(store, args.channel)  # serve only what the store recorded
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
-                             reload=not args.no_reload, threads=args.threads, on_event=_log_event)
+                             reload=not args.no_reload, threads=args.threads, on_event=_log_event,
+                             verify=verify)
     model = runtime.start()
     try:
         server = make_server(runtime, args.host, args.port,
@@ -136,20 +163,57 @@ def _limits(args: argparse.Namespace) -> ServerLimits:
                         max_connections=args.max_connections)
 
 
-def _warn_if_files_lag(args: argparse.Namespace) -> None:
-    """Say so when the channel's files lag the database (an interrupted change); serve anyway."""
-    from selection.errors import ShadowError
-    from selection.channels.promotion import current, in_sync
+def _open_store_if_any(args: argparse.Namespace) -> Store | None:
+    """The store beside the channels; None on an edge device that holds only channel files."""
+    from selection.errors import NotFoundError, ShadowError
 
     try:
-        with open_store(args) as store:
-            record = current(store, args.channel)
-            if record is not None and not in_sync(store, record):
-                note(f"warning: channel '{args.channel}' files lag the database (history row "
-                     f"{record.history_id}, candidate {record.candidate_id}); run "
-                     "`shadow doctor --repair`; serving what the files hold")
-    except ShadowError:
-        pass  # an edge device holds the channel files only, no database: nothing to compare
+        # Without the store's dependencies open_store raises a ShadowError too.
+        return open_store(args)
+    except NotFoundError:
+        return None  # no database here: the runtime's own checks are all there is
+    except ShadowError as exc:
+        note(f"warning: the store could not be opened ({exc}); serving with the runtime's own "
+             "checks only (link inside channels/, sha256, no external data)")
+        return None
+
+
+def _limits(args: argparse.Namespace) -> ServerLimits:
+    """The server's limits from the flags, each checked with the flag's name in the message."""
+    from selection.errors import ConfigError
+
+    for flag, value in (("--idle-timeout", args.idle_timeout),
+                        ("--request-timeout", args.request_timeout)):
+        if not 0.01 <= value <= 3600:
+            raise ConfigError(f"{flag} must be in 0.01..3600 seconds; got {value:g}; e.g. 5")
+    if not 1 <= args.max_connections <= 100_000:
+        raise ConfigError(f"--max-connections must be in 1..100000; got {args.max_connections}; "
+                          "e.g. 1024")
+    return ServerLimits(idle_timeout_s=args.idle_timeout, request_timeout_s=args.request_timeout,
+                        max_connections=args.max_connections)
+
+
+def _warn_if_files_lag(store: Store, channel: str) -> None:
+    """Say so when the channel's files lag the database (an interrupted change).
+
+    The version served must still be one the store recorded (the verifier
+    refuses anything else); only being behind is tolerated.
+    """
+    from selection.channels.files import channel_target
+    from selection.channels.layout import UntrustedChannelError
+    from selection.channels.promotion import current, in_sync
+    from selection.channels.trust import known_version
+
+    record = current(store, channel)
+    if record is None or in_sync(store, record):
+        return
+    try:
+        known_version(store, channel, channel_target(store.home, channel) or "")
+    except UntrustedChannelError:
+        return  # not behind but unknown: the verifier refuses it at start, in one line
+    note(f"warning: channel '{channel}' files lag the database (history row "
+         f"{record.history_id}, candidate {record.candidate_id}); run "
+         "`shadow doctor --repair`; serving the older version the files hold")
 
 
 def _log_event(event: RuntimeEvent) -> None:

@@ -2,6 +2,9 @@
 
 Like optimum's ``validate_model_outputs``: the exported graph is run in ONNX
 Runtime on real rows and must match torch within a tolerance, else ExportError.
+The file must also be self-contained: a tensor stored in another file would
+make every loader read that file, so it is refused here as at promotion and
+at load (``selection.artifacts.external_data``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from selection.artifacts.external_data import ExternalDataError, check_self_contained
 from shadow.errors import ExportError
 from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
 from shadow.models.base import WithProbabilities
@@ -51,11 +55,22 @@ def export_onnx(module: nn.Module, sample: np.ndarray) -> bytes:
         raise ExportError("torch.onnx.export returned no program; cannot export this model.")
     proto = program.model_proto
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    data = proto.SerializeToString()
+    check_exportable(data)
+    return data
+
+
+def check_exportable(onnx_bytes: bytes) -> None:
+    """Raise ExportError unless ``onnx_bytes`` is one self-contained model file."""
+    try:
+        check_self_contained(onnx_bytes, "the exported model")
+    except ExternalDataError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def verify_onnx(onnx_bytes: bytes, module: nn.Module, rows: np.ndarray) -> float:
     """Run both on ``rows``; return the max abs difference or raise ExportError."""
+    check_exportable(onnx_bytes)  # before ORT: building the session would read the files
     x = np.ascontiguousarray(rows, dtype=np.float32)
     with torch.no_grad():
         expected = WithProbabilities(module).eval()(torch.from_numpy(x)).numpy()

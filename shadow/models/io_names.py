@@ -1,8 +1,10 @@
 """Names of the exported graph's input and output: the contract with the edge app.
 
-Kept apart from :mod:`shadow.models.export` so code that only runs models (devices,
-the CLI) need not import torch.
+Defined once, in :mod:`selection.signature` (the model signature the manifest
+carries); re-exported here so code that only runs models (devices, the CLI)
+need not import torch.
 """
 
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
+from selection.signature import INPUT_NAME, OUTPUT_NAME
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME"]

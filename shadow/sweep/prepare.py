@@ -15,13 +15,13 @@ from typing import Any, Protocol
 from selection.artifacts.arrays import encode_holdout
 from selection.artifacts.content import sha256_bytes
 from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
+from selection.signature import SIGNATURE_KEY, ModelSignature
 from selection.store import Store
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
 from shadow.data.slicing.base import Holdout, Slice, cut_holdout, make_slices, rows_sha256
 from shadow.errors import ConfigError
 from shadow.sweep.lineage import code_lineage
-from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
 from shadow.models import get_family
 from shadow.sweep.config import SweepConfig
 from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
@@ -107,6 +107,7 @@ def sweep_record(prepared: PreparedSweep) -> SweepRecord:
         ),
         config=prepared.config.raw,
         n_planned=prepared.n_planned,
+        devices=tuple(prepared.config.devices),
     )
 
 
@@ -119,21 +120,20 @@ def slice_records(prepared: PreparedSweep) -> list[SliceRecord]:
 
 def sweep_data(prepared: PreparedSweep) -> SweepData:
     dataset = prepared.dataset
-    model_io = {
-        "input": INPUT_NAME,
-        "output": OUTPUT_NAME,
-        "features": list(dataset.feature_names),
-        "classes": list(dataset.classes),
-        "target": dataset.manifest.target,
-        "input_shape": list(dataset.input_shape) if dataset.input_shape else None,
-    }
+    # The contract with the edge app; the graph names are export's (shadow.models.io_names).
+    signature = ModelSignature(
+        features=tuple(dataset.feature_names),
+        classes=tuple(dataset.classes),
+        target=dataset.manifest.target,
+        input_shape=tuple(dataset.input_shape) if dataset.input_shape else None,
+    )
     lineage: dict[str, Any] = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
         # Where the data was found, so a refit can load it again from anywhere.
         "dataset_manifest": str(dataset.manifest.path.resolve()),
         "holdout": [prepared.holdout.start, prepared.holdout.stop],
-        "model_io": model_io,
+        SIGNATURE_KEY: signature.to_dict(),
         **code_lineage(),
     }
     return SweepData(

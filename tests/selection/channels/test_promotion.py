@@ -59,7 +59,12 @@ def test_promote_writes_model_and_manifest(store: Store, three) -> None:
         "reason": "first model", "history_id": record.history_id}
     assert manifest["size_bytes"] == len(store.artifacts.read_verified(c1.onnx_sha256))
     assert manifest["metrics"]["accuracy"] == pytest.approx(0.6)
-    assert manifest["model_io"]["feature_columns"] == ["temp", "humidity"]
+    # The fixture's lineage uses the long spelling (read, never written); the manifest
+    # carries the signature as ModelSignature writes it.
+    assert manifest["model_io"] == {"input": "x", "output": None,
+                                    "features": ["temp", "humidity"],
+                                    "classes": ["dry", "rain"], "target": None,
+                                    "input_shape": None}
     assert manifest["promoted_at"] == record.at.isoformat(timespec="microseconds")
     assert (record.action, record.candidate_id, record.previous_candidate_id) == ("promote", "c-1", None)
     assert current(store, "production") == record
