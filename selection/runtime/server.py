@@ -113,7 +113,7 @@ class ModelServer(ThreadingHTTPServer):
     def url(self) -> str:
         """``http://host:port`` actually bound (port 0 asks the OS for a free one)."""
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def connections(self) -> int:
@@ -170,7 +170,7 @@ class ModelServer(ThreadingHTTPServer):
             pass
         self.close_request(request)
 
-    def shutdown_request(self, request: socket.socket) -> None:
+    def shutdown_request(self, request: Any) -> None:
         """Close after a lingering read, so a refused request's unread bytes do not turn
         the close into a reset that destroys the error answer before the client reads it."""
         try:
@@ -346,7 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
                                      "its Content-Length announced; send the whole body")
         return body
 
-    def _reject(self, status: int, message: str) -> None:
+    def _reject(self, status: int, message: str) -> bytes | None:
+        """Answer ``status`` and close: the body's framing cannot be trusted (always None)."""
         self.close_connection = True
         self._error(status, message)
         return None
