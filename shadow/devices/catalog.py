@@ -15,7 +15,7 @@ import os
 from selection.registry import Registry
 from shadow.devices.base import Device
 from shadow.devices.edge.device import EdgeDevice
-from shadow.devices.edge.profile import ENV_VAR, BUILTIN_DIR, DeviceProfile, load_profiles, profile_dirs
+from shadow.devices.edge.profile import BUILTIN_DIR, ENV_VAR, DeviceProfile, load_profiles, profile_dirs
 from shadow.devices.host_cpu import HostCpu
 from shadow.errors import ConfigError
 

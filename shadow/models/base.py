@@ -27,6 +27,10 @@ class Standardize(nn.Module):
     production model can never disagree about preprocessing.
     """
 
+    # Buffers (saved and exported with the module), declared for type checkers.
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.clone().float())

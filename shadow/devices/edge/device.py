@@ -46,10 +46,10 @@ class EdgeDevice(Device):
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
 
-    name = property(lambda self: self.profile.name)  # type: ignore[assignment]
-    kind = property(lambda self: self.profile.kind)  # type: ignore[assignment]
-    numerics = property(lambda self: self.profile.numerics)  # type: ignore[assignment]
-    description = property(lambda self: self.profile.description)  # type: ignore[assignment]
+    name = property(lambda self: self.profile.name)
+    kind = property(lambda self: self.profile.kind)
+    numerics = property(lambda self: self.profile.numerics)
+    description = property(lambda self: self.profile.description)
 
     def __repr__(self) -> str:
         return f"EdgeDevice({self.profile.name!r}, {self.profile.numerics})"

@@ -118,6 +118,7 @@ def _fail(path: Path, key: str, rule: str, fix: str) -> ConfigError:
 
 def _check_tables(path: Path, raw: dict[str, Any]) -> None:
     where = f"device profile {path}"
+    items: Iterable[tuple[str, Any]]
     check_known_keys(raw, [*SCHEMA[""], *(t for t in SCHEMA if t), *FREE_TABLES], where)
     for table, value in raw.items():
         if table in FREE_TABLES:

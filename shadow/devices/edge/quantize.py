@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from shadow.devices.errors import ConversionError
 from shadow.devices.edge.graph import fix_batch
+from shadow.devices.errors import ConversionError
 from shadow.models.io_names import INPUT_NAME
 
 #: Rows per calibration batch: large enough to be quick, small enough for big models.

@@ -7,7 +7,6 @@ import pytest
 from shadow.data.catalog import find_manifest, list_manifests
 from shadow.data.loader import MIN_ROWS, load_dataset
 from shadow.errors import ConfigError, DatasetError, NotFoundError
-
 from tests.shadow.conftest import separable_frame, write_dataset
 
 

@@ -105,9 +105,10 @@ def test_segment_column_must_be_declared():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"strategy": "latest"}, r"unknown slice strategy 'latest'; known: all, recent, window, bootstrap, expanding, segment"),
+        ({"strategy": "latest"},
+         r"unknown slice strategy 'latest'; known: all, recent, window, bootstrap, expanding, segment\. Set"),
         ({"rows": 5}, r"needs 'strategy'"),
-        ({"strategy": "recent", "rows": 100, "size": 3}, r"unknown key 'size'"),
+        ({"strategy": "recent", "rows": 100, "size": 3}, r"unknown key 'size'; known keys: rows\. Fix"),
         ({"strategy": "recent"}, r"missing required key 'rows'"),
     ],
 )

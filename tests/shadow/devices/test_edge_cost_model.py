@@ -13,7 +13,6 @@ from shadow.devices.catalog import builtin_profile
 from shadow.devices.edge.cost_model import estimate
 from shadow.devices.edge.graph import analyze, peak_activation_elements
 from shadow.errors import ConfigError
-
 from tests.shadow.devices.test_edge_device import separable_model
 
 

@@ -42,7 +42,11 @@ def _profile_text(name: str = "my-npu", extra: str = "", numerics: str = "a16w8"
 
 
 @pytest.mark.parametrize(("edit", "match"), [
-    (lambda t: t.replace("[dispatch]", "[dispatch]\nper_opp_s = 1.0"), r"\[dispatch\]: unknown key 'per_opp_s'; known keys: .*per_op_s"),
+    (lambda t: t.replace("[dispatch]", "[dispatch]\nper_opp_s = 1.0"),
+     r"\[dispatch\]: unknown key 'per_opp_s'; known keys: .*per_op_s"),
+    (lambda t: t.replace("[memory]", "[memroy]"), r"unknown key 'memroy'; known keys: .*memory"),
+    (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = nan"), r"dispatch\.per_op_s: must be >= 0 and finite, got nan"),
+    (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = inf"), r"dispatch\.per_op_s: must be >= 0 and finite, got inf"),
     (lambda t: t.replace('"dispatch.per_op_s" = ', '"unused" = '), r"dispatch\.per_op_s: has no source.*\[sources\]"),
     (lambda t: t.replace('kind = "npu"', 'kind = "gpu"'), r"kind: must be one of npu, cpu, host"),
     (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = -1.0"), r"dispatch\.per_op_s: must be >= 0"),
