@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selection.errors import ConfigError
+from selection.validation import check_known_keys
 
 #: Key of the signature in a candidate's lineage and in a channel manifest.
 SIGNATURE_KEY = "model_io"
@@ -112,12 +113,10 @@ class ModelSignature:
         if not isinstance(data, Mapping):
             raise SignatureError(f"{where} must be a JSON object (keys: {', '.join(_KEYS)}); "
                                  f"got {type(data).__name__}")
+        check_known_keys([_LEGACY.get(k, k) for k in data], _KEYS, where, SignatureError)
         values: dict[str, Any] = {}
         for key, value in data.items():
             canonical = _LEGACY.get(key, key)
-            if canonical not in _KEYS:
-                raise SignatureError(f"{where} has an unknown key {key!r}; the known keys are "
-                                     f"{', '.join(_KEYS)}")
             if canonical in values:
                 raise SignatureError(f"{where} gives {canonical!r} twice (as {canonical!r} and "
                                      f"{key!r}); keep one")

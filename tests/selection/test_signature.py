@@ -55,7 +55,8 @@ def test_image_signature_checks_its_shape() -> None:
     [
         ([1, 2], r"^manifest\.json must be a JSON object \(keys: input, output, features"),
         ({**SHIPPED, "featurs": []},
-         r"unknown key 'featurs'; the known keys are input, output, features, classes, target"),
+         r"^manifest\.json: unknown key 'featurs'; known keys: input, output, features, classes, "
+         r"target, input_shape\. Fix the spelling or remove it\.$"),
         ({**SHIPPED, "feature_columns": ["a", "b"]}, r"gives 'features' twice"),
         ({**SHIPPED, "input": ""}, r"manifest\.json's 'input' must be the graph's input name"),
         ({**SHIPPED, "features": "temp,dew"}, r"'features' must be a list or null; got 'temp,dew'"),

@@ -27,7 +27,7 @@ def test_a_signature_naming_another_tensor_or_malformed_is_refused() -> None:
     with pytest.raises(IntegrityError, match=r"the input 'x' named by the candidate's signature "
                                              r"must exist in the model; its inputs are \['features'\]"):
         predict_classes(tiny_classifier(2), X, {"input": "x"})
-    with pytest.raises(IntegrityError, match="the candidate's model_io has an unknown key 'inputs'"):
+    with pytest.raises(IntegrityError, match="the candidate's model_io: unknown key 'inputs'"):
         predict_classes(tiny_classifier(2), X, {"inputs": "features"})
 
 

@@ -56,8 +56,8 @@ def test_the_signature_comes_from_the_manifest_and_is_validated(version: Path) -
     with pytest.raises(ModelLoadError) as info:
         load_version(version, channel="production")
     message = str(info.value)
-    assert "\n" not in message and "manifest.json's 'model_io' has an unknown key 'clases'" in message
-    assert "the known keys are input, output, features, classes" in message
+    assert "\n" not in message and "manifest.json's 'model_io': unknown key 'clases'" in message
+    assert "known keys: input, output, features, classes" in message
 
 
 def test_manifests_without_or_with_the_long_signature_still_load(version: Path) -> None:
