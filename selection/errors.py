@@ -14,6 +14,7 @@ This module lives in ``selection`` because ``selection`` must not import
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -42,8 +43,12 @@ class PromotionError(ShadowError, RuntimeError):
 
 
 class GateRefused(PromotionError):
-    """The champion/challenger gate refused a promotion; ``decision`` says every check."""
+    """The champion/challenger gate refused a promotion; ``decision`` says every check.
 
-    def __init__(self, message: str, decision: dict[str, Any]) -> None:
+    ``decision`` is the gate's ``GateDecision`` (it reads like its stored JSON:
+    ``decision["reasons"]``).
+    """
+
+    def __init__(self, message: str, decision: Mapping[str, Any]) -> None:
         super().__init__(message)
         self.decision = decision

@@ -91,23 +91,14 @@ def artifact_for(candidate: CandidateRecord, result: DeviceResult) -> str | None
     return result.artifact_sha256 or candidate.onnx_sha256
 
 
-def promote(
-    store: Store,
-    candidate_id: str,
-    *,
-    device: str = HOST_DEVICE,
-    channel: str = DEFAULT_CHANNEL,
-    who: str | None = None,
-    reason: str | None = None,
-    decision: Mapping[str, Any] | None = None,
-) -> PromotionRecord:
-    """Make ``candidate_id``'s model for ``device`` the model of ``channel``.
+def verify_promotion(
+    store: Store, candidate_id: str, *, device: str = HOST_DEVICE, channel: str = DEFAULT_CHANNEL,
+) -> tuple[CandidateRecord, DeviceResult, str]:
+    """Everything :func:`promote` checks before it changes anything; raises what promote would.
 
-    Checks, before anything changes: the candidate exists (NotFoundError),
-    it ran ok on ``device`` (PromotionError), its artifact verifies
-    (IntegrityError), and it is not already the channel's model
-    (PromotionError). ``decision`` (e.g. the gate's verdict) is stored with
-    the history row. Returns that row.
+    Returns the candidate, its result on ``device`` and the sha256 of the
+    verified model that would ship. ``shadow promote --dry-run`` calls this
+    too, so a dry run refuses exactly what the real run refuses.
     """
     check_channel(channel)
     candidate = store.get_candidate(candidate_id)
@@ -128,6 +119,28 @@ def promote(
             f"candidate {candidate_id!r} cannot be promoted: {exc}; the edge app could not "
             "call it; store the candidate again with a valid signature"
         ) from None
+    return candidate, result, sha
+
+
+def promote(
+    store: Store,
+    candidate_id: str,
+    *,
+    device: str = HOST_DEVICE,
+    channel: str = DEFAULT_CHANNEL,
+    who: str | None = None,
+    reason: str | None = None,
+    decision: Mapping[str, Any] | None = None,
+) -> PromotionRecord:
+    """Make ``candidate_id``'s model for ``device`` the model of ``channel``.
+
+    Checks, before anything changes: the candidate exists (NotFoundError),
+    it ran ok on ``device`` (PromotionError), its artifact verifies
+    (IntegrityError), and it is not already the channel's model
+    (PromotionError). ``decision`` (e.g. the gate's verdict) is stored with
+    the history row. Returns that row.
+    """
+    candidate, result, sha = verify_promotion(store, candidate_id, device=device, channel=channel)
     record = _new_record(channel, "promote", candidate_id, device, sha, who, reason)
     record = replace(record, decision=dict(decision or {}))
     with channel_lock(store.home, channel):

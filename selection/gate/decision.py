@@ -13,118 +13,70 @@ A challenger passes only if every check passes:
 With ``require = "no-regression"``, checks 2 and 3 turn round: the
 challenger must not be significantly worse than the champion (and, if
 ``max_regression`` is set, score at most that much below it). That is the rule for shipping refits, which are
-fresher than the gated candidate by a whole holdout (``gate_checks``).
+fresher than the gated candidate by a whole holdout (``checks.comparison_checks``).
 
 With no champion yet, an eligible challenger passes. The result is a
-decision record (every check, the p-value, the improvement, the guards) that
-``shadow promote`` stores with the history row; ``--force --reason`` records
-an override as ``forced``. The gate never changes anything itself.
+:class:`~selection.gate.record.GateDecision` (every check, the p-value, the
+improvement, the guards) that ``shadow promote`` stores with the history row;
+``--force --reason`` records an override as ``forced``. The gate never
+changes anything itself. Thresholds are a
+:class:`~selection.gate.policy.GatePolicy` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
-from selection.ranking.eligibility import violations
+from selection.channels.promotion import artifact_for, current, default_who, promote
 from selection.errors import ConfigError, GateRefused, PromotionError, ShadowError
 from selection.gate.checks import (
-    REQUIREMENTS, check_entry as _check, comparison_checks, guard_checks, result_summary,
+    comparison_checks,
+    constraints_check,
+    guard_check,
+    guard_checks,
+    result_summary,
+)
+from selection.gate.paired import load_holdout, rows_trained_on, score
+from selection.gate.policy import GatePolicy, gate_from_config
+from selection.gate.record import (
+    GateCheck,
+    GateDecision,
+    GuardResult,
+    HoldoutUsed,
+    Improvement,
+    ModelSummary,
+    Override,
+    PairedTest,
 )
 from selection.leaderboard.frame import sweep_policy
-from selection.gate.paired import load_holdout, rows_trained_on, score
-from selection.channels.promotion import artifact_for, current, default_who, promote
-from selection.ranking.policies import METRIC_DIRECTIONS, RankingPolicy
-from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, CandidateRecord, PromotionRecord, utc_now
-from selection.gate.stats import ALTERNATIVES
+from selection.ranking.policies import RankingPolicy
+from selection.records import (
+    DEFAULT_CHANNEL,
+    HOST_DEVICE,
+    CandidateRecord,
+    DeviceResult,
+    PromotionRecord,
+    SweepRecord,
+    utc_now,
+)
 from selection.store import Store
-from selection.store.rows import extra_columns
-from selection.validation import check_known_keys
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Thresholds of the gate; build from a sweep file with :func:`gate_from_config`."""
-
-    min_improvement: float = 0.0
-    alpha: float = 0.05
-    alternative: str = "greater"
-    #: metric -> the most it may get worse, in percent of the champion's value.
-    guards: Mapping[str, float] = field(default_factory=lambda: {"latency_ms": 10.0})
-    #: "improvement" (significantly better) or "no-regression" (not significantly worse and,
-    #: if set, at most ``max_regression`` lower): see ``gate_checks.comparison_checks``.
-    require: str = "improvement"
-    max_regression: float | None = None
-
-    def __post_init__(self) -> None:
-        if not _number(self.min_improvement) or not 0 <= self.min_improvement <= 1:
-            raise ConfigError(f"[gate] min_improvement must be a number in [0, 1] (absolute "
-                              f"accuracy); got {self.min_improvement!r}; e.g. 0.01")
-        if not _number(self.alpha) or not 0 < self.alpha < 1:
-            raise ConfigError(f"[gate] alpha must be a number in (0, 1); got {self.alpha!r}; e.g. 0.05")
-        if self.require not in REQUIREMENTS:
-            raise ConfigError(f"[gate] require must be one of {', '.join(REQUIREMENTS)}; got "
-                              f"{self.require!r}; e.g. \"no-regression\" when shipping refits")
-        if self.max_regression is not None and (
-                not _number(self.max_regression) or not 0 <= self.max_regression <= 1):
-            raise ConfigError(f"[gate] max_regression must be a number in [0, 1] (absolute "
-                              f"accuracy); got {self.max_regression!r}; e.g. 0.01")
-        if self.alternative not in ALTERNATIVES:
-            raise ConfigError(f"[gate] alternative must be one of {', '.join(ALTERNATIVES)}; "
-                              f"got {self.alternative!r}")
-        if not isinstance(self.guards, Mapping):
-            raise ConfigError(f"[gate] guards must be a table metric = max % worse; got {self.guards!r}")
-        for metric, pct in self.guards.items():
-            if metric not in METRIC_DIRECTIONS:
-                raise ConfigError(f"[gate.guards] metric must be one of {', '.join(METRIC_DIRECTIONS)}; "
-                                  f"got {metric!r}")
-            if not _number(pct) or pct < 0:
-                raise ConfigError(f"[gate.guards] {metric} must be a percentage >= 0; got {pct!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"min_improvement": self.min_improvement, "alpha": self.alpha,
-                "alternative": self.alternative, "test": "mcnemar-exact",
-                "guards": dict(self.guards), "require": self.require,
-                "max_regression": self.max_regression}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 #: A champion that trained on more than this share of the holdout rows cannot be judged there
 #: (a little slack for rows that merely repeat, e.g. identical images).
 MAX_SEEN_SHARE = 0.01
-
-_GATE_KEYS = ("min_improvement", "alpha", "alternative", "guards", "require", "max_regression")
-
-
-def gate_from_config(table: Mapping[str, Any], where: str) -> GatePolicy:
-    """A GatePolicy from a ``[gate]`` TOML table; unknown keys are errors."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"{where} must be a table of gate settings; got {table!r}")
-    check_known_keys(table, _GATE_KEYS, where)
-    values = dict(table)
-    if "guards" in values and isinstance(values["guards"], Mapping):
-        values["guards"] = dict(values["guards"])
-    try:
-        return GatePolicy(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def evaluate_gate(
     store: Store, candidate_id: str, *, device: str = HOST_DEVICE,
     channel: str = DEFAULT_CHANNEL, ranking: RankingPolicy | str | None = None,
     gate: GatePolicy | None = None,
-) -> dict[str, Any]:
-    """The gate's decision record for promoting ``candidate_id`` on ``device`` into ``channel``.
+) -> GateDecision:
+    """The gate's decision for promoting ``candidate_id`` on ``device`` into ``channel``.
 
     Raises NotFoundError for an unknown candidate; every other problem is a
-    failed check in the record (``passed`` False), never an exception, so a
+    failed check in the decision (``passed`` False), never an exception, so a
     dry run can always show why.
     """
     challenger = store.get_candidate(candidate_id)
@@ -134,98 +86,94 @@ def evaluate_gate(
         table = sweep.config.get("gate")
         gate = GatePolicy() if table is None else gate_from_config(table, f"[gate] of sweep {sweep.sweep_id!r}")
     result = challenger.device(device)
-    decision: dict[str, Any] = {
-        "passed": False, "forced": False, "channel": channel, "device": device,
-        "decided_at": utc_now().isoformat(), "ranking_policy": policy.as_dict(),
-        "gate_policy": gate.as_dict(), "challenger": result_summary(challenger, result),
-        "champion": None, "holdout": None, "test": None, "improvement": None, "guards": [],
-    }
-    checks = [_constraints(challenger, result, device, policy)]
+    checks = [constraints_check(challenger, result, device, policy, policy.name)]
     if challenger.refit_of:
-        checks.append(_check(
+        checks.append(GateCheck(
             "refit", False,
             f"candidate {candidate_id!r} is a refit of {challenger.refit_of!r}: it trained on this "
             "holdout, so its scores there are in-sample and cannot be gated; promote "
             f"{challenger.refit_of} with --refit instead"))
+    versus = _Versus(summary=result_summary(challenger, result))
     now = current(store, channel)
     if now is None:
-        checks.append(_check("champion", True, f"channel {channel!r} has no champion yet: an "
-                                               "eligible challenger passes"))
-    elif result is not None and checks[0]["passed"]:
-        checks.extend(_versus(store, challenger, device, now, sweep, gate, decision))
-    decision["checks"] = checks
-    decision["passed"] = all(c["passed"] for c in checks)
-    decision["reasons"] = [c["detail"] for c in checks if not c["passed"]]
-    return decision
+        checks.append(GateCheck("champion", True, f"channel {channel!r} has no champion yet: an "
+                                                  "eligible challenger passes"))
+    elif result is not None and checks[0].passed:
+        versus = _versus(store, challenger, result, now, sweep, gate)
+        checks.extend(versus.checks)
+    return GateDecision(
+        channel=channel, device=device, decided_at=utc_now().isoformat(),
+        ranking_policy=policy.as_dict(), gate_policy=gate.as_dict(), challenger=versus.summary,
+        checks=tuple(checks), champion=versus.champion, holdout=versus.holdout, test=versus.test,
+        improvement=versus.improvement, guards=versus.guards,
+    )
 
 
-def _constraints(candidate: CandidateRecord, result: Any, device: str, policy: RankingPolicy) -> dict[str, Any]:
-    if result is None:
-        ran = ", ".join(d.device for d in candidate.devices) or "none"
-        return _check("constraints", False, f"no result on device {device!r} (ran on: {ran})")
-    row = {"status": "ok" if candidate.status == result.status == "ok" else "failed",
-           "error": result.error or candidate.error, "accuracy": result.accuracy,
-           "latency_ms": result.latency_ms, "size_bytes": result.size_bytes,
-           "host_latency_p50_ms": result.host_latency_p50_ms,
-           "host_latency_p99_ms": result.host_latency_p99_ms,
-           "train_seconds": candidate.train_seconds, **extra_columns(result.extra)}
-    row["device_ineligible_reason"] = row.pop("ineligible_reason")
-    row["device_eligible"] = row.pop("device_eligible")
-    why = violations(pd.DataFrame([row]), policy)[0]
-    if why is None:
-        return _check("constraints", True, f"meets the ranking policy {policy.name!r}")
-    return _check("constraints", False, f"breaks the ranking policy {policy.name!r}: {why}")
+@dataclass(frozen=True)
+class _Versus:
+    """What comparing with the champion adds to a decision (all unset when there is none)."""
+
+    summary: ModelSummary
+    checks: tuple[GateCheck, ...] = ()
+    champion: ModelSummary | None = None
+    holdout: HoldoutUsed | None = None
+    test: PairedTest | None = None
+    improvement: Improvement | None = None
+    guards: tuple[GuardResult, ...] = ()
 
 
-def _versus(store: Store, challenger: CandidateRecord, device: str, now: Any, sweep: Any,
-            gate: GatePolicy, decision: dict[str, Any]) -> list[dict[str, Any]]:
-    """The checks against the champion; fills the decision's champion/test/improvement/guards."""
+def _versus(store: Store, challenger: CandidateRecord, result: DeviceResult, now: PromotionRecord,
+            sweep: SweepRecord, gate: GatePolicy) -> _Versus:
+    """The checks of ``challenger`` (``result``: its run on the gated device) against the champion."""
     champion = store.get_candidate(now.candidate_id)
-    result = challenger.device(device)
-    decision["champion"] = {**result_summary(champion, champion.device(now.device)),
-                            "device": now.device, "sha256": now.sha256, "history_id": now.history_id}
+    device = result.device
+    mine_summary = result_summary(challenger, result)
+    theirs_summary = replace(result_summary(champion, champion.device(now.device)),
+                             device=now.device, sha256=now.sha256, history_id=now.history_id)
+
+    def refused(name: str, detail: str) -> _Versus:
+        return _Versus(mine_summary, (GateCheck(name, False, detail),), theirs_summary)
+
     if now.candidate_id == challenger.candidate_id and now.sha256 == artifact_for(challenger, result):
-        return [_check("champion", False, f"candidate {challenger.candidate_id!r} is already the "
-                                          f"model of channel {now.channel!r}; nothing to promote")]
+        return refused("champion", f"candidate {challenger.candidate_id!r} is already the "
+                                   f"model of channel {now.channel!r}; nothing to promote")
     if champion.refit_of == challenger.candidate_id:
-        return [_check("champion", False, f"candidate {challenger.candidate_id!r} is already in "
-                                          f"channel {now.channel!r} as its refit "
-                                          f"{champion.candidate_id!r}; nothing to promote")]
+        return refused("champion", f"candidate {challenger.candidate_id!r} is already in "
+                                   f"channel {now.channel!r} as its refit "
+                                   f"{champion.candidate_id!r}; nothing to promote")
     try:
         holdout = load_holdout(store, sweep)
         seen = rows_trained_on(store, champion, holdout)
         if seen > MAX_SEEN_SHARE * len(holdout.labels):
-            return [_check(
-                "champion holdout", False,
+            return refused(
+                "champion holdout",
                 f"the champion {champion.candidate_id!r} is a refit that trained on {seen} of "
                 f"these {len(holdout.labels)} holdout rows, so it cannot be judged on them; "
                 "gate challengers from a sweep whose holdout is newer than the data the "
-                "champion was refit on")]
+                "champion was refit on")
         mine = score(store, challenger, device, artifact_for(challenger, result) or "", sweep, holdout)
         theirs = score(store, champion, now.device, now.sha256, store.get_sweep(champion.sweep_id), holdout)
     except ShadowError as exc:
-        return [_check("paired scoring", False, " ".join(str(exc).split()))]
+        return refused("paired scoring", " ".join(str(exc).split()))
     labels = holdout.labels
-    decision["holdout"] = {"sweep_id": holdout.sweep_id, "data_sha256": holdout.data_sha256,
-                           "rows": int(len(labels))}
-    decision["champion"].update(rescored=theirs.rescored, scored_by=theirs.source,
-                                accuracy_on_holdout=theirs.accuracy(labels))
-    decision["challenger"].update(scored_by=mine.source, accuracy_on_holdout=mine.accuracy(labels))
-    checks = comparison_checks(gate, mine.predictions == labels, theirs.predictions == labels, decision)
-    decision["guards"] = guard_checks(gate.guards, challenger, result, champion, device, now.device)
-    checks.extend(_check(f"guard {g['metric']}", g["status"] != "fail", g["detail"])
-                  for g in decision["guards"])
-    return checks
+    checks, improvement, test = comparison_checks(gate, mine.predictions == labels, theirs.predictions == labels)
+    guards = guard_checks(gate.guards, challenger, result, champion, device, now.device)
+    return _Versus(
+        summary=replace(mine_summary, scored_by=mine.source, accuracy_on_holdout=mine.accuracy(labels)),
+        checks=(*checks, *(guard_check(g) for g in guards)),
+        champion=replace(theirs_summary, rescored=theirs.rescored, scored_by=theirs.source,
+                         accuracy_on_holdout=theirs.accuracy(labels)),
+        holdout=HoldoutUsed(holdout.sweep_id, holdout.data_sha256, int(len(labels))),
+        test=test, improvement=improvement, guards=guards,
+    )
 
 
-def force_decision(decision: Mapping[str, Any], reason: str, who: str | None = None) -> dict[str, Any]:
+def force_decision(decision: GateDecision, reason: str, who: str | None = None) -> GateDecision:
     """``decision`` marked as overridden by a person: recorded, never silent."""
     if not reason or not reason.strip():
         raise ConfigError("--force needs --reason TEXT saying why the gate is overridden; "
                           'got no reason; e.g. --force --reason "hotfix for the storm season"')
-    forced = dict(decision)
-    forced.update(forced=True, forced_reason=reason, forced_by=who, gate_passed=decision.get("passed"))
-    return forced
+    return replace(decision, override=Override(reason, who))
 
 
 def promote_through_gate(
@@ -248,10 +196,10 @@ def promote_through_gate(
     """
     decision = evaluate_gate(store, candidate_id, device=device, channel=channel,
                              ranking=ranking, gate=gate)
-    if not decision["passed"] and not force:
+    if not decision.passed and not force:
         raise GateRefused(
             f"the gate refused {candidate_id} for channel {channel!r}: "
-            f"{'; '.join(decision['reasons'])}; nothing was changed; see "
+            f"{'; '.join(decision.reasons)}; nothing was changed; see "
             "`shadow promote ... --dry-run` for every check, or override with "
             "--force --reason TEXT (recorded as forced)",
             decision,
@@ -261,9 +209,9 @@ def promote_through_gate(
     shipped = candidate_id
     if refit is not None:
         shipped = refit(candidate_id)
-        decision = {**decision, "refit": _refit_summary(store, candidate_id, shipped)}
+        decision = replace(decision, refit=_refit_summary(store, candidate_id, shipped))
     return promote(store, shipped, device=device, channel=channel, who=who,
-                   reason=reason, decision=decision)
+                   reason=reason, decision=decision.to_json())
 
 
 def _refit_summary(store: Store, parent_id: str, refit_id: str) -> dict[str, Any]:
@@ -277,4 +225,5 @@ def _refit_summary(store: Store, parent_id: str, refit_id: str) -> dict[str, Any
     return {"of": parent_id, "candidate_id": refit_id, **(record.refit or {})}
 
 
-__all__ = ["GatePolicy", "evaluate_gate", "force_decision", "gate_from_config", "promote_through_gate"]
+__all__ = ["GateDecision", "GatePolicy", "evaluate_gate", "force_decision", "gate_from_config",
+           "promote_through_gate"]

@@ -17,8 +17,8 @@ import numpy as np
 
 from selection.artifacts.arrays import decode_array, decode_holdout
 from selection.errors import IntegrityError, NotFoundError, PromotionError
-from selection.records import CandidateRecord, SweepRecord
 from selection.gate.rescore import predict_classes
+from selection.records import CandidateRecord, SweepRecord
 from selection.store import Store
 
 

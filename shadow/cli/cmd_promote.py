@@ -9,10 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from selection.errors import ConfigError
-from selection.gate.decision import evaluate_gate, promote_through_gate
+from selection.channels.promotion import current, default_who, history, rollback, verify_promotion
+from selection.errors import ConfigError, ShadowError
+from selection.gate.decision import evaluate_gate, force_decision, promote_through_gate
+from selection.gate.record import GateDecision
 from selection.leaderboard.frame import best_candidate
-from selection.channels.promotion import current, history, rollback
 from selection.ranking.policies import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from selection.store import Store
@@ -126,6 +127,8 @@ def run_promote(args: argparse.Namespace) -> int:
             decision = evaluate_gate(
                 store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
             )
+            if args.force:  # what the real run would store
+                decision = force_decision(decision, args.reason, default_who())
             return _show_plan(store, candidate_id, decision, args)
         refit = _refit_step(store) if args.refit else None
         record = promote_through_gate(
@@ -166,12 +169,16 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_plan(
-    store: Store, candidate_id: str, decision: dict[str, Any], args: argparse.Namespace
-) -> int:
+def _show_plan(store: Store, candidate_id: str, decision: GateDecision, args: argparse.Namespace) -> int:
     candidate = store.get_candidate(candidate_id)
     result = candidate.device(args.device)
     now = current(store, args.channel)
+    try:  # the real run's own checks (artifact sha256, status on the device, ...)
+        sha: str | None = verify_promotion(store, candidate_id, device=args.device, channel=args.channel)[2]
+        problem = None
+    except ShadowError as exc:
+        sha, problem = None, " ".join(str(exc).split())
+    already = now is not None and sha is not None and (now.candidate_id, now.sha256) == (candidate_id, sha)
     plan = {
         "would_promote": candidate_id,
         "channel": args.channel,
@@ -182,35 +189,37 @@ def _show_plan(
         "status_on_device": result.status if result else "not run on this device",
         "params": candidate.params,
         "replacing": now.candidate_id if now else None,
-        "gate": "pass" if decision["passed"] else "refuse",
-        "outcome": _would(now, candidate_id, result, decision, args.force)
+        "gate": "pass" if decision.passed else "refuse",
+        "outcome": _would(decision, problem, already, now)
         + (" (a refit of it on its slice plus the holdout would ship)" if args.refit else ""),
         "dry_run": True,
     }
     if args.format == "json":
-        render_mapping({**plan, "decision": decision}, "json")
+        render_mapping({**plan, "decision": decision.to_json()}, "json")
         return 0
     render_mapping(plan, args.format)
     if args.format == "table":
         print("gate checks:")
-        for check in decision["checks"]:
-            print(f"  [{'pass' if check['passed'] else 'FAIL'}] {check['check']}: {check['detail']}")
+        for check in decision.checks:
+            print(f"  [{'pass' if check.passed else 'FAIL'}] {check.check}: {check.detail}")
     return 0
 
 
-def _would(
-    now: PromotionRecord | None, candidate_id: str, result: Any, decision: dict[str, Any],
-    force: bool,
-) -> str:
-    """What a real promote would do, in words (the promote call itself decides)."""
-    if result is None or result.status != "ok":
-        return "refused: the candidate has no successful result on this device"
-    if now is not None and now.candidate_id == candidate_id and now.sha256 == result.artifact_sha256:
+def _would(decision: GateDecision, problem: str | None, already: bool, now: PromotionRecord | None) -> str:
+    """What a real promote would do, in words: the gate's decision, then promote's own checks.
+
+    ``problem`` is what :func:`verify_promotion` (the real run's verification)
+    raised, ``already`` whether the model it verified is the channel's now.
+    """
+    if already:
         return "no change: already the channel's model"
-    if not decision["passed"] and not force:
-        return "refused by the gate (override with --force --reason TEXT)"
+    if not decision.passed and not decision.forced:
+        return "refused by the gate (override with --force --reason TEXT)" + (
+            f"; forced, it would still be refused: {problem}" if problem else "")
+    if problem is not None:
+        return f"refused: {problem}"
     change = "promote" if now is None else f"replace {now.candidate_id}"
-    return change + (" (forced past the gate)" if not decision["passed"] else "")
+    return change + (" (forced past the gate)" if not decision.passed else "")
 
 
 def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:
@@ -228,7 +237,8 @@ def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:
         "who": record.who,
         "reason": record.reason,
     }
-    refit = record.decision.get("refit") if isinstance(record.decision, dict) else None
+    # A promote made here went through the gate: its row holds the gate's decision.
+    refit = GateDecision.from_json(record.decision).refit if record.action == "promote" and record.decision else None
     if refit:
         summary["refit_of"] = refit.get("of")
         summary["refit_rows"] = refit.get("rows")

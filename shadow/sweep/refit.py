@@ -16,8 +16,9 @@ on its parent's gate decision (``selection.gate.decision.promote_through_gate(..
 refit=...)``). Before it may ship it must pass two checks, or RefitError says why
 and nothing is promoted:
 
-* it ran ok on every device its parent ran ok on, and stays eligible there
-  (no new CPU fallback, within the memory budget);
+* it ran ok on every device its parent ran ok on, and fits each as well as its
+  parent (no new CPU fallback, device ineligibility or memory-budget overrun:
+  the leaderboard's device rules, ``selection.ranking.eligibility.DEVICE_RULES``);
 * on the holdout rows it was trained on it scores no more than ``max_drop``
   below its parent's out-of-sample accuracy (a refit that cannot even fit the
   rows it saw has gone wrong: a diverged run, a bad seed). The default, 0.05,
@@ -41,6 +42,9 @@ from typing import Any
 import numpy as np
 
 from selection.errors import NotFoundError, StoreError
+from selection.gate.checks import board_row
+from selection.ranking.eligibility import DEVICE_RULES, row_violations
+from selection.ranking.policies import RankingPolicy
 from selection.records import CandidateRecord, DeviceResult
 from selection.store import Store
 from shadow.data.slicing.base import rows_sha256
@@ -103,8 +107,19 @@ def _prepare(store: Store, parent: CandidateRecord, config_path: Path | None) ->
     return prepared
 
 
+#: The device rules a refit must keep wherever its parent keeps them, whatever the sweep's
+#: policy allows: a refit ships in its parent's place, so it must fit the device as well.
+_DEVICE_FIT = RankingPolicy(name="refit device fit", within_memory_budget=True,
+                            allow_cpu_fallback=False, respect_device_eligibility=True)
+
+
 def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float) -> dict[str, Any]:
-    """Per device: parent's accuracy, the refit's in-sample one; RefitError if a check fails."""
+    """Per device: parent's accuracy, the refit's in-sample one; RefitError if a check fails.
+
+    The device checks are the leaderboard's own rules (``DEVICE_RULES``:
+    device eligibility, CPU fallback, memory budget), read from the same
+    columns; a refit may not break one its parent keeps.
+    """
     checks: dict[str, Any] = {}
     for before in parent.devices:
         if before.status != "ok":
@@ -114,16 +129,14 @@ def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float) -> 
             error = after.error if after is not None else "not run"
             raise RefitError(f"the refit of {parent.candidate_id} failed on device "
                              f"{before.device!r} ({error}); nothing was promoted")
-        if after.extra.get("has_fallback") is True and before.extra.get("has_fallback") is not True:
+        kept = {v.rule for v in row_violations(board_row(parent, before), _DEVICE_FIT, DEVICE_RULES)}
+        broken = [v.message for v in row_violations(board_row(refit, after), _DEVICE_FIT, DEVICE_RULES)
+                  if v.rule not in kept]
+        if broken:
             raise RefitError(
-                f"the refit of {parent.candidate_id} falls back to the CPU on {before.device!r} "
-                "though its parent does not; nothing was promoted; promote the parent without --refit"
-            )
-        if after.extra.get("eligible") is False and before.extra.get("eligible") is not False:
-            raise RefitError(
-                f"the refit of {parent.candidate_id} is not eligible on {before.device!r} "
-                f"({after.extra.get('ineligible_reason') or 'no reason given'}) though its parent "
-                "is; nothing was promoted; promote the parent without --refit"
+                f"the refit of {parent.candidate_id} does not fit device {before.device!r} though "
+                f"its parent does: {'; '.join(broken)}; nothing was promoted; promote the parent "
+                "without --refit"
             )
         if before.accuracy is not None and after.accuracy is not None:
             drop = before.accuracy - after.accuracy
