@@ -26,7 +26,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	@echo ">> setting up $(VENV) (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[test,bench]"
+	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[all,test,bench]"
 	@touch $(STAMP)
 
 install: $(STAMP)

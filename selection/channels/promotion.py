@@ -27,7 +27,6 @@ promote after a rollback is undone before older ones.
 from __future__ import annotations
 
 import getpass
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import replace
@@ -44,7 +43,8 @@ from selection.channels.files import (
     read_verified_model,
     version_name,
 )
-from selection.errors import ConfigError, NotFoundError, PromotionError, StoreError
+from selection.channels.names import check_channel  # noqa: F401  (re-exported: its old home)
+from selection.errors import NotFoundError, PromotionError, StoreError
 from selection.records import (
     DEFAULT_CHANNEL,
     HOST_DEVICE,
@@ -56,21 +56,6 @@ from selection.records import (
 from selection.signature import ModelSignature, SignatureError
 from selection.store import Store
 from selection.store import channel_rows as queries
-
-_CHANNEL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def check_channel(channel: str) -> str:
-    """Return ``channel`` if it is a valid channel name, else raise ConfigError.
-
-    Names become directory names, so they are restricted to a safe alphabet.
-    """
-    if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
-        raise ConfigError(
-            "a channel name must be 1-64 characters of lowercase letters, digits, '_' or '-', "
-            f"starting with a letter or digit; got {channel!r}; e.g. 'production' or 'canary-eu'"
-        )
-    return channel
 
 
 def default_who() -> str:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import pandas as pd
-
 from shadow.cli.common import add_format_option
 from shadow.cli.output import render_frame
-from shadow.data.catalog import catalog_dirs, list_manifests
-from shadow.devices import all_devices
 
+# The catalog (pandas) and the device registry (torch, ONNX Runtime) load
+# when a verb runs, not when its parser is built.
 
-#: Position of these verbs in `shadow --help`.
-ORDER = 80
 
 def add_parsers(verbs: Any) -> None:
     datasets = verbs.add_parser(
@@ -34,6 +30,10 @@ def add_parsers(verbs: Any) -> None:
 
 
 def run_datasets(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from shadow.data.catalog import catalog_dirs, list_manifests
+
     rows = [
         {
             "name": m.name,
@@ -58,6 +58,10 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 
 def run_devices(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from shadow.devices import all_devices
+
     rows = []
     for device in sorted(all_devices().values(), key=lambda d: (d.kind != "host", d.name)):
         profile = getattr(device, "profile", None)  # profile-defined devices carry their data

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import pandas as pd
-
-from selection.channels.doctor import diagnose, repair
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame
 
-ORDER = 90
 #: Exit status when a problem remains (2 stays reserved for a bad command line).
 EXIT_PROBLEMS = 1
 
@@ -53,6 +49,10 @@ def add_parsers(verbs: Any) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from selection.channels.doctor import diagnose, repair
+
     with open_store(args) as store:
         findings = repair(store) if args.repair else diagnose(store)
     frame = pd.DataFrame([f.as_dict() for f in findings], columns=["check", "status", "detail", "fix"])

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError
-from selection.leaderboard.frame import leaderboard
 from selection.ranking.policies import POLICIES
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import render_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_COLUMNS = [
     "rank", "candidate_id", "slice_id", "family", "params", "device", "status",
@@ -37,10 +37,6 @@ row says whether it is eligible and, if not, why. Filters (--where, --slice,
 --family) choose the rows shown, never the ranks. --where takes comparisons
 on columns (< <= > >= == !=, 'text', true/false, is null) joined by and/or.
 """
-
-#: Position of these verbs in `shadow --help`.
-ORDER = 20
-
 
 def add_parsers(verbs: Any) -> None:
     parser = verbs.add_parser(
@@ -90,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.out is None:
         # Binary on a terminal helps nobody; a file is what parquet readers take.
         raise ConfigError("--format parquet writes a file: add --out FILE.parquet")
+    from selection.leaderboard.frame import leaderboard  # pandas + SQL: only when it runs
+
     with open_store(args) as store:
         frame = leaderboard(
             store, sweep=args.sweep, device=args.device, status=args.status,
@@ -129,6 +127,8 @@ def varying_params(params: pd.Series) -> pd.Series:
 
     The full set is in csv/json output and in `shadow promote --dry-run`.
     """
+    import pandas as pd
+
     dicts = [p if isinstance(p, dict) else {} for p in params]
     keys = sorted({k for d in dicts for k in d})
     varying = [k for k in keys if len({repr(d.get(k)) for d in dicts}) > 1]

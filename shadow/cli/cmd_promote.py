@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from selection.channels.promotion import current, default_who, history, rollback, verify_promotion
-from selection.errors import ConfigError, ShadowError
-from selection.gate.decision import evaluate_gate, force_decision, promote_through_gate
-from selection.gate.record import GateDecision
-from selection.leaderboard.frame import best_candidate
+from selection.errors import ConfigError
 from selection.ranking.policies import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
-from selection.store import Store
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
-from shadow.sweep.refit import RefitPlan, refit_candidate
+
+if TYPE_CHECKING:
+    from selection.gate.record import GateDecision
+    from selection.store import Store
+    from shadow.sweep.refit import RefitPlan
+
+# The gate, the leaderboard and the store (pandas, SQLAlchemy) load when a verb
+# runs; the refit (torch, Ray) only for --refit.
 
 PROMOTE_EPILOG = """\
 examples:
@@ -54,9 +54,6 @@ app reading channels/<channel>/model.onnx sees the old model or the new one,
 never a mix. `shadow rollback` undoes it.
 """
 
-
-#: Position of these verbs in `shadow --help`.
-ORDER = 30
 
 def add_parsers(verbs: Any) -> None:
     p = verbs.add_parser(
@@ -114,6 +111,10 @@ def _channel_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from selection.channels.promotion import default_who
+    from selection.gate.decision import evaluate_gate, force_decision, promote_through_gate
+    from selection.leaderboard.frame import best_candidate
+
     if args.force and not (args.reason or "").strip():
         raise ConfigError('--force needs --reason TEXT saying why the gate is overridden; '
                           'e.g. --force --reason "hotfix for the storm season"')
@@ -141,6 +142,8 @@ def run_promote(args: argparse.Namespace) -> int:
 
 def _refit_step(store: Store) -> Callable[[str], str]:
     """The refit ``promote_through_gate`` runs once the gate has passed (with a note: it trains)."""
+    from shadow.sweep.refit import refit_candidate
+
     def refit(parent_id: str) -> str:
         def training(plan: RefitPlan) -> None:
             note(f"gate passed: refitting {parent_id} on {plan.rows} rows (its slice plus "
@@ -150,6 +153,8 @@ def _refit_step(store: Store) -> Callable[[str], str]:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
+    from selection.channels.promotion import rollback
+
     with open_store(args) as store:
         record = rollback(store, channel=args.channel, reason=args.reason)
         _report(store, record, args.format, "rolled back")
@@ -157,6 +162,10 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from selection.channels.promotion import history
+
     with open_store(args) as store:
         records = history(store, channel=args.channel)
     columns = list(PromotionRecord.__dataclass_fields__)
@@ -170,6 +179,9 @@ def run_history(args: argparse.Namespace) -> int:
 
 
 def _show_plan(store: Store, candidate_id: str, decision: GateDecision, args: argparse.Namespace) -> int:
+    from selection.channels.promotion import current, verify_promotion
+    from selection.errors import ShadowError
+
     candidate = store.get_candidate(candidate_id)
     result = candidate.device(args.device)
     now = current(store, args.channel)
@@ -238,7 +250,11 @@ def _report(store: Store, record: PromotionRecord, fmt: str, verb: str) -> None:
         "reason": record.reason,
     }
     # A promote made here went through the gate: its row holds the gate's decision.
-    refit = GateDecision.from_json(record.decision).refit if record.action == "promote" and record.decision else None
+    refit = None
+    if record.action == "promote" and record.decision:
+        from selection.gate.record import GateDecision
+
+        refit = GateDecision.from_json(record.decision).refit
     if refit:
         summary["refit_of"] = refit.get("of")
         summary["refit_rows"] = refit.get("rows")

@@ -9,7 +9,6 @@ from typing import Any
 from selection.atomic import write_bytes_atomic
 from selection.errors import ConfigError
 from selection.records import DEFAULT_CHANNEL
-from selection.leaderboard.report import build_report
 from shadow.cli.common import add_store_options, open_store
 from shadow.cli.output import note
 
@@ -22,10 +21,6 @@ The page needs nothing but a browser (plots are inline SVG): per device, an
 accuracy-vs-latency plot with the Pareto front and the channel's champion
 (a star), and the top rows of the leaderboard.
 """
-
-#: Position of this verb in `shadow --help` (after leaderboard).
-ORDER = 25
-
 
 def add_parsers(verbs: Any) -> None:
     parser = verbs.add_parser(
@@ -50,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ConfigError(f"--out must be in an existing directory; {out.parent} does not exist")
+    from selection.leaderboard.report import build_report  # pandas, matplotlib: only here
+
     with open_store(args) as store:
         page = build_report(store, sweep=args.sweep, channel=args.channel, top=args.top)
     write_bytes_atomic(out, page.encode("utf-8"))

@@ -6,12 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-import pandas as pd
-
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
 from shadow.cli.progress import SweepProgress
-
 
 EPILOG = """\
 examples:
@@ -26,9 +23,6 @@ with its hyper-parameter grid, and the devices. See datasets/noaa-weather/sweep.
 Nothing is started or stored until the whole config and dataset are valid.
 """
 
-
-#: Position of these verbs in `shadow --help`.
-ORDER = 10
 
 def add_parsers(verbs: Any) -> None:
     sweep = verbs.add_parser("sweep", help="run shadow sweeps", description="Run shadow sweeps.")
@@ -67,6 +61,8 @@ def add_parsers(verbs: Any) -> None:
 
 
 def list_sweeps_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     with open_store(args) as store:
         sweeps = store.list_sweeps()
         rows = [

@@ -1,11 +1,32 @@
-"""Options shared by several verbs, and opening the store they name."""
+"""Options shared by several verbs, opening the store they name, and naming missing extras.
+
+Light on purpose (standard library and ``selection.errors`` only): every
+verb's parser is built from here, and ``shadow VERB --help`` must not load
+the store or the training stack.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+from typing import TYPE_CHECKING
 
-from selection.store import Store
+from selection.errors import ShadowError
 from shadow.cli.output import FORMATS
+
+if TYPE_CHECKING:
+    from selection.store import Store
+
+#: The distribution whose extras say which optional dependency ships where.
+DISTRIBUTION = "shadow-sweep"
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+#: Extras never named as the fix: "all" is everything, the others are for developing.
+_NOT_SUGGESTED = frozenset({"all", "test", "bench"})
+
+
+class MissingExtraError(ShadowError, ImportError):
+    """A verb needs optional dependencies (an extra of shadow-sweep) that are not installed."""
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -30,5 +51,54 @@ def add_format_option(parser: argparse.ArgumentParser, default: str = "table") -
 
 
 def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
-    """The store the flags name; read-only verbs refuse to create an empty one."""
+    """The store the flags name; read-only verbs refuse to create an empty one.
+
+    Raises :class:`MissingExtraError` (a ShadowError) when the store's
+    dependencies are not installed, so a caller that can do without the store
+    (``shadow serve`` on an edge device) catches it like any other store error.
+    """
+    try:
+        from selection.store import Store
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        raise MissingExtraError(message) from None
     return Store.open(args.home, url=args.store, create=create)
+
+
+def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that ships the missing module, or None if no extra does.
+
+    The extras are read from the installed distribution's metadata, so
+    ``pyproject.toml`` stays the one place that says which dependency is
+    optional and where it ships.
+    """
+    module = (exc.name or "").partition(".")[0]
+    extra = extra_providing(module) if module else None
+    if extra is None:
+        return None
+    return (f"this needs the optional dependencies of the '{extra}' extra (no module named "
+            f"{module!r}); install them with: pip install '{DISTRIBUTION}[{extra}]'")
+
+
+def extra_providing(module: str) -> str | None:
+    """The first product extra of shadow-sweep (not "all", "test", "bench") that installs ``module``."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires(DISTRIBUTION) or []
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return None
+    wanted = _import_name(module)
+    for requirement in requirements:
+        name, extra = _REQUIREMENT_NAME.match(requirement), _EXTRA_MARKER.search(requirement)
+        if name and extra and extra.group(1) not in _NOT_SUGGESTED and _import_name(name.group(1)) == wanted:
+            return extra.group(1)
+    return None
+
+
+def _import_name(distribution: str) -> str:
+    # Every optional dependency here imports under its normalized name
+    # (SQLAlchemy -> sqlalchemy, onnxruntime-qnn -> onnxruntime_qnn).
+    return re.sub(r"[-.]+", "_", distribution).lower()

@@ -1,23 +1,29 @@
 """``shadow``: the command line.
 
-Each verb lives in its own module with ``add_parser`` and ``run``. This module
-wires them up and owns the error contract: a user error (any ShadowError, a bad
-flag) is one line on stderr and exit code 2; Ctrl-C is exit 130; anything else
-is a bug and keeps its traceback.
+Every verb is listed in :data:`COMMANDS` with the module that implements it
+(``add_parsers`` and a handler per verb). ``shadow --help`` is built from the
+list alone, and ``shadow VERB ...`` imports only that verb's module, whose
+top level is kept light: what a verb needs (pandas, SQLAlchemy, torch, Ray)
+it imports when it runs. So starting the CLI costs about as much as
+importing numpy, and a slim install (no store, no training stack) can still
+run ``shadow serve``.
+
+This module also owns the error contract: a user error (any ShadowError, a
+bad flag, a verb whose optional dependencies are not installed) is one line
+on stderr and exit code 2; Ctrl-C is exit 130; anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from selection.errors import ShadowError
-import importlib
-import pkgutil
-from types import ModuleType
-
-import shadow.cli
+from shadow.cli.common import missing_extra_message
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -40,6 +46,37 @@ The production model an edge app loads: $SHADOW_HOME/channels/production/model.o
 """
 
 
+@dataclass(frozen=True)
+class Command:
+    """One verb: its name, the module that builds its parser, its line in ``shadow --help``."""
+
+    name: str
+    module: str
+    help: str
+
+
+#: Every verb, in the order ``shadow --help`` lists them. Adding a verb is a
+#: module with ``add_parsers(verbs)`` plus a row here (a test checks that each
+#: module registers exactly its rows, with the same help line).
+COMMANDS: tuple[Command, ...] = (
+    Command("sweep", "shadow.cli.cmd_sweep", "run shadow sweeps"),
+    Command("leaderboard", "shadow.cli.cmd_leaderboard", "list candidates, ranked"),
+    Command("report", "shadow.cli.cmd_report", "write an HTML report (leaderboard + Pareto plots)"),
+    Command("promote", "shadow.cli.cmd_promote", "put a candidate into a channel (production by default)"),
+    Command("rollback", "shadow.cli.cmd_promote", "undo the channel's last promotion"),
+    Command("history", "shadow.cli.cmd_promote", "list promotions and rollbacks, newest first"),
+    Command("serve", "shadow.cli.cmd_serve",
+            "serve a channel's model over HTTP, hot-swapping it on promotion"),
+    Command("datasets", "shadow.cli.cmd_catalog", "list the dataset catalog"),
+    Command("devices", "shadow.cli.cmd_catalog", "list the devices candidates are evaluated on"),
+    Command("doctor", "shadow.cli.cmd_doctor",
+            "check store, channels and artifacts; --repair fixes channel files"),
+)
+
+#: ``build_parser(ALL_VERBS)`` builds every verb's full parser (tests, docs).
+ALL_VERBS = "*"
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit 2, like every user error."""
 
@@ -48,47 +85,61 @@ class OneLineErrorParser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The ``shadow`` parser, with the full sub-parser of ``verb`` and one-line entries for the rest.
+
+    Only ``verb``'s module is imported (every module for :data:`ALL_VERBS`);
+    the other verbs are listed from :data:`COMMANDS`, which is all that
+    ``shadow --help`` shows of them.
+    """
     parser = OneLineErrorParser(
         prog="shadow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=version_line())
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineErrorParser)
     verbs.required = True
-    for module in verb_modules():
-        module.add_parsers(verbs)
+    wanted = {c.module for c in COMMANDS if verb == ALL_VERBS or c.name == verb}
+    loaded: set[str] = set()
+    for command in COMMANDS:
+        if command.module not in wanted:
+            verbs.add_parser(command.name, help=command.help)
+        elif command.module not in loaded:
+            loaded.add(command.module)
+            importlib.import_module(command.module).add_parsers(verbs)
     return parser
 
 
-def verb_modules() -> list[ModuleType]:
-    """Every ``shadow/cli/cmd_*.py``, ordered by its ``ORDER`` (adding a verb is adding a file)."""
-    modules = [
-        importlib.import_module(f"shadow.cli.{info.name}")
-        for info in pkgutil.iter_modules(shadow.cli.__path__)
-        if info.name.startswith("cmd_")
-    ]
-    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+def version_line() -> str:
+    """``shadow-sweep X.Y.Z``: the version lives in ``shadow.__version__`` alone."""
+    from shadow import __version__
+
+    return f"shadow-sweep {__version__}"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"shadow-sweep {version('shadow-sweep')}"
-    except PackageNotFoundError:
-        return "shadow-sweep (not installed)"
+def _verb_of(argv: Sequence[str]) -> str | None:
+    # The top-level parser has no option that takes a value, so the first
+    # word that is not an option is the verb.
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = _verb_of(argv)
     try:
+        args = build_parser(verb).parse_args(argv)
         return int(args.handler(args) or 0)
     except ShadowError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
-        sys.stderr.write(f"shadow {args.verb}: error: {message}\n")
+        sys.stderr.write(f"shadow {verb}: error: {message}\n")
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise  # not an optional dependency: a broken install or a bug
+        sys.stderr.write(f"shadow {verb}: error: {message}\n")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        sys.stderr.write(f"shadow {args.verb}: interrupted\n")
+        sys.stderr.write(f"shadow {verb}: interrupted\n")
         return EXIT_INTERRUPTED
 
 

@@ -2,6 +2,9 @@
 
 JSON goes to stdout alone so ``shadow ... --format json | jq`` always parses;
 progress and notes go to stderr.
+
+pandas is imported only by the functions that build a frame: the parsers of
+every verb import this module, and ``shadow VERB --help`` must stay quick.
 """
 
 from __future__ import annotations
@@ -11,20 +14,25 @@ import math
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMATS = ("table", "csv", "json")
 
 
 def _plain(value: Any) -> Any:
     """A JSON-able version of one cell (NaN/NA -> null, datetimes -> ISO)."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
+        return None
+    # A pandas value can only exist once pandas is loaded: never import it here.
+    pd = sys.modules.get("pandas")
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
-    if isinstance(value, (datetime, pd.Timestamp)):
+    if isinstance(value, datetime):  # pd.Timestamp is a datetime
         return value.isoformat()
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         return value.item()  # numpy scalar
@@ -69,9 +77,9 @@ def render_frame(
         return
     cells = [[_clip(_cell(v), max_width) for v in row] for row in frame[columns].itertuples(index=False)]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
     for row in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def render_mapping(data: dict[str, Any], fmt: str, out: TextIO | None = None) -> None:
@@ -82,6 +90,8 @@ def render_mapping(data: dict[str, Any], fmt: str, out: TextIO | None = None) ->
         out.write("\n")
         return
     if fmt == "csv":
+        import pandas as pd
+
         render_frame(pd.DataFrame([data]), "csv", out=out)
         return
     width = max(len(k) for k in data)
