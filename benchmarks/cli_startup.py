@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from selection import Store, promote
 from selection.runtime.testing import add_tiny_candidates
@@ -122,7 +123,7 @@ def main() -> int:
                 elapsed = timed(table[name], env)
                 if round_no:
                     times[name].append(elapsed)
-        results: dict[str, dict[str, object]] = {}
+        results: dict[str, dict[str, Any]] = {}
         numpy_median = statistics.median(times["numpy"])
         for name, argv in table.items():
             heavy, import_s = imported(argv, env)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,9 @@ def site_packages_bytes(bin_dir: Path) -> int:
     return sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def real_channel(root: Path) -> tuple[Path, list[list[float]]]:
-    """A device-style home holding only ``channels/`` of a real promotion, and its expected answer."""
+def real_channel(root: Path) -> tuple[Path, Path, list[list[float]]]:
+    """A workstation home with a real promotion, a device-style copy of its ``channels/`` only,
+    and the probabilities the runtime gives for ``ROWS``."""
     with Store.open(root / "workstation", create=True) as store:
         add_tiny_candidates(store, ["c-slim"])
         promote(store, "c-slim", reason="slim_install benchmark")
@@ -82,17 +84,18 @@ def real_channel(root: Path) -> tuple[Path, list[list[float]]]:
             expected = runtime.predict({"rows": ROWS})["probabilities"]
         edge = root / "edge"
         shutil.copytree(store.home.channels_dir, edge / "channels", symlinks=True)
-    return edge, expected
+    return store.home.root, edge, expected
 
 
-def check_slim(bin_dir: Path, edge: Path, expected: list[list[float]]) -> dict[str, object]:
+def check_slim(bin_dir: Path, workstation: Path, edge: Path, expected: list[list[float]],
+               ) -> dict[str, Any]:
     python, shadow = str(bin_dir / "python"), str(bin_dir / "shadow")
-    probe = ("import importlib.util, json; print(json.dumps([m for m in %r "
-             "if importlib.util.find_spec(m) is not None]))" % (ABSENT_IN_SLIM,))
+    probe = (f"import importlib.util, json; print(json.dumps([m for m in {ABSENT_IN_SLIM!r} "
+             "if importlib.util.find_spec(m) is not None]))")
     present = json.loads(run([python, "-c", probe], check=True).stdout)
     runtime_import = run([python, "-c", "import selection.runtime, selection.runtime.server"])
     help_result = run([shadow, "--help"])
-    history = run([shadow, "history", "--home", str(edge)])
+    history = run([shadow, "history", "--home", str(workstation)])  # a store it cannot read
     served = serve_and_predict(shadow, edge)
     close = served.get("probabilities") is not None and bool(
         np.allclose(served["probabilities"], expected, atol=1e-6))
@@ -110,7 +113,7 @@ def check_slim(bin_dir: Path, edge: Path, expected: list[list[float]]) -> dict[s
     }
 
 
-def serve_and_predict(shadow: str, home: Path) -> dict[str, object]:
+def serve_and_predict(shadow: str, home: Path) -> dict[str, Any]:
     """Start ``shadow serve --port 0`` on loopback, POST /predict once, stop it with SIGTERM."""
     proc = subprocess.Popen([shadow, "serve", "--home", str(home), "--port", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -147,9 +150,9 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         wheel = build_wheel(root / "wheel")
-        edge, expected = real_channel(root)
+        workstation, edge, expected = real_channel(root)
         slim_bin, slim_s = fresh_venv(root / "venv-slim", str(wheel))
-        checks = check_slim(slim_bin, edge, expected)
+        checks = check_slim(slim_bin, workstation, edge, expected)
         sizes = {"slim": site_packages_bytes(slim_bin)}
         seconds = {"slim": round(slim_s, 1)}
         if not args.quick:

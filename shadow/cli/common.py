@@ -8,15 +8,19 @@ the store or the training stack.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import TYPE_CHECKING
 
 from selection.errors import ShadowError
+from selection.home import Home
 from shadow.cli.output import FORMATS
 
 if TYPE_CHECKING:
     from selection.store import Store
 
+#: The variable naming the store's URL (``selection.store.STORE_ENV``; that module needs SQLAlchemy).
+STORE_ENV = "SHADOW_STORE"
 #: The distribution whose extras say which optional dependency ships where.
 DISTRIBUTION = "shadow-sweep"
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -63,6 +67,10 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> Store:
         message = missing_extra_message(exc)
         if message is None:
             raise
+        if not create and not (args.store or os.environ.get(STORE_ENV)):
+            # Nothing to open here (an edge device holds channels/ only): say that
+            # first, as Store.open would, rather than ask for an extra.
+            Home.resolve(args.home).require()
         raise MissingExtraError(message) from None
     return Store.open(args.home, url=args.store, create=create)
 

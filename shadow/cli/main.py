@@ -123,20 +123,20 @@ def _verb_of(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verb = _verb_of(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    verb = _verb_of(words)
     try:
-        args = build_parser(verb).parse_args(argv)
+        args = build_parser(verb).parse_args(words)
         return int(args.handler(args) or 0)
     except ShadowError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         sys.stderr.write(f"shadow {verb}: error: {message}\n")
         return EXIT_USER_ERROR
     except ModuleNotFoundError as exc:
-        message = missing_extra_message(exc)
-        if message is None:
+        missing = missing_extra_message(exc)
+        if missing is None:
             raise  # not an optional dependency: a broken install or a bug
-        sys.stderr.write(f"shadow {verb}: error: {message}\n")
+        sys.stderr.write(f"shadow {verb}: error: {missing}\n")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         sys.stderr.write(f"shadow {verb}: interrupted\n")

@@ -8,6 +8,7 @@ them on any machine, fast or slow.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -128,22 +129,24 @@ def test_every_public_name_of_selection_resolves() -> None:
         selection.Stroe  # noqa: B018
 
 
+def _verb_action(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action
+
+
 def test_the_verb_table_matches_what_each_module_registers() -> None:
-    parser = build_parser(ALL_VERBS)
-    (verbs,) = [a for a in parser._actions if a.dest == "verb"]
+    verbs = _verb_action(build_parser(ALL_VERBS))
     helps = {a.dest: a.help for a in verbs._choices_actions}
     # Each module registers exactly its rows of COMMANDS, in that order, with the same help line.
     assert list(verbs.choices) == [c.name for c in COMMANDS]
     assert helps == {c.name: c.help for c in COMMANDS}
     # The light parser (the one `shadow --help` builds) lists the same verbs and lines.
-    light = build_parser()
-    (light_verbs,) = [a for a in light._actions if a.dest == "verb"]
+    light_verbs = _verb_action(build_parser())
     assert {a.dest: a.help for a in light_verbs._choices_actions} == helps
 
 
 def test_one_verb_builds_only_its_module() -> None:
-    parser = build_parser("history")
-    (verbs,) = [a for a in parser._actions if a.dest == "verb"]
+    verbs = _verb_action(build_parser("history"))
     # Another module's verb is a one-line entry; history's module registers all of its verbs.
     assert verbs.choices["serve"].format_usage().strip() == "usage: shadow serve [-h]"
     assert "--channel" in verbs.choices["history"].format_help()
@@ -159,6 +162,31 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path: Path, empty_home: Path)
                                     "of the 'store' extra")
     assert "pip install 'shadow-sweep[store]'" in result.stderr
     assert "sqlalchemy" not in loaded
+
+
+def test_no_store_here_is_said_before_a_missing_extra(tmp_path: Path, empty_home: Path) -> None:
+    """``shadow serve`` on a device with channel files only must not ask for the store extra."""
+    code = RUNNER.split("def dump")[0] + (
+        "import argparse\n"
+        "from selection.errors import NotFoundError\n"
+        "from shadow.cli.common import MissingExtraError, open_store\n"
+        "for home in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open_store(argparse.Namespace(home=home, store=None))\n"
+        "    except (NotFoundError, MissingExtraError) as exc:\n"
+        "        print(type(exc).__name__)\n"
+    )
+    env = {**os.environ, "SHADOW_STORE": "", "SHADOW_TEST_BLOCK": "sqlalchemy,pandas"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nothing"), str(empty_home)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["NotFoundError", "MissingExtraError"], result.stderr
+
+
+def test_store_env_name_matches_the_store() -> None:
+    from selection.store import STORE_ENV
+    from shadow.cli import common
+
+    assert common.STORE_ENV == STORE_ENV
 
 
 def test_a_missing_training_extra_names_train(tmp_path: Path) -> None:
@@ -185,7 +213,7 @@ def test_serve_answers_without_the_store_installed(tmp_path: Path, empty_home: P
     try:
         assert proc.stderr is not None
         # A note may come first (e.g. that the store cannot be opened here).
-        lines = []
+        lines: list[str] = []
         while len(lines) < 5 and " on http://127.0.0.1:" not in (lines or [""])[-1]:
             lines.append(proc.stderr.readline())
         line = lines[-1]
