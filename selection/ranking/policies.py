@@ -19,15 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
-from selection.ranking.eligibility import CONSTRAINT_COLUMNS, violations
 from selection.errors import ConfigError
 from selection.registry import Registry
 from selection.validation import check_known_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and the eligibility rules (which build SQL with SQLAlchemy) are
+# imported by the functions that rank: the policies themselves are plain data
+# that `shadow ... --help` lists without loading either.
 
 #: Metrics a policy may optimise, and which way is better.
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -156,6 +159,10 @@ def eligibility(frame: pd.DataFrame, policy: RankingPolicy | None = None) -> tup
     ``reason`` is None for eligible rows, else every failed rule joined by
     "; ". Constraint columns the frame lacks count as missing values.
     """
+    import pandas as pd
+
+    from selection.ranking.eligibility import violations
+
     policy = get_policy(policy)
     reasons = violations(frame.reset_index(drop=True), policy)
     eligible = pd.Series([r is None for r in reasons], index=frame.index, name="eligible")
@@ -168,6 +175,11 @@ def rank_rows(df: pd.DataFrame, policy: RankingPolicy | str | None = None) -> pd
     Returns a nullable ``Int64`` series named ``rank``, aligned with ``df``'s
     index (which need not be unique).
     """
+    import numpy as np
+    import pandas as pd
+
+    from selection.ranking.eligibility import CONSTRAINT_COLUMNS
+
     policy = get_policy(policy)
     order = policy.order
     needed = [*_GROUP, "status", *(c for c, _ in order)]
