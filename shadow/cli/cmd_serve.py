@@ -7,8 +7,10 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
+# Only the runtime and the channel files at the top: `shadow serve` runs on a
+# slim install (no store, no training stack); the store is optional here.
+from selection.channels.names import check_channel
 from selection.home import Home
-from selection.channels.promotion import check_channel
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
@@ -17,8 +19,6 @@ from shadow.cli.output import note
 
 if TYPE_CHECKING:
     from selection.store import Store
-
-ORDER = 35
 
 EPILOG = """\
 endpoints (JSON in, JSON out):
