@@ -61,6 +61,10 @@ class SweepRecord:
     created_at: datetime = field(default_factory=utc_now)
     status: SweepStatus = "running"
     finished_at: datetime | None = None
+    #: The devices every candidate runs on, in the sweep's order; the first is
+    #: where the leaderboard lists a candidate that failed before any device ran
+    #: (none given: the host device).
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class CandidateRecord:
     lineage: dict[str, Any] = field(default_factory=dict)
     devices: tuple[DeviceResult, ...] = ()
     created_at: datetime = field(default_factory=utc_now)
+    #: The candidate this model refits, or None for a candidate trained in a sweep.
+    #: A refit retrains a gated candidate's recipe on its slice *plus the sweep's
+    #: holdout*, so its holdout scores are in-sample: it is never ranked, and it is
+    #: promoted only on its parent's gate decision. Stored as ``candidates.refit_of``.
+    refit_of: str | None = None
 
     def device(self, name: str) -> DeviceResult | None:
         """The result on device ``name``, or None if it was not run there."""
@@ -126,20 +135,15 @@ class CandidateRecord:
 
     @property
     def refit(self) -> dict[str, Any] | None:
-        """``lineage["refit"]`` when this model is a refit of another candidate, else None.
+        """How this refit was made (``lineage["refit"]``: rows, holdout, checks), None if not a refit.
 
-        A refit retrains a gated candidate's recipe on its slice *plus the
-        sweep's holdout*, so its holdout scores are in-sample: it is never
-        ranked, and it is promoted only on its parent's gate decision.
+        Whether a model is a refit is :attr:`refit_of`; the lineage holds the
+        details, and at least ``{"of": refit_of}`` when a producer recorded none.
         """
+        if self.refit_of is None:
+            return None
         value = self.lineage.get("refit") if isinstance(self.lineage, dict) else None
-        return value if isinstance(value, dict) else None
-
-    @property
-    def refit_of(self) -> str | None:
-        """The candidate this one refits, or None for a candidate trained in a sweep."""
-        refit = self.refit
-        return str(refit["of"]) if refit and refit.get("of") else None
+        return value if isinstance(value, dict) else {"of": self.refit_of}
 
 
 @dataclass(frozen=True)

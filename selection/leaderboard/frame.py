@@ -90,15 +90,16 @@ def leaderboard(
     frames = []
     with store.snapshot() as conn:
         sweeps = _select_sweeps(store, sweep)
+        # Where a candidate that failed before any device ran is listed: the
+        # sweep's first device as its record names them, else the host.
+        first = {r.sweep_id: (r.devices or (HOST_DEVICE,))[0] for r in sweeps}
         on: dict[str, list[str]] = {}
         for record in sweeps:
             found = devices_of(conn, record.sweep_id)
             on[record.sweep_id] = found if device is None else [d for d in found if d == device]
-        if device is not None and sweeps and not any(on.values()) and device not in {
-            _first_device(r) for r in sweeps
-        }:
+        if device is not None and sweeps and not any(on.values()) and device not in first.values():
             present = sorted({d for r in sweeps for d in devices_of(conn, r.sweep_id)}
-                             | {_first_device(r) for r in sweeps})
+                             | set(first.values()))
             raise NotFoundError(
                 f"no leaderboard row for device {device!r} in the selected sweeps; "
                 f"devices present: {', '.join(present)}; pick one of those with --device"
@@ -108,9 +109,9 @@ def leaderboard(
             chosen = sweep_policy(record, policy)
             ids = _pareto_ids(conn, record, on[record.sweep_id], chosen) if pareto else None
             rows = query_sweep(
-                conn, record.sweep_id, policy=chosen, first_device=_first_device(record),
+                conn, record.sweep_id, policy=chosen, first_device=first[record.sweep_id],
                 devices=on[record.sweep_id], filters=filters, where=where, top=top, only_ids=ids,
-                include_early=device in (None, _first_device(record)),
+                include_early=device in (None, first[record.sweep_id]),
             )
             if rows:
                 frames.append(_frame(rows, chosen))
@@ -311,26 +312,6 @@ def _select_sweeps(store: Store, sweep: str) -> list[SweepRecord]:
         latest = store.latest_sweep_id()
         return [] if latest is None else [store.get_sweep(latest)]
     return [store.get_sweep(sweep)]  # NotFoundError says how to list sweeps
-
-
-def _first_device(sweep: SweepRecord) -> str:
-    """Where to list a candidate that failed before any device ran.
-
-    The first entry of the sweep config's ``devices`` list when it names one,
-    else the host device every candidate is evaluated on.
-    """
-    # Producers lay configs out their own way: shadow nests it under [sweep].
-    section = sweep.config.get("sweep")
-    devices = sweep.config.get("devices")
-    if devices is None and isinstance(section, dict):
-        devices = section.get("devices")
-    if isinstance(devices, list) and devices:
-        first = devices[0]
-        if isinstance(first, str):
-            return first
-        if isinstance(first, dict) and isinstance(first.get("name"), str):
-            return str(first["name"])
-    return HOST_DEVICE
 
 
 def _frame(rows: list[Any], policy: RankingPolicy) -> pd.DataFrame:

@@ -16,8 +16,9 @@ Ranking happens in the database so it scales. Three levels:
 3. Only the surviving rows are joined to their full metrics and candidate.
 
 Candidates that failed before any device ran have no metrics rows; a second
-branch lists them on the sweep's first device. The same statements run on
-SQLite (>= 3.30, for NULLS LAST) and PostgreSQL.
+branch lists them on the sweep's first device. Refits (``candidates.refit_of``
+set) are in no branch: their holdout scores are in-sample. The same
+statements run on SQLite (>= 3.30, for NULLS LAST) and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -59,6 +60,25 @@ _TYPES = {"accuracy": Float, "latency_ms": Float, "size_bytes": BigInteger,
           "host_latency_p50_ms": Float, "host_latency_p99_ms": Float, "train_seconds": Float,
           "has_fallback": Boolean, "peak_activation_bytes": BigInteger, "seed": BigInteger,
           "memory_budget_bytes": BigInteger, "device_eligible": Boolean}
+
+
+def _not_refit(sweep_id: str) -> Any:
+    """``device_metrics`` rows of ``sweep_id`` whose candidate is not a refit.
+
+    A refit (``candidates.refit_of IS NOT NULL``) trained on the holdout, so
+    its scores there are in-sample: no ranking query may see it. Spelled as
+    NOT IN the sweep's refits (an index range, a handful of ids, read once)
+    rather than a join per row, so ranking stays an index-only scan of
+    ``ix_device_metrics_board``.
+    """
+    refits = _C.alias("refits")
+    return _M.c.candidate_id.not_in(
+        select(refits.c.candidate_id).where(refits.c.sweep_id == sweep_id, refits.c.refit_of.is_not(None)))
+
+
+def _on_board(sweep_id: str, device: str) -> tuple[Any, ...]:
+    """WHERE terms of the rows one (sweep, device) leaderboard ranks: the sweep's, refits left out."""
+    return _M.c.sweep_id == sweep_id, _M.c.device == device, _not_refit(sweep_id)
 
 
 def _metric_columns() -> dict[str, Any]:
@@ -117,7 +137,7 @@ def _level1(sweep_id: str, device: str, policy: RankingPolicy, top: int | None,
         rank = case(ranks, value=_M.c.candidate_id) if ranks else cast(null(), Integer)
         return chosen.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
     base = select(*(expr.label(name) for name, expr in cols.items())).where(
-        _M.c.sweep_id == sweep_id, _M.c.device == device)
+        *_on_board(sweep_id, device))
     best = base.where(eligible_sql(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
     rank = func.row_number().over(order_by=_order(policy, best.c))
     return select(best, literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
@@ -133,7 +153,7 @@ def _ranked(sweep_id: str, device: str, policy: RankingPolicy, bound: Any = None
     """
     cols = _policy_columns(policy)
     query = select(*(expr.label(name) for name, expr in cols.items())).where(
-        _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
+        *_on_board(sweep_id, device), eligible_sql(policy, cols))
     if bound is not None:
         objective, ascending = policy.order[0]
         query = query.where(cols[objective] <= bound if ascending else cols[objective] >= bound)
@@ -146,7 +166,7 @@ def _unranked(sweep_id: str, device: str, policy: RankingPolicy, eligible: bool)
     cols = _policy_columns(policy)
     ok = case((eligible_sql(policy, cols), True), else_=False)
     return select(*(expr.label(name) for name, expr in cols.items())).where(
-        _M.c.sweep_id == sweep_id, _M.c.device == device, ok.is_(eligible),
+        *_on_board(sweep_id, device), ok.is_(eligible),
     ).add_columns(literal(eligible).label("eligible"), cast(null(), Integer).label("rank")
                   ).subquery("unranked")
 
@@ -188,7 +208,7 @@ def _early_branch(sweep_id: str, first_device: str, filters: dict[str, Any], whe
     # A candidate with no device result failed before any device ran (the
     # producer marks it failed), so only failed ones are looked at: indexed.
     query = select(*(expr.label(name) for name, expr in cols.items())).where(
-        _C.c.sweep_id == sweep_id, _C.c.status == "failed",
+        _C.c.sweep_id == sweep_id, _C.c.status == "failed", _C.c.refit_of.is_(None),
         ~exists().where(_M.c.candidate_id == _C.c.candidate_id))
     return _filtered(query, cols, filters, where)
 
@@ -209,13 +229,18 @@ def devices_of(conn: Connection, sweep_id: str) -> list[str]:
     """
     found: list[str] = []
     while True:
-        query = select(func.min(_M.c.device)).where(_M.c.sweep_id == sweep_id)
+        query = select(func.min(_M.c.device)).where(_M.c.sweep_id == sweep_id, _not_refit(sweep_id))
         if found:
             query = query.where(_M.c.device > found[-1])
         name = conn.execute(query).scalar()
         if name is None:
             return found
         found.append(name)
+
+
+# Called through an Any alias: mypy (1.20 and 2.4) crashes expanding union_all's
+# overloads for a star-argument list of selects.
+_union_all: Any = union_all
 
 
 def query_sweep(
@@ -246,7 +271,7 @@ def query_sweep(
                         _main_branch(_unranked(sweep_id, device, policy, False), fixed, where)]
         if device == first_device and include_early:
             branches.append(_early_branch(sweep_id, first_device, fixed, where))
-        query = branches[0] if len(branches) == 1 else union_all(*branches)
+        query = branches[0] if len(branches) == 1 else _union_all(*branches)
         sub = query.subquery("board")
         if top is not None:
             sub_query = select(sub).where(sub.c.rank <= top)
@@ -284,9 +309,10 @@ def metric_points(
     acc, lat, size = cols["accuracy"], cols["latency_ms"], cols["size_bytes"]
     if complete or top is not None or beaten_by:
         query = query.where(acc.is_not(None), lat.is_not(None), size.is_not(None))
-    # Before eligibility: SQLite tests terms in this order, and most rows fail here.
+    # Before eligibility and the refit test: SQLite tests terms in this order, and most rows fail here.
     for a, l, s in beaten_by:  # not dominated by (a, l, s): better somewhere, or equal
         query = query.where(or_(acc > a, lat < l, size < s, and_(acc == a, lat == l, size == s)))
+    query = query.where(_not_refit(sweep_id))
     query = query.where(eligible_sql(policy, cols))
     if objective_in is not None:
         query = query.where(cols[policy.order[0][0]].in_(list(objective_in)))
@@ -317,7 +343,7 @@ def better_counts(
     objective, ascending = policy.order[0]
     obj = cols[objective]
     base = select(func.count()).select_from(_M).where(
-        _M.c.sweep_id == sweep_id, _M.c.device == device, eligible_sql(policy, cols))
+        *_on_board(sweep_id, device), eligible_sql(policy, cols))
     counts: list[int] = []
     total, previous = 0, None
     for start in range(0, len(values), 100):  # statements of bounded size

@@ -106,7 +106,20 @@ def sweep_to_row(sweep: SweepRecord) -> dict[str, Any]:
         "created_at": encode_dt(sweep.created_at),
         "status": sweep.status,
         "finished_at": None if sweep.finished_at is None else encode_dt(sweep.finished_at),
+        "devices": encode_json(check_devices(sweep), what=f"sweep {sweep.sweep_id!r} devices"),
     }
+
+
+def check_devices(sweep: SweepRecord) -> list[str]:
+    """``sweep.devices`` as a list, or ConfigError unless it is a sequence of distinct names."""
+    devices = sweep.devices
+    if (isinstance(devices, (str, bytes)) or not isinstance(devices, (tuple, list))
+            or not all(isinstance(d, str) and d for d in devices) or len(set(devices)) != len(devices)):
+        raise ConfigError(
+            f"sweep {sweep.sweep_id!r} devices must be a tuple of distinct device names, in the "
+            f"order the sweep runs them, such as ('host-cpu',); got {devices!r}"
+        )
+    return list(devices)
 
 
 def row_to_sweep(row: Row) -> SweepRecord:
@@ -127,6 +140,7 @@ def row_to_sweep(row: Row) -> SweepRecord:
         created_at=decode_dt(row["created_at"]),
         status=row["status"],
         finished_at=_opt_dt(row["finished_at"]),
+        devices=tuple(json.loads(row["devices"])) if row["devices"] is not None else (),
     )
 
 
@@ -161,6 +175,21 @@ def candidate_to_row(candidate: CandidateRecord) -> dict[str, Any]:
     """The ``candidates`` row of ``candidate`` (devices go to :func:`device_rows`)."""
     cid = candidate.candidate_id
     check_choice(candidate.status, CANDIDATE_STATUSES, f"candidate {cid!r} status")
+    recorded = lineage_refit_of(candidate.lineage)
+    if recorded is not None and recorded != candidate.refit_of:
+        # Before schema version 3 the lineage alone said "refit": a record that
+        # still says so only there would be ranked on its in-sample scores.
+        raise ConfigError(
+            f"candidate {cid!r} has lineage['refit']['of'] = {recorded!r} but refit_of = "
+            f"{candidate.refit_of!r}; a refit must say so in CandidateRecord.refit_of (that is "
+            f"what keeps it off the leaderboard): build it with refit_of={recorded!r}"
+        )
+    if candidate.refit_of is not None and (not isinstance(candidate.refit_of, str)
+                                           or candidate.refit_of in ("", cid)):
+        raise ConfigError(
+            f"candidate {cid!r} refit_of must be the id of another candidate or None; "
+            f"got {candidate.refit_of!r}"
+        )
     return {
         "candidate_id": cid,
         "sweep_id": candidate.sweep_id,
@@ -174,7 +203,15 @@ def candidate_to_row(candidate: CandidateRecord) -> dict[str, Any]:
         "onnx_sha256": candidate.onnx_sha256,
         "lineage": encode_json(candidate.lineage, what=f"candidate {cid!r} lineage"),
         "created_at": encode_dt(candidate.created_at),
+        "refit_of": candidate.refit_of,
     }
+
+
+def lineage_refit_of(lineage: Any) -> str | None:
+    """The parent id a refit's lineage records (``lineage["refit"]["of"]``), None if none."""
+    refit = lineage.get("refit") if isinstance(lineage, dict) else None
+    parent = refit.get("of") if isinstance(refit, dict) else None
+    return str(parent) if parent else None
 
 
 def device_rows(candidate: CandidateRecord) -> list[dict[str, Any]]:
@@ -205,9 +242,9 @@ def device_rows(candidate: CandidateRecord) -> list[dict[str, Any]]:
                 "emulator": result.emulator,
                 "predictions_sha256": result.predictions_sha256,
                 "extra": encode_json(result.extra, what=f"candidate {cid!r} {result.device} extra"),
-                # The sweep whose leaderboard ranks this row. A refit ranks in none:
-                # it trained on the holdout, so its scores there are in-sample.
-                "sweep_id": None if candidate.refit_of else candidate.sweep_id,
+                # The candidate's sweep, a refit's too: ranking queries leave
+                # refits out by candidates.refit_of, not by this column.
+                "sweep_id": candidate.sweep_id,
                 "candidate_ok": candidate.status == "ok",
                 **extra_columns(result.extra),
             }
@@ -287,6 +324,7 @@ def row_to_candidate(row: Row, devices: Iterable[DeviceResult]) -> CandidateReco
         lineage=decode_json(row["lineage"]),
         devices=tuple(devices),
         created_at=decode_dt(row["created_at"]),
+        refit_of=row["refit_of"],
     )
 
 

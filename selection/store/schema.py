@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 #: The version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Ids are producer-chosen strings; 200 characters is far above anything the
 # sweep generates and keeps PostgreSQL VARCHARs bounded.
@@ -65,6 +65,11 @@ sweeps = Table(
     Column("created_at", String(_TS), nullable=False),
     Column("status", String(16), nullable=False),
     Column("finished_at", String(_TS), nullable=True),
+    # Version 3: the sweep's device names in order (JSON list), as data, so the
+    # leaderboard does not read a producer's config layout to learn them.
+    # Nullable only because ALTER TABLE cannot add a NOT NULL column without a
+    # default; the migration fills every row and writers always do.
+    Column("devices", Text, nullable=True),
     Index("ix_sweeps_created_at", "created_at"),
 )
 
@@ -94,9 +99,15 @@ candidates = Table(
     Column("onnx_sha256", String(_SHA), nullable=True),
     Column("lineage", Text, nullable=False),
     Column("created_at", String(_TS), nullable=False),
+    # Version 3: the candidate this one refits (retrained on its slice plus the
+    # holdout), NULL for a candidate the sweep planned. A refit's holdout
+    # scores are in-sample, so every ranking query keeps ``refit_of IS NULL``.
+    Column("refit_of", String(_ID), nullable=True),
     Index("ix_candidates_sweep_id", "sweep_id"),
     # Version 2: the leaderboard finds failed candidates without scanning a sweep.
     Index("ix_candidates_sweep_status", "sweep_id", "status"),
+    # Version 3: a sweep's refits (the few rows ranking leaves out) by one index range.
+    Index("ix_candidates_sweep_refit", "sweep_id", "refit_of"),
 )
 
 # Columns are exactly DeviceResult's fields (plus the candidate they belong to).
@@ -117,7 +128,8 @@ device_metrics = Table(
     Column("predictions_sha256", String(_SHA), nullable=True),
     Column("extra", Text, nullable=False),
     # Version 2: columns the leaderboard filters and ranks on in SQL, copied
-    # from the candidate (sweep_id) and from ``extra`` at write time, so a
+    # from the candidate (sweep_id, also a refit's: version 3 leaves refits out
+    # by ``candidates.refit_of``) and from ``extra`` at write time, so a
     # 100,000-candidate board answers "top 20 eligible on a device" from an
     # index instead of decoding JSON. Nullable because version-1 rows are
     # backfilled by the migration, and host rows carry no device extras.
@@ -148,6 +160,11 @@ DEVICE_METRICS_V2 = (
     "device_eligible",
     "ineligible_reason",
 )
+
+#: Columns version 3 added, by table (the migration adds exactly these).
+V3_COLUMNS = {"sweeps": ("devices",), "candidates": ("refit_of",)}
+#: Indexes version 3 added.
+V3_INDEXES = ("ix_candidates_sweep_refit",)
 
 # Append-only: rows are inserted, never updated or deleted. Each row records
 # the full state it set the channel to, so any row can be re-materialized.

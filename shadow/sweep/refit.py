@@ -10,9 +10,9 @@ or for a ``segment`` slice the holdout rows of that segment), on all of those
 rows (no validation split), then exports, verifies and runs it on the same
 devices, exactly like the candidate itself (:func:`shadow.sweep.task.run_candidate`).
 
-Its holdout scores are in-sample, so a refit is never ranked (its
-``device_metrics`` rows belong to no sweep's leaderboard) and is promoted only
-on its parent's gate decision (``selection.gate.decision.promote_through_gate(...,
+Its holdout scores are in-sample, so a refit is never ranked (it is stored with
+``refit_of`` naming its parent, which every leaderboard query leaves out) and is
+promoted only on its parent's gate decision (``selection.gate.decision.promote_through_gate(...,
 refit=...)``). Before it may ship it must pass two checks, or RefitError says why
 and nothing is promoted:
 
@@ -228,7 +228,7 @@ def finish_refit(
     }
     if parent.lineage.get("trial") is not None:
         refit["trial"] = parent.lineage["trial"]
-    record = replace(record, lineage={**record.lineage, "refit": refit},
+    record = replace(record, refit_of=parent.candidate_id, lineage={**record.lineage, "refit": refit},
                      devices=tuple(_unranked(d, parent.candidate_id) for d in record.devices))
     try:
         store.add_candidate(record, outcome.artifacts)

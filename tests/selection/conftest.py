@@ -49,7 +49,8 @@ class Factory:
         return T0 + timedelta(seconds=self._tick)
 
     def sweep(
-        self, sweep_id: str = "sw-1", *, config: dict[str, Any] | None = None, n_slices: int = 2
+        self, sweep_id: str = "sw-1", *, config: dict[str, Any] | None = None, n_slices: int = 2,
+        devices: tuple[str, ...] = (),
     ) -> SweepRecord:
         """Create and store a sweep with ``n_slices`` slices; later sweeps are newer."""
         record = SweepRecord(
@@ -61,6 +62,7 @@ class Factory:
             config=config if config is not None else {"families": ["mlp"], "seed": 7},
             n_planned=4,
             created_at=self._next_time(),
+            devices=devices,
         )
         slices = [
             SliceRecord(

@@ -79,7 +79,7 @@ def test_failed_rows_get_no_rank_and_sort_last(store: Store, make) -> None:
 
 
 def test_failed_early_candidate_uses_the_sweeps_first_device(store: Store, make) -> None:
-    make.sweep(config={"devices": ["hexagon-v73", HOST_DEVICE]})
+    make.sweep(config={"devices": ["hexagon-v73", HOST_DEVICE]}, devices=("hexagon-v73", HOST_DEVICE))
     early = dataclasses.replace(make.candidate("c-early", store=False), status="failed",
                                 devices=(), onnx_sha256=None)
     store.add_candidate(early, {})

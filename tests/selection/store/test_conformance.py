@@ -133,7 +133,7 @@ def test_bad_sort_and_policy(any_store: Store) -> None:
 
 
 def test_failed_early_candidate_is_listed(any_store: Store, any_make) -> None:
-    any_make.sweep(config={"devices": ["npu", HOST_DEVICE]})
+    any_make.sweep(config={"devices": ["npu", HOST_DEVICE]}, devices=("npu", HOST_DEVICE))
     any_make.candidate("c-ok")
     early = dataclasses.replace(any_make.candidate("c-early", store=False), status="failed",
                                 error="diverged", devices=(), onnx_sha256=None)
@@ -143,6 +143,71 @@ def test_failed_early_candidate_is_listed(any_store: Store, any_make) -> None:
     assert list(leaderboard(any_store, device="npu")["candidate_id"]) == ["c-early"]
     with pytest.raises(NotFoundError, match="devices present"):
         leaderboard(any_store, device="tpu")
+
+
+def _refit(any_store: Store, any_make, parent: str = "c-a", cid: str = "c-r") -> None:
+    """A refit of ``parent`` that would top every board: in-sample scores, on a device of its own too."""
+    sha = any_make.candidate(cid, store=False).onnx_sha256
+    record = any_make.candidate(cid, store=False, devices=(
+        DeviceResult(HOST_DEVICE, "ok", accuracy=0.99, latency_ms=0.1, size_bytes=10, artifact_sha256=sha),
+        _npu(sha, 0.99, 0.1, 10, has_fallback=False, eligible=True),
+        DeviceResult("tpu", "ok", accuracy=0.99, latency_ms=0.1, size_bytes=10, artifact_sha256=sha)))
+    record = dataclasses.replace(record, refit_of=parent, lineage={**record.lineage, "refit": {"of": parent}})
+    any_store.add_candidate(record, {sha: any_make.fake_onnx(cid)})
+
+
+def test_refits_are_never_ranked(any_store: Store, any_make) -> None:
+    """Every leaderboard query leaves refits out by ``candidates.refit_of``; their rows keep their sweep."""
+    _board(any_make, n_fail=1)
+    before = {view: leaderboard(any_store, **kwargs) for view, kwargs in {
+        "all": {}, "npu": {"device": "npu"}, "top": {"top": 1}, "pareto": {"pareto": True},
+        "pareto-latency": {"pareto": True, "policy": "latency"}, "where": {"where": "accuracy > 0.5"},
+        "failed": {"status": "failed"}}.items()}
+    _refit(any_store, any_make)
+    failed_refit = dataclasses.replace(any_make.candidate("c-r2", store=False), status="failed",
+                                       devices=(), onnx_sha256=None, refit_of="c-b")
+    any_store.add_candidate(failed_refit, {})  # failed before any device: not in the early branch either
+    for view, kwargs in {
+        "all": {}, "npu": {"device": "npu"}, "top": {"top": 1}, "pareto": {"pareto": True},
+        "pareto-latency": {"pareto": True, "policy": "latency"}, "where": {"where": "accuracy > 0.5"},
+        "failed": {"status": "failed"}}.items():
+        pd.testing.assert_frame_equal(leaderboard(any_store, **kwargs), before[view], obj=view)
+    assert best_candidate(any_store) == "c-b" and best_candidate(any_store, device="npu") == "c-a"
+    with pytest.raises(NotFoundError, match="devices present: npu, host-cpu|devices present: host-cpu, npu"):
+        leaderboard(any_store, device="tpu")  # only the refit ran there
+    stored = any_store.get_candidate("c-r")
+    assert (stored.refit_of, stored.refit) == ("c-a", {"of": "c-a"})
+    assert any_store.get_candidate("c-a").refit_of is None and any_store.get_candidate("c-a").refit is None
+    assert any_store.get_candidate("c-r2").refit == {"of": "c-b"}  # none in the lineage: the column says
+    assert {r.candidate_id for r in any_store.list_candidates("sw-1") if r.refit_of} == {"c-r", "c-r2"}
+    with any_store.snapshot() as conn:
+        metrics = schema.device_metrics
+        sweeps = set(conn.execute(select(metrics.c.sweep_id).where(metrics.c.candidate_id == "c-r")).scalars())
+    assert sweeps == {"sw-1"}  # no NULL trick: the refit's rows name their sweep
+
+
+def test_a_refit_must_say_so_in_refit_of(any_store: Store, any_make) -> None:
+    """A record whose lineage says "refit" but whose refit_of does not would be ranked: refused."""
+    any_make.sweep()
+    record = any_make.candidate("c-r", store=False)
+    old_style = dataclasses.replace(record, lineage={**record.lineage, "refit": {"of": "c-a"}})
+    with pytest.raises(ConfigError, match=r"lineage\['refit'\]\['of'\] = 'c-a' but refit_of = None.*refit_of='c-a'"):
+        any_store.add_candidate(old_style, {record.onnx_sha256: any_make.fake_onnx("c-r")})
+    with pytest.raises(ConfigError, match="refit_of must be the id of another candidate or None; got 'c-r'"):
+        any_store.add_candidate(dataclasses.replace(record, refit_of="c-r"), {})
+    assert any_store.list_candidates() == []
+
+
+def test_sweep_devices_round_trip_in_order(any_store: Store, any_make) -> None:
+    first = any_make.sweep("sw-1", devices=("npu", HOST_DEVICE))
+    plain = any_make.sweep("sw-2")
+    assert any_store.get_sweep("sw-1").devices == ("npu", HOST_DEVICE) == first.devices
+    assert any_store.get_sweep("sw-2").devices == () == plain.devices
+    bad = dataclasses.replace(first, sweep_id="sw-3")
+    for devices in (("npu", "npu"), "npu", ("npu", 3)):
+        with pytest.raises(ConfigError, match="devices must be a tuple of distinct device names"):
+            any_store.create_sweep(dataclasses.replace(bad, devices=devices), [])  # type: ignore[arg-type]
+    assert [s.sweep_id for s in any_store.list_sweeps()] == ["sw-2", "sw-1"]
 
 
 def test_promotion_stores_decision(any_store: Store, any_make) -> None:

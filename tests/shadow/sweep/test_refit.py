@@ -79,6 +79,9 @@ def test_refit_trains_on_slice_plus_holdout_and_is_never_ranked(swept, tmp_path)
     assert (refit.family, refit.params, refit.seed) == (parent.family, parent.params, parent.seed)
     # Asking again returns the stored refit: deterministic id, nothing trained or stored twice.
     assert again.candidate_id == refit.candidate_id and n_stored == len(board_before) + 1
+    # Stored as a refit (candidates.refit_of), in its parent's sweep, which records its devices as data.
+    assert (again.refit_of, again.sweep_id, again.refit) == (best, sweep_id, info)
+    assert sweep.devices == tuple(sweep.config["sweep"].get("devices", ["host-cpu"]))
     assert len(resumable) == len(board_before) and refit.candidate_id not in {r.candidate_id for r in resumable}
     # Never ranked: the sweep's leaderboard is exactly what it was.
     pd.testing.assert_frame_equal(board_before, board_after)
