@@ -102,13 +102,13 @@ def run_serve(args: argparse.Namespace) -> int:
     home = Home.resolve(args.home)
     store = _open_store_if_any(args)
     try:
-        return _serve(args, home, store)
+        return _serve(args, home, store, limits)
     finally:
         if store is not None:
             store.close()
 
 
-def _serve(args: argparse.Namespace, home: Home, store: Store | None) -> int:
+def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: ServerLimits) -> int:
     from selection.errors import ConfigError
 
     verify = None
@@ -146,21 +146,6 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None) -> int:
         runtime.stop()
     note("stopped")
     return 0
-
-
-def _limits(args: argparse.Namespace) -> ServerLimits:
-    """The server's limits from the flags, each checked with the flag's name in the message."""
-    from selection.errors import ConfigError
-
-    for flag, value in (("--idle-timeout", args.idle_timeout),
-                        ("--request-timeout", args.request_timeout)):
-        if not 0.01 <= value <= 3600:
-            raise ConfigError(f"{flag} must be in 0.01..3600 seconds; got {value:g}; e.g. 5")
-    if not 1 <= args.max_connections <= 100_000:
-        raise ConfigError(f"--max-connections must be in 1..100000; got {args.max_connections}; "
-                          "e.g. 1024")
-    return ServerLimits(idle_timeout_s=args.idle_timeout, request_timeout_s=args.request_timeout,
-                        max_connections=args.max_connections)
 
 
 def _open_store_if_any(args: argparse.Namespace) -> Store | None:
