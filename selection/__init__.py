@@ -15,6 +15,8 @@ Store`` still works and imports the store on first use.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 #: Public name -> ``"module"`` (the name is a submodule) or ``"module:attribute"``.
@@ -110,6 +112,28 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The ``selection`` module object: keeps public functions from being hidden by subpackages.
+
+    ``leaderboard`` is both a public function and the subpackage that holds it. The
+    first import of ``selection.leaderboard`` makes the import system bind the
+    subpackage as an attribute of this module, and PEP 562's ``__getattr__`` is
+    only asked for names that are missing, so ``from selection import leaderboard``
+    would then return the subpackage. A subpackage is never bound over a name that
+    ``_EXPORTS`` maps to an attribute; it stays reachable as
+    ``from selection.leaderboard import frame`` (through ``sys.modules``); the form
+    ``import selection.leaderboard.frame as f`` walks attributes and finds the function.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and ":" in _EXPORTS.get(name, ""):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
