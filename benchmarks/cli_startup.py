@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from selection import Store, promote
-from selection.runtime.testing import add_tiny_candidates
+from selection.testing import add_tiny_candidates
 from shadow.cli.main import COMMANDS
 
 TARGET_RATIO = 4.0

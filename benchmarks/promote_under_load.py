@@ -1,7 +1,7 @@
 """Promotion under load: hot swap vs restarting the server, measured end to end.
 
 Starts ``shadow serve`` as a subprocess on a free loopback port, over a home
-populated with three small real ONNX models (``selection.runtime.testing``:
+populated with three small real ONNX models (``selection.testing``:
 no Ray, no torch). Another *process* drives closed-loop load (``--clients``
 threads, one keep-alive connection each, one row per request). Meanwhile this
 process runs the real CLI: ``shadow promote m-b``, ``shadow rollback``,
@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from selection import Store, promote  # noqa: E402
-from selection.runtime.testing import FEATURES, add_tiny_candidates  # noqa: E402
+from selection.testing import FEATURES, add_tiny_candidates  # noqa: E402
 
 MODELS = ["m-a", "m-b", "m-c"]
 BODY = json.dumps({"rows": [[0.25] * len(FEATURES)]}).encode()

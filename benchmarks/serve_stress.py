@@ -1,7 +1,7 @@
 """``shadow serve`` under load, slow clients and malformed requests, end to end.
 
 Starts the real CLI (``python -m shadow serve``) on a free loopback port over
-a temp home holding one tiny real ONNX model (``selection.runtime.testing``:
+a temp home holding one tiny real ONNX model (``selection.testing``:
 no Ray, no torch), then, per repeat:
 
 1. load: ``--clients`` threads (default 200, spread over 4 processes so the
@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 
 from selection import Store, promote  # noqa: E402
 from selection.runtime.http_checks import cases, check_case  # noqa: E402
-from selection.runtime.testing import FEATURES, add_tiny_candidates  # noqa: E402
+from selection.testing import FEATURES, add_tiny_candidates  # noqa: E402
 
 BODY = json.dumps({"rows": [[0.25] * len(FEATURES)]}).encode()
 ENV = {**os.environ, "SHADOW_STORE": ""}

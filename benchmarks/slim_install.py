@@ -37,7 +37,7 @@ import numpy as np
 
 from selection import Store, promote
 from selection.runtime import ChannelRuntime
-from selection.runtime.testing import FEATURES, add_tiny_candidates
+from selection.testing import FEATURES, add_tiny_candidates
 
 REPO = Path(__file__).resolve().parents[1]
 ABSENT_IN_SLIM = ("torch", "ray", "optuna", "pandas", "sqlalchemy", "onnx", "matplotlib", "pyarrow")

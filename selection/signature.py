@@ -32,7 +32,7 @@ from selection.validation import check_known_keys
 
 #: Key of the signature in a candidate's lineage and in a channel manifest.
 SIGNATURE_KEY = "model_io"
-#: Graph input and output names the sweep exports (``shadow.models.io_names`` re-exports them).
+#: Graph input and output names the sweep exports and every device and runtime reads.
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 

@@ -1,7 +1,7 @@
 """Malformed HTTP requests and the answers ``shadow serve`` owes them, over a raw socket.
 
 Shared by the test suite and ``benchmarks/serve_stress.py`` (like
-``runtime.testing``: public for checking a server, not part of serving).
+``selection.testing``: public for checking a server, not part of serving).
 Each :class:`Case` is the exact bytes a client sends and the status it must
 get back; :func:`check_case` sends them on a fresh loopback connection and
 says what was wrong, if anything:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ConfigError(f"--out must be in an existing directory; {out.parent} does not exist")
-    from selection.leaderboard.report import build_report  # pandas, matplotlib: only here
+    from selection.report import build_report  # pandas, matplotlib: only here
 
     with open_store(args) as store:
         page = build_report(store, sweep=args.sweep, channel=args.channel, top=args.top)

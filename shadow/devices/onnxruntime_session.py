@@ -12,7 +12,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
+from selection.signature import INPUT_NAME, OUTPUT_NAME
 
 #: Untimed runs before timing (first runs pay allocation and cache misses).
 WARMUP_RUNS = 20

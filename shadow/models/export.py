@@ -20,7 +20,7 @@ from torch import nn
 
 from selection.artifacts.external_data import ExternalDataError, check_self_contained
 from shadow.errors import ExportError
-from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
+from selection.signature import INPUT_NAME, OUTPUT_NAME
 from shadow.models.base import WithProbabilities
 
 #: Probabilities from ORT and torch must agree this closely (fp32 kernels differ slightly).

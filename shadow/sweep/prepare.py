@@ -120,7 +120,7 @@ def slice_records(prepared: PreparedSweep) -> list[SliceRecord]:
 
 def sweep_data(prepared: PreparedSweep) -> SweepData:
     dataset = prepared.dataset
-    # The contract with the edge app; the graph names are export's (shadow.models.io_names).
+    # The contract with the edge app; the graph names are selection.signature's.
     signature = ModelSignature(
         features=tuple(dataset.feature_names),
         classes=tuple(dataset.classes),

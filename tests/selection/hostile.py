@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from selection import Store
 from selection.artifacts.content import sha256_bytes
 from selection.records import HOST_DEVICE, CandidateRecord, DeviceResult
-from selection.runtime.testing import CLASSES, FEATURES, tiny_classifier
+from selection.testing import CLASSES, FEATURES, tiny_classifier
 
 SIGNATURE = {"input": "features", "output": "probabilities", "features": list(FEATURES),
              "classes": list(CLASSES), "target": "rain"}

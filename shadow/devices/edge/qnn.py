@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from shadow.devices.errors import ConversionError
-from shadow.models.io_names import INPUT_NAME, OUTPUT_NAME
+from selection.signature import INPUT_NAME, OUTPUT_NAME
 
 EP_NAME = "QNNExecutionProvider"
 #: Set to "off" to force the CPU reference (e.g. to compare, or where the emulator misbehaves).

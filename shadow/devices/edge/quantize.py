@@ -21,7 +21,7 @@ import onnx
 
 from shadow.devices.edge.graph import fix_batch
 from shadow.devices.errors import ConversionError
-from shadow.models.io_names import INPUT_NAME
+from selection.signature import INPUT_NAME
 
 #: Rows per calibration batch: large enough to be quick, small enough for big models.
 CALIBRATION_BATCH = 64

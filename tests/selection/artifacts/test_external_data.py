@@ -18,7 +18,7 @@ from selection.artifacts.external_data import (
     external_tensors,
 )
 from selection.errors import IntegrityError
-from selection.runtime.testing import tiny_classifier
+from selection.testing import tiny_classifier
 from tests.selection.conftest import fake_onnx
 from tests.selection.hostile import file_reading_classifier, hidden_external_models
 

@@ -33,7 +33,7 @@ from selection.channels.files import channel_lock, leftovers
 from selection.channels.doctor import diagnose, repair
 from selection.records import PromotionRecord
 from selection.runtime import load_version
-from selection.runtime.testing import add_tiny_candidates
+from selection.testing import add_tiny_candidates
 
 REPO = Path(__file__).resolve().parents[3]
 CANDIDATES = ["c-a", "c-b", "c-c"]

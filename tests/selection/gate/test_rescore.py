@@ -7,7 +7,7 @@ import pytest
 
 from selection.errors import IntegrityError
 from selection.gate.rescore import predict_classes
-from selection.runtime.testing import CLASSES, FEATURES, tiny_classifier
+from selection.testing import CLASSES, FEATURES, tiny_classifier
 from selection.signature import ModelSignature
 from tests.selection.hostile import file_reading_classifier
 

@@ -19,7 +19,7 @@ from selection.runtime import (
     load_version,
     parse_rows,
 )
-from selection.runtime.testing import FEATURES, add_tiny_candidates
+from selection.testing import FEATURES, add_tiny_candidates
 
 ROW = [0.5] * len(FEATURES)
 

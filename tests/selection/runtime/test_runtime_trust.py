@@ -12,7 +12,7 @@ import pytest
 from selection import Store, promote
 from selection.artifacts.content import sha256_bytes
 from selection.runtime import ChannelRuntime, ModelLoadError, load_version
-from selection.runtime.testing import CLASSES, FEATURES, add_tiny_candidates
+from selection.testing import CLASSES, FEATURES, add_tiny_candidates
 from tests.selection.hostile import file_reading_classifier
 
 ROW = [0.5] * len(FEATURES)

@@ -17,7 +17,7 @@ import pytest
 
 from selection import Store, promote
 from selection.runtime import ChannelRuntime
-from selection.runtime.testing import FEATURES, add_tiny_candidates
+from selection.testing import FEATURES, add_tiny_candidates
 from selection.runtime.server import MAX_BODY_BYTES, ModelServer, make_server
 
 REPO = Path(__file__).resolve().parents[3]

@@ -25,7 +25,7 @@ from selection.errors import ConfigError
 from selection.runtime import ChannelRuntime
 from selection.runtime.http_checks import FOLLOW_UP, Case, cases, check_case, read_reply, serving
 from selection.runtime.server import ModelServer, ServerLimits, make_server
-from selection.runtime.testing import FEATURES, add_tiny_candidates
+from selection.testing import FEATURES, add_tiny_candidates
 
 REPO = Path(__file__).resolve().parents[3]
 IDLE_S = 1.5

@@ -22,7 +22,7 @@ import pytest
 
 import selection
 from selection import Store, promote
-from selection.runtime.testing import FEATURES, add_tiny_candidates
+from selection.testing import FEATURES, add_tiny_candidates
 from shadow import __version__
 from shadow.cli.main import ALL_VERBS, COMMANDS, build_parser
 

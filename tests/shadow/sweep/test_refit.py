@@ -22,7 +22,7 @@ from selection.artifacts.arrays import decode_holdout
 from selection.gate.decision import evaluate_gate
 from selection.leaderboard.frame import leaderboard
 from selection.channels.promotion import history
-from selection.leaderboard.report import build_report
+from selection.report import build_report
 from selection.gate.rescore import predict_classes
 from selection.store import Store
 from shadow.cli.main import main
