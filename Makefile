@@ -13,7 +13,7 @@ DEMO_CONFIG := datasets/noaa-weather/sweep.toml
 # Chromium (the test that renders the HTML report headless).
 SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test test-fast lint bench clean
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -26,7 +26,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt | system-deps
 	@echo ">> setting up $(VENV) (first time: about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[all,test,bench]"
+	$(BIN)/pip install -qq --progress-bar off -c constraints.txt -e ".[all,test,bench,lint]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -57,6 +57,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The unit layer: no Ray sweep, no end-to-end pipeline (about a minute). CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration" -q
+
+# ruff (pyflakes, pycodestyle, import order, pyupgrade, bugbear), mypy, and the import
+# contracts in .importlinter (selection never imports shadow; layers import downwards).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Every benchmark with --quick; each one's last stdout line (a JSON object) is kept,
 # and benchmarks/results/SUMMARY.md sums them up.

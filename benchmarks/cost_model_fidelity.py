@@ -180,7 +180,6 @@ def leave_one_out(profile: DeviceProfile, graphs: list[GraphStats], measured: np
 def reference_graphs() -> dict[str, GraphStats]:
     """ResNet-50 and MobileNet-v2 exported from plain torch definitions (random weights)."""
     import torch
-
     from reference_nets import mobilenet_v2, resnet50  # benchmarks/reference_nets.py
 
     graphs = {}
@@ -212,7 +211,8 @@ def compare_sm8550() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="32 graphs, 5 interleaved rounds of 25 runs (under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="32 graphs, 5 interleaved rounds of 25 runs (under a minute)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     n_graphs, rounds, runs = (32, 5, 25) if args.quick else (60, 7, 40)

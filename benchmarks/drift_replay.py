@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the drift/ helpers b
 from drift.replay import ReplayResult, replay  # noqa: E402
 from drift.report import markdown, plot, summarize  # noqa: E402
 from drift.shadow_step import ReplaySettings  # noqa: E402
+
 from shadow.data.catalog import find_manifest  # noqa: E402
 from shadow.errors import ShadowError  # noqa: E402
 

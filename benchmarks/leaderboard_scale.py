@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from selection import CandidateRecord, DeviceResult, HoldoutRecord, SweepRecord, Store, sha256_bytes
+from selection import CandidateRecord, DeviceResult, HoldoutRecord, Store, SweepRecord, sha256_bytes
+from selection.channels.promotion import promote
 from selection.gate.decision import evaluate_gate, force_decision
 from selection.leaderboard.frame import best_candidate, leaderboard
-from selection.channels.promotion import promote
 from selection.store import rows as codec
 from selection.store import schema
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,7 +29,7 @@ def main() -> int:
     lines = [
         "# Benchmark summary (`make bench`, every script with --quick)",
         "",
-        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Timings come from a shared "
+        f"Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Timings come from a shared "
         "2-core machine: compare ratios measured in one run, not absolute times across runs.",
         "",
         "| benchmark | headline figures | status |",

@@ -9,7 +9,7 @@ fresh records from queries.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 CandidateStatus = Literal["ok", "failed"]
@@ -25,7 +25,7 @@ DEFAULT_CHANNEL = "production"
 
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC (what every record stores)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import html
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from selection.channels.promotion import current
 from selection.leaderboard.frame import leaderboard
 from selection.ranking.pareto import pareto_mask
-from selection.channels.promotion import current
 from selection.records import DEFAULT_CHANNEL
 from selection.store import Store
 
@@ -50,11 +50,10 @@ def _svg(frame: pd.DataFrame, device: str, champion_id: str | None) -> str:
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "shadow"}):
         fig = Figure(figsize=(7, 4.2))
         ax = fig.add_subplot()
-        for eligible, style in ((True, {"color": "#4a7ebb", "label": "eligible"}),
-                                (False, {"color": "#bbbbbb", "label": "ineligible"})):
+        for eligible, color, label in ((True, "#4a7ebb", "eligible"), (False, "#bbbbbb", "ineligible")):
             part = rest[rest["eligible"] == eligible]
             if len(part):
-                ax.scatter(part["latency_ms"], part["accuracy"], s=14, alpha=0.7, **style)
+                ax.scatter(part["latency_ms"], part["accuracy"], s=14, alpha=0.7, color=color, label=label)
         if len(front):
             ordered = front.sort_values("latency_ms")
             ax.step(ordered["latency_ms"], np.maximum.accumulate(ordered["accuracy"].to_numpy()),
@@ -129,7 +128,7 @@ def build_report(
         refit_of = store.get_candidate(champion_id).refit_of
         if refit_of:  # a refit is never on the board: mark the candidate it refits
             shown, champion_id = f"{champion_id} (refit of {refit_of}, marked)", refit_of
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     sweeps = ", ".join(sorted(set(frame["sweep_id"]))) or "(no sweeps)"
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",

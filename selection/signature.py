@@ -113,10 +113,10 @@ class ModelSignature:
         if not isinstance(data, Mapping):
             raise SignatureError(f"{where} must be a JSON object (keys: {', '.join(_KEYS)}); "
                                  f"got {type(data).__name__}")
-        check_known_keys([_LEGACY.get(k, k) for k in data], _KEYS, where, SignatureError)
+        check_known_keys([_LEGACY.get(str(k), str(k)) for k in data], _KEYS, where, SignatureError)
         values: dict[str, Any] = {}
         for key, value in data.items():
-            canonical = _LEGACY.get(key, key)
+            canonical = _LEGACY.get(str(key), str(key))
             if canonical in values:
                 raise SignatureError(f"{where} gives {canonical!r} twice (as {canonical!r} and "
                                      f"{key!r}); keep one")

@@ -204,5 +204,6 @@ def _progress_line(index: int, total: int, period: PeriodResult) -> str:
     return (f"[{index + 1}/{total}] row {step.boundary}: {step.candidates_ok} candidates in "
             f"{step.sweep_seconds:.1f} s, {len(step.refits)} refits; {verdict} (serving "
             f"{period.production_slice}); next period: system {acc['system']:.3f}, refit+strict gate "
-            f"{acc.get('refit_improvement', nan):.3f}, gate-only {acc.get('gate_only', nan):.3f}, static {acc['static']:.3f}, oracle "
+            f"{acc.get('refit_improvement', nan):.3f}, gate-only {acc.get('gate_only', nan):.3f}, "
+            f"static {acc['static']:.3f}, oracle "
             f"{acc.get('oracle', nan):.3f}, oracle-refit {acc.get('oracle_refit', nan):.3f}")

@@ -30,9 +30,9 @@ from selection.leaderboard.frame import best_candidate
 from selection.records import HOST_DEVICE, CandidateRecord
 from selection.store import Store
 from shadow.errors import RefitError
-from shadow.sweep.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
 from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
 from shadow.sweep.prepare import PreparedSweep
+from shadow.sweep.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
 from shadow.sweep.task import run_candidate
 
 #: Ablation channels: channel -> (refit?, gate requirement). Production follows the settings.

@@ -188,7 +188,7 @@ def _check_tensor(data: memoryview, found: list[ExternalTensor]) -> None:
     name, location, external, entries = "", None, False, False
     for number, wire, value in _fields(data):
         if number == _TENSOR_NAME and wire == _LEN:
-            name = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
+            name = bytes(value).decode("utf-8", "replace")
         elif number == _TENSOR_LOCATION and wire == _VARINT:
             external = external or value == _EXTERNAL
         elif number == _TENSOR_EXTERNAL and wire == _LEN:

@@ -30,9 +30,15 @@ IDENTITY_KEYS = ("channel", "history_id", "candidate_id", "device", "sha256")
 class ServedModel(Protocol):
     """What :func:`store_verifier` reads of a loaded model (``runtime.LoadedModel``)."""
 
-    version: str
-    sha256: str
-    manifest: dict[str, Any]
+    # Read-only members, so a frozen LoadedModel satisfies the protocol.
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
 
 
 def known_version(store: Store, channel: str, version: str) -> PromotionRecord:

@@ -6,6 +6,7 @@ Both the checks (``selection.gate.checks``) and the decision
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +55,9 @@ class GatePolicy:
             if metric not in METRIC_DIRECTIONS:
                 raise ConfigError(f"[gate.guards] metric must be one of {', '.join(METRIC_DIRECTIONS)}; "
                                   f"got {metric!r}")
-            if not _number(pct) or pct < 0:
-                raise ConfigError(f"[gate.guards] {metric} must be a percentage >= 0; got {pct!r}")
+            if not _number(pct) or not 0 <= pct < math.inf:  # nan and inf are no limit
+                raise ConfigError(f"[gate.guards] {metric} must be a finite percentage >= 0; "
+                                  f"got {pct!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (stored in gate decisions as ``gate_policy``)."""

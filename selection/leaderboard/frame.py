@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selection.errors import ConfigError, NotFoundError
 from selection.leaderboard.sql import better_counts, check_where, devices_of, metric_points, query_sweep
 from selection.ranking.eligibility import violations
-from selection.errors import ConfigError, NotFoundError
 from selection.ranking.pareto import pareto_mask
 from selection.ranking.policies import RankingPolicy, get_policy, policy_from_config
 from selection.records import HOST_DEVICE, SweepRecord

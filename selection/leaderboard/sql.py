@@ -29,13 +29,28 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    BigInteger, Boolean, Connection, Float, Integer, String, and_, case, cast, column, exists,
-    func, literal, null, or_, select, union_all,
+    BigInteger,
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    column,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
 )
 from sqlalchemy.sql import visitors
 
-from selection.ranking.eligibility import eligible_sql
 from selection.leaderboard.where import Kind, compile_where
+from selection.ranking.eligibility import eligible_sql
 from selection.ranking.policies import RankingPolicy
 from selection.store import schema
 
@@ -134,12 +149,12 @@ def _level1(sweep_id: str, device: str, policy: RankingPolicy, top: int | None,
         # sweep test SQLite seeks each id instead of scanning the device's rows.
         chosen = select(*(expr.label(name) for name, expr in cols.items())).where(
             _M.c.candidate_id.in_(list(ranks)), _M.c.device == device)
-        rank = case(ranks, value=_M.c.candidate_id) if ranks else cast(null(), Integer)
+        rank: Any = case(ranks, value=_M.c.candidate_id) if ranks else cast(null(), Integer)
         return chosen.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
     base = select(*(expr.label(name) for name, expr in cols.items())).where(
         *_on_board(sweep_id, device))
     best = base.where(eligible_sql(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
-    rank = func.row_number().over(order_by=_order(policy, best.c))
+    rank = func.row_number().over(order_by=_order(policy, dict(best.c.items())))
     return select(best, literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
 
 
@@ -248,7 +263,7 @@ def query_sweep(
     devices: Sequence[str], filters: Mapping[str, Any], where: Sequence[str] = (),
     top: int | None = None, only_ids: Mapping[str, Mapping[str, int]] | None = None,
     include_early: bool = True,
-) -> list[Mapping[str, Any]]:
+) -> list[Mapping[Any, Any]]:
     """The leaderboard rows of one sweep on ``devices``, as mappings, by device then rank.
 
     ``include_early`` lists candidates without any device result (on
@@ -257,7 +272,7 @@ def query_sweep(
     rows the caller has already ranked (the Pareto front).
     """
     include_early = include_early and top is None and only_ids is None
-    rows: list[Mapping[str, Any]] = []
+    rows: list[Mapping[Any, Any]] = []
     for device in devices:
         fixed = dict(filters)
         if only_ids is not None or top is not None:
@@ -310,8 +325,8 @@ def metric_points(
     if complete or top is not None or beaten_by:
         query = query.where(acc.is_not(None), lat.is_not(None), size.is_not(None))
     # Before eligibility and the refit test: SQLite tests terms in this order, and most rows fail here.
-    for a, l, s in beaten_by:  # not dominated by (a, l, s): better somewhere, or equal
-        query = query.where(or_(acc > a, lat < l, size < s, and_(acc == a, lat == l, size == s)))
+    for a, la, s in beaten_by:  # not dominated by (a, la, s): better somewhere, or equal
+        query = query.where(or_(acc > a, lat < la, size < s, and_(acc == a, lat == la, size == s)))
     query = query.where(_not_refit(sweep_id))
     query = query.where(eligible_sql(policy, cols))
     if objective_in is not None:

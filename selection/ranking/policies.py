@@ -69,10 +69,14 @@ class RankingPolicy:
             _check_metric(metric, where)
         for key in ("max_latency_ms", "max_size_bytes", "min_accuracy"):
             value = getattr(self, key)
+            # not (0 <= value < 2**63): refuses nan and inf (no bound a row can fail
+            # or meet) and an int no database column compares with.
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value < 2**63
             ):
-                raise ConfigError(f"{where}: {key} must be a number >= 0; got {value!r}")
+                raise ConfigError(
+                    f"{where}: {key} must be a number >= 0 (finite, below 2**63); got {value!r}")
 
     @property
     def order(self) -> list[tuple[str, bool]]:

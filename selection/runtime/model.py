@@ -28,7 +28,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_INPUT", "DEFAULT_OUTPUT", "MANIFEST_FILE", "MODEL_FILE", "Lo
 DEFAULT_INPUT = INPUT_NAME
 DEFAULT_OUTPUT = OUTPUT_NAME
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+_DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> Loaded
         classes=(signature.classes or None) if signature else None,
         dtype=dtype,
         session=session,
-        loaded_at=datetime.now(timezone.utc),
+        loaded_at=datetime.now(UTC),
         load_ms=0.0,
     )
     _smoke(model, model_path)

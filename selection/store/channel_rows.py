@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from selection.records import PromotionRecord
 from selection.store import rows as codec
 from selection.store import schema
+from selection.store.rows import Row
 
 _P = schema.promotions
 _C = schema.channels
@@ -24,7 +25,7 @@ _C = schema.channels
 
 def channel_row(
     conn: Connection, channel: str, *, for_update: bool = False
-) -> Mapping[str, Any] | None:
+) -> Row | None:
     """The ``channels`` row of ``channel`` (its current model), None if never promoted.
 
     ``for_update`` locks the row until the transaction ends (PostgreSQL;
@@ -93,7 +94,9 @@ def append(conn: Connection, record: PromotionRecord) -> PromotionRecord:
     database assigned.
     """
     result = conn.execute(_P.insert().values(**codec.promotion_to_row(record)))
-    history_id = int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    history_id = int(key[0])
     values = {
         "candidate_id": record.candidate_id,
         "device": record.device,
@@ -110,6 +113,6 @@ def append(conn: Connection, record: PromotionRecord) -> PromotionRecord:
     return dataclasses.replace(record, history_id=history_id)
 
 
-def list_channels(conn: Connection) -> list[Mapping[str, Any]]:
+def list_channels(conn: Connection) -> list[Row]:
     """Every ``channels`` row (one per channel ever promoted), by channel name."""
     return list(conn.execute(select(_C).order_by(_C.c.channel)).mappings())

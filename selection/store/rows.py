@@ -27,7 +27,8 @@ from selection.records import (
     SweepStatus,
 )
 
-Row = Mapping[str, Any]
+#: A database row as SQLAlchemy returns it: its RowMapping is keyed by name or by column.
+Row = Mapping[Any, Any]
 
 CANDIDATE_STATUSES: tuple[str, ...] = get_args(CandidateStatus)
 SWEEP_STATUSES: tuple[str, ...] = get_args(SweepStatus)

@@ -38,6 +38,7 @@ from selection.records import (
 )
 from selection.store import rows as codec
 from selection.store import schema
+from selection.store.rows import Row
 from selection.store.engine import (
     WRITE_OPTION,
     display_url,
@@ -345,12 +346,12 @@ class Store:
     # -- helpers ------------------------------------------------------------------------
 
     @staticmethod
-    def _sweep_row(conn: Connection, sweep_id: str) -> Mapping[str, object] | None:
+    def _sweep_row(conn: Connection, sweep_id: str) -> Row | None:
         table = schema.sweeps
         return conn.execute(select(table).where(table.c.sweep_id == sweep_id)).mappings().first()
 
     @staticmethod
-    def _candidate_row(conn: Connection, candidate_id: str) -> Mapping[str, object] | None:
+    def _candidate_row(conn: Connection, candidate_id: str) -> Row | None:
         table = schema.candidates
         query = select(table).where(table.c.candidate_id == candidate_id)
         return conn.execute(query).mappings().first()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shadow.cli.output import note
 
@@ -37,7 +37,7 @@ class SweepProgress:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.live = not quiet and sys.stderr.isatty()
-        self._bar = None
+        self._bar: Any = None  # a rich.progress.Progress once live (rich is imported lazily)
         self._task = None
 
     def __enter__(self) -> SweepProgress:

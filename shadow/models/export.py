@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from selection.artifacts.external_data import ExternalDataError, check_self_contained
-from shadow.errors import ExportError
 from selection.signature import INPUT_NAME, OUTPUT_NAME
+from shadow.errors import ExportError
 from shadow.models.base import WithProbabilities
 
 #: Probabilities from ORT and torch must agree this closely (fp32 kernels differ slightly).

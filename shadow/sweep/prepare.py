@@ -21,9 +21,9 @@ from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
 from shadow.data.slicing.base import Holdout, Slice, cut_holdout, make_slices, rows_sha256
 from shadow.errors import ConfigError
-from shadow.sweep.lineage import code_lineage
 from shadow.models import get_family
 from shadow.sweep.config import SweepConfig
+from shadow.sweep.lineage import code_lineage
 from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
 from shadow.sweep.search import SearchPlanner
 from shadow.sweep.task import SweepData
@@ -32,7 +32,8 @@ from shadow.sweep.task import SweepData
 class Planner(Protocol):
     """Hands out candidates as they become runnable and learns from results."""
 
-    total: int
+    @property
+    def total(self) -> int: ...
 
     def ready(self) -> list[CandidateSpec]: ...
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from selection.records import CandidateRecord
+from selection.records import CandidateRecord, SweepStatus
 from selection.store import Store
 from shadow.sweep.cluster import cluster_cpus, ray_session
 from shadow.sweep.plan import CandidateSpec
@@ -98,7 +98,7 @@ def run_sweep(
         summary = SweepSummary(prepared.sweep_id, planned=todo, skipped=len(stored))
         if on_start is not None:
             on_start(todo, len(stored))
-        status = "failed"
+        status: SweepStatus = "failed"
         try:
             if todo:
                 _fan_out(prepared, planner, store, summary, started, on_progress)

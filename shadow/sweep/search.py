@@ -84,13 +84,26 @@ def _distribution(bounds: Any, param: Param, at: str) -> optuna.distributions.Ba
     low, high = param.check(bounds["low"], at), param.check(bounds["high"], at)
     if low >= high:
         raise ConfigError(f"{at}: 'low' ({low}) must be below 'high' ({high}).")
-    log = bool(bounds.get("log", False))
+    if param.kind not in (int, float):
+        raise ConfigError(f"{at}: {param.kind.__name__} parameters take {{ choices = [...] }}.")
+    # 'log' and 'step' are checked like every other setting (a string 'step' or a
+    # nan one would otherwise reach optuna and come back as a traceback).
+    options = parse_table(
+        {k: v for k, v in bounds.items() if k in ("log", "step")},
+        [Param("log", bool, default=False),
+         Param("step", param.kind, default=1 if param.kind is int else None,
+               low=0, low_open=True, high=high - low)],
+        at,
+    )
+    stepped = options["step"] != 1 if param.kind is int else options["step"] is not None
+    if options["log"] and (low <= 0 or stepped):
+        raise ConfigError(f"{at}: a log range needs 'low' > 0 and no 'step'; got low = {low}, "
+                          f"step = {options['step']}.")
     if param.kind is int:
-        return optuna.distributions.IntDistribution(low, high, log=log, step=int(bounds.get("step", 1)))
-    if param.kind is float:
-        step = bounds.get("step")
-        return optuna.distributions.FloatDistribution(low, high, log=log, step=step)
-    raise ConfigError(f"{at}: {param.kind.__name__} parameters take {{ choices = [...] }}.")
+        return optuna.distributions.IntDistribution(low, high, log=options["log"],
+                                                    step=options["step"])
+    return optuna.distributions.FloatDistribution(low, high, log=options["log"],
+                                                  step=options["step"])
 
 
 class SearchPlanner:
@@ -177,7 +190,7 @@ class SearchPlanner:
             else optuna.trial.TrialState.FAIL
         self.studies[record.slice_id].add_trial(optuna.trial.create_trial(
             params=searched, distributions=self.search.space, state=state,
-            value=float(value) if state == optuna.trial.TrialState.COMPLETE else None,
+            value=float(value) if value is not None and state == optuna.trial.TrialState.COMPLETE else None,
         ))
         index = int(record.lineage.get("trial", self.next_index[record.slice_id]))
         self.asked[record.slice_id] += 1

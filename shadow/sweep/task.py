@@ -24,10 +24,10 @@ from selection.artifacts.content import sha256_bytes
 from selection.records import CandidateRecord, DeviceResult
 from shadow.data.slicing.base import rows_sha256
 from shadow.devices import get_device
-from shadow.models.export import export_onnx, verify_onnx
 from shadow.models import get_family
-from shadow.sweep.plan import CandidateSpec
+from shadow.models.export import export_onnx, verify_onnx
 from shadow.models.training import train
+from shadow.sweep.plan import CandidateSpec
 
 #: Rows of the holdout used to check ONNX Runtime against torch.
 VERIFY_ROWS = 256
@@ -114,7 +114,7 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
     # One thread per task: Ray already runs one task per core, and torch's own
     # thread pool on top would oversubscribe the machine.
     torch.set_num_threads(1)
-    base = dict(
+    base: dict[str, Any] = dict(
         candidate_id=spec.candidate_id,
         sweep_id=data.sweep_id,
         slice_id=spec.slice_id,
@@ -171,8 +171,9 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         artifacts.update(run.extra_artifacts)
         if run.predictions is not None:
             encoded = encode_array(np.asarray(run.predictions, dtype=np.int64))
-            result = replace(result, predictions_sha256=sha256_bytes(encoded))
-            artifacts[result.predictions_sha256] = encoded
+            digest = sha256_bytes(encoded)
+            result = replace(result, predictions_sha256=digest)
+            artifacts[digest] = encoded
         results.append(result)
     lineage["compute_seconds"] = time.perf_counter() - started
     record = CandidateRecord(

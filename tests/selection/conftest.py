@@ -7,9 +7,8 @@ nothing here needs a real model.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from selection import (
     sha256_bytes,
 )
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def fake_onnx(tag: str) -> bytes:

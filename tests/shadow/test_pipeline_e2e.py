@@ -20,7 +20,6 @@ from selection.store import Store
 from shadow.cli.main import main
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
-
 from tests.shadow.conftest import separable_frame, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

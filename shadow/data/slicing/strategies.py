@@ -82,7 +82,7 @@ class Bootstrap(SliceStrategy):
     params: ClassVar[list[Param]] = [
         Param("n", int, low=1, high=1000),
         Param("fraction", float, default=1.0, low=0.0, high=1.0, low_open=True),
-        Param("seed", int, default=0, low=0),
+        Param("seed", int, default=0, low=0, high=2**32 - 1),  # what numpy and torch seed with
     ]
 
     def slices(self, pool_size: int, columns: Columns) -> list[Slice]:

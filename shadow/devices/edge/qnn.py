@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from shadow.devices.errors import ConversionError
 from selection.signature import INPUT_NAME, OUTPUT_NAME
+from shadow.devices.errors import ConversionError
 
 EP_NAME = "QNNExecutionProvider"
 #: Set to "off" to force the CPU reference (e.g. to compare, or where the emulator misbehaves).

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from selection.signature import INPUT_NAME
 from shadow.devices.edge.graph import fix_batch
 from shadow.devices.errors import ConversionError
-from selection.signature import INPUT_NAME
 
 #: Rows per calibration batch: large enough to be quick, small enough for big models.
 CALIBRATION_BATCH = 64

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from selection import Store, current, history, promote
-from selection.channels.files import channel_lock, leftovers
 from selection.channels.doctor import diagnose, repair
+from selection.channels.files import channel_lock, leftovers
 from selection.records import PromotionRecord
 from selection.runtime import load_version
 from selection.testing import add_tiny_candidates

@@ -148,7 +148,8 @@ def test_promoting_a_failed_device_row_is_refused(store: Store, make) -> None:
         DeviceResult(HOST_DEVICE, "ok", accuracy=0.9, artifact_sha256=sha),
         DeviceResult("npu", "failed", error="op Erf not supported"),
     ))
-    with pytest.raises(PromotionError, match=r"status 'failed' on device 'npu' \(op Erf not supported\).*another candidate"):
+    with pytest.raises(PromotionError,
+                       match=r"status 'failed' on device 'npu' \(op Erf not supported\).*another candidate"):
         promote(store, "c-x", device="npu")
     with pytest.raises(PromotionError, match=r"no result for device 'gpu' \(devices: host-cpu, npu\)"):
         promote(store, "c-x", device="gpu")

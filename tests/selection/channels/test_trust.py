@@ -24,8 +24,8 @@ from selection.channels.doctor import Finding, diagnose, repair
 from selection.channels.layout import version_name
 from selection.channels.trust import store_verifier
 from selection.runtime import ChannelRuntime, ModelLoadError, RuntimeEvent
-from selection.testing import FEATURES, add_tiny_candidates
 from selection.store import schema
+from selection.testing import FEATURES, add_tiny_candidates
 from tests.selection.hostile import add_candidate, file_reading_classifier, forged_version
 
 REPO = Path(__file__).resolve().parents[3]

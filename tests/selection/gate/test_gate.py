@@ -9,12 +9,18 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.stats import binomtest
 
 from selection import (
-    HOST_DEVICE, CandidateRecord, ConfigError, DeviceResult, HoldoutRecord, Store, SweepRecord,
+    HOST_DEVICE,
+    CandidateRecord,
+    ConfigError,
+    DeviceResult,
+    HoldoutRecord,
+    Store,
+    SweepRecord,
     sha256_bytes,
 )
 from selection.artifacts.arrays import encode_array, encode_holdout
-from selection.gate.decision import GatePolicy, evaluate_gate, force_decision, gate_from_config
 from selection.channels.promotion import history, promote
+from selection.gate.decision import GatePolicy, evaluate_gate, force_decision, gate_from_config
 from selection.gate.rescore import predict_classes
 from selection.gate.stats import mcnemar_exact
 

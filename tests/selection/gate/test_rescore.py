@@ -7,8 +7,8 @@ import pytest
 
 from selection.errors import IntegrityError
 from selection.gate.rescore import predict_classes
-from selection.testing import CLASSES, FEATURES, tiny_classifier
 from selection.signature import ModelSignature
+from selection.testing import CLASSES, FEATURES, tiny_classifier
 from tests.selection.hostile import file_reading_classifier
 
 X = np.random.default_rng(0).normal(size=(5, len(FEATURES))).astype(np.float32)

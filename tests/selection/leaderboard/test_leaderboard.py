@@ -139,7 +139,8 @@ def test_best_candidate_without_ok_rows(store: Store, make) -> None:
         best_candidate(store)
     make.sweep()
     make.candidate("c-1", status="failed")
-    with pytest.raises(NotFoundError, match="no candidate of sweep 'sw-1' ran ok on device 'host-cpu' \\(1 failed\\).*--resume sw-1"):
+    with pytest.raises(NotFoundError,
+                       match="no candidate of sweep 'sw-1' ran ok on device 'host-cpu' \\(1 failed\\).*--resume sw-1"):
         best_candidate(store)
 
 

@@ -10,7 +10,8 @@ each must agree with a reference built here: ranks from ``rank_rows``
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

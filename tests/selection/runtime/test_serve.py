@@ -17,8 +17,8 @@ import pytest
 
 from selection import Store, promote
 from selection.runtime import ChannelRuntime
-from selection.testing import FEATURES, add_tiny_candidates
 from selection.runtime.server import MAX_BODY_BYTES, ModelServer, make_server
+from selection.testing import FEATURES, add_tiny_candidates
 
 REPO = Path(__file__).resolve().parents[3]
 ROW = [0.5] * len(FEATURES)

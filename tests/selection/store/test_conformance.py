@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from selection import HOST_DEVICE, ConfigError, DeviceResult, NotFoundError, Store
-from selection.leaderboard.frame import best_candidate, leaderboard
 from selection.channels.promotion import history, promote
+from selection.leaderboard.frame import best_candidate, leaderboard
 from selection.ranking.policies import policy_from_config
 from selection.store import schema
 

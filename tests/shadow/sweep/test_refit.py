@@ -19,21 +19,20 @@ import pandas as pd
 import pytest
 
 from selection.artifacts.arrays import decode_holdout
-from selection.gate.decision import evaluate_gate
-from selection.leaderboard.frame import leaderboard
 from selection.channels.promotion import history
-from selection.report import build_report
+from selection.gate.decision import evaluate_gate
 from selection.gate.rescore import predict_classes
+from selection.leaderboard.frame import leaderboard
+from selection.report import build_report
 from selection.store import Store
 from shadow.cli.main import main
 from shadow.errors import RefitError
-from shadow.sweep.refit import finish_refit, plan_refit, refit_candidate, refit_rows
 from shadow.sweep import config_from_dict, prepare_sweep
 from shadow.sweep.prepare import check_resumable
+from shadow.sweep.refit import finish_refit, plan_refit, refit_candidate, refit_rows
 from shadow.sweep.task import run_candidate
-
-from tests.shadow.conftest import separable_frame, write_dataset
 from tests.shadow.cli.test_cli_errors import assert_user_error, snapshot
+from tests.shadow.conftest import separable_frame, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -35,7 +35,8 @@ def test_search_space_is_checked_against_the_family():
     [
         (with_search(space={"depth": {"low": 1, "high": 3}}), r"'depth': not a parameter of family 'mlp'"),
         (with_search(space={"epochs": {"low": 1, "high": 3}}), r"also fixed in \[model.params\]"),
-        (with_search(space={"width": {"low": 0, "high": 3}}), r"'width' must be an int in the range \[1, 8192\]; got 0"),
+        (with_search(space={"width": {"low": 0, "high": 3}}),
+         r"'width' must be an int in the range \[1, 8192\]; got 0"),
         (with_search(space={"width": {"low": 9, "high": 3}}), r"'low' \(9\) must be below 'high' \(3\)"),
         (with_search(space={"lr": {"low": 0.1}}), r"needs 'low' and 'high'"),
         (with_search(space={}), r"\[search.space\] is empty"),
@@ -81,7 +82,7 @@ def test_searched_sweep_runs_trials_per_slice_and_is_reproducible(tmp_path, ray_
     first, second = runs
     assert first == second  # same seed, same trials, whatever order tasks finished in
     per_slice = {}
-    for slice_id, trial, width, lr in first:
+    for slice_id, trial, _width, _lr in first:
         per_slice.setdefault(slice_id, []).append(trial)
     assert per_slice == {"recent-730": [0, 1, 2, 3], "recent-2000": [0, 1, 2, 3]}
     assert len({(w, lr) for _, _, w, lr in first}) > 2  # the sampler explored
