@@ -12,6 +12,10 @@ file with the sha256 that row recorded and no external-data tensor, and its
 manifest says what the store says (``selection.channels.trust``). A link
 re-pointed outside the home, a version the store never recorded and an
 edited manifest all fail, and ``--repair`` restores what the history says.
+When the home has a signing key (``selection.signing``), the manifest must
+also carry a valid signature by it: a missing or invalid ``manifest.sig``
+fails (apps given the public key would refuse the version), one by a key
+retired by ``shadow keys init --rotate`` warns; ``--repair`` signs it again.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ from selection.channels.promotion import history, list_channels, sync_channel
 from selection.channels.trust import known_version, manifest_problems
 from selection.errors import ShadowError
 from selection.records import PromotionRecord
+from selection.signing import (
+    SIGNATURE_FILE,
+    KeyPaths,
+    ManifestSignatureError,
+    SigningKeyError,
+    TrustedKeys,
+    load_signing_key,
+    retired_keys,
+    verify_version,
+)
 from selection.store import Store
 from selection.store.engine import stored_version
 from selection.store.schema import SCHEMA_VERSION
@@ -143,7 +157,8 @@ def _version_files(store: Store, record: PromotionRecord, version: Path, check: 
     """The files of the current version: regular, the recorded model, self-contained, manifest."""
     try:
         model = read_regular(version / MODEL_FILE)
-        manifest = json.loads(read_regular(version / MANIFEST_FILE).decode("utf-8"))
+        manifest_bytes = read_regular(version / MANIFEST_FILE)
+        manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (OSError, ValueError) as exc:
         links = [n for n in (MODEL_FILE, MANIFEST_FILE) if os.path.islink(version / n)]
         what = f"{', '.join(links)} must be regular files, not symlinks" if links else exc
@@ -167,12 +182,45 @@ def _version_files(store: Store, record: PromotionRecord, version: Path, check: 
         return Finding(check, "fail", f"{version / MANIFEST_FILE} does not describe history row "
                        f"{record.history_id} as the database does: its {', '.join(identity)} "
                        "differ (edited by hand?)", fix)
+    signed = _signature(store, version, manifest_bytes, check)
+    if signed is not None and signed.status == "fail":
+        return signed
     if other:
         return Finding(check, "warn", f"{version / MANIFEST_FILE} differs from what the database "
                        f"records in {', '.join(other)} (written by an older version, or edited)",
                        fix)
+    if signed is not None and signed.status == "warn":
+        return signed
     return Finding(check, "ok", f"candidate {record.candidate_id} (row {record.history_id}, "
-                   f"sha256 {record.sha256[:12]}) verifies")
+                   f"sha256 {record.sha256[:12]}) verifies"
+                   + (f"; {signed.detail}" if signed is not None else ""))
+
+
+def _signature(store: Store, version: Path, manifest_bytes: bytes, check: str) -> Finding | None:
+    """Is the manifest signed by the home's key? None when the home has no key (never signed)."""
+    paths = KeyPaths.of(store.home.root)
+    if not paths.exists():
+        return None
+    fix = "`shadow doctor --repair` signs it again with the home's key"
+    try:
+        current = load_signing_key(paths).public
+        known = TrustedKeys([current, *retired_keys(paths).values()])
+    except SigningKeyError as exc:
+        return Finding(check, "fail", str(exc), "fix the key file as it says, then run "
+                       "`shadow doctor --repair`")
+    if not (version / SIGNATURE_FILE).exists() and not os.path.islink(version / SIGNATURE_FILE):
+        return Finding(check, "fail", f"{version / SIGNATURE_FILE} is missing: the manifest is "
+                       "unsigned, so apps that check signatures refuse this version", fix)
+    try:
+        signer = verify_version(version, known, manifest_bytes=manifest_bytes)
+    except ManifestSignatureError as exc:
+        return Finding(check, "fail", f"{exc}".split("; refusing")[0] + "; apps that check "
+                       "signatures refuse this version", fix)
+    if signer.key_id != current.key_id:
+        return Finding(check, "warn", f"{version / SIGNATURE_FILE} is signed by the retired key "
+                       f"{signer.key_id}; apps that trust only the current key {current.key_id} "
+                       "refuse it", "`shadow doctor --repair` re-signs it with the current key")
+    return Finding(check, "ok", f"signed by key {current.key_id}")
 
 
 def _history_chain(channel: str, rows: list[PromotionRecord], now: PromotionRecord) -> Finding:

@@ -5,9 +5,10 @@ Layout under ``$SHADOW_HOME/channels``::
     production -> .versions/production-7-0123456789ab/   (a symlink)
     .versions/production-7-0123456789ab/model.onnx
     .versions/production-7-0123456789ab/manifest.json
+    .versions/production-7-0123456789ab/manifest.sig    (Ed25519, selection.signing)
 
 A version directory is built completely (model bytes verified, manifest
-written, both fsynced) *before* the channel symlink is swapped to it in one
+written and signed with the home's key, all fsynced) *before* the channel symlink is swapped to it in one
 atomic rename, so ``channels/production/model.onnx`` and its manifest always
 change together and a reader never sees a partial or missing model. Old
 version directories are kept: they are small next to the artifacts they copy
@@ -50,6 +51,7 @@ from selection.channels.layout import (
 from selection.home import Home
 from selection.records import CandidateRecord, DeviceResult, PromotionRecord
 from selection.signature import SIGNATURE_KEY, ModelSignature
+from selection.signing import SIGNATURE_FILE, KeyPaths, encode_signature, ensure_signing_key
 from selection.store.rows import encode_dt
 
 __all__ = [
@@ -145,6 +147,9 @@ def prepare_version(
     """
     model = read_verified_model(artifacts, record.sha256)
     manifest_bytes = encode_manifest(build_manifest(record, candidate, result, len(model)))
+    # Signed here, so every writer (promote, rollback, sync, --repair) signs; the
+    # home's key is created on first use. Deterministic: a repair rewrites nothing.
+    signature = encode_signature(manifest_bytes, ensure_signing_key(KeyPaths.of(home.root))[0])
     versions = home.channels_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     final = versions / version_name(record.channel, record.history_id, record.sha256)
@@ -153,9 +158,9 @@ def prepare_version(
         # would have us write there. Drop the entry and build the real folder.
         final.unlink()
     if final.is_dir():
-        _repair(final, record.sha256, model, manifest_bytes)
+        _repair(final, record.sha256, model, manifest_bytes, signature)
     else:
-        _build(versions, final, model, manifest_bytes)
+        _build(versions, final, model, manifest_bytes, signature)
     return final
 
 
@@ -237,13 +242,15 @@ def leftovers(home: Home) -> list[Path]:
     return sorted(found)
 
 
-def _build(versions: Path, final: Path, model: bytes, manifest_bytes: bytes) -> None:
+def _build(versions: Path, final: Path, model: bytes, manifest_bytes: bytes,
+           signature: bytes) -> None:
     """Write a version directory under a temporary name, then rename it to ``final``."""
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=versions))
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; edge apps must read it
         write_bytes_atomic(staging / MODEL_FILE, model)
         write_bytes_atomic(staging / MANIFEST_FILE, manifest_bytes)
+        write_bytes_atomic(staging / SIGNATURE_FILE, signature)
         os.rename(staging, final)
     except BaseException:
         with suppress(OSError):
@@ -252,7 +259,8 @@ def _build(versions: Path, final: Path, model: bytes, manifest_bytes: bytes) -> 
     fsync_dir(versions)
 
 
-def _repair(final: Path, sha256: str, model: bytes, manifest_bytes: bytes) -> None:
+def _repair(final: Path, sha256: str, model: bytes, manifest_bytes: bytes,
+            signature: bytes) -> None:
     """Rewrite (atomically, file by file) whatever in ``final`` is not as expected."""
     # A symlinked file is rewritten too: os.replace swaps the entry, never its target.
     model_path = final / MODEL_FILE
@@ -261,6 +269,10 @@ def _repair(final: Path, sha256: str, model: bytes, manifest_bytes: bytes) -> No
     manifest_path = final / MANIFEST_FILE
     if not (_regular(manifest_path) and manifest_path.read_bytes() == manifest_bytes):
         write_bytes_atomic(manifest_path, manifest_bytes)
+    # Missing (a folder from before signing), stale (the key was rotated) or forged: re-sign.
+    signature_path = final / SIGNATURE_FILE
+    if not (_regular(signature_path) and signature_path.read_bytes() == signature):
+        write_bytes_atomic(signature_path, signature)
 
 
 def _regular(path: Path) -> bool:

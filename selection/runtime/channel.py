@@ -21,11 +21,26 @@ all an edge app gets):
 - ``model.onnx`` and ``manifest.json`` must be regular files, the model must
   hash to the manifest's sha256 and hold no external-data tensor (which would
   make ONNX Runtime read another file) (``runtime.model.load_version``);
-- the manifest itself is trusted: whoever can write inside the channels
-  directory can serve a model of their own. That is the boundary; protect the
-  directory with file permissions. ``verify`` adds the caller's own check:
-  ``shadow serve`` with a store passes one that accepts only versions the
-  store recorded, with the sha256 it recorded.
+- without ``trusted_keys``, the manifest itself is trusted: whoever can write
+  inside the channels directory can serve a model of their own, and file
+  permissions are the only boundary;
+- with ``trusted_keys`` (public key files, ``selection.signing``), the
+  manifest's exact bytes must be signed (``manifest.sig``, Ed25519) by one of
+  those keys: an unsigned version, one signed by another key, an edited
+  manifest and a swapped model (the signed manifest fixes its sha256) are all
+  refused. Writing the folder is then not enough; forging a version takes the
+  private key, which stays on the promoting machine
+  (``$SHADOW_HOME/keys/signing.key``). Several keys may be trusted at once
+  (rotation). A refused version at start raises ModelLoadError; during a hot
+  swap it is refused (a ``refused`` event) and the old model keeps serving;
+- ``verify`` adds the caller's own check: ``shadow serve`` with a store passes
+  one that accepts only versions the store recorded, with the sha256 it
+  recorded.
+
+Signatures prove who wrote a version, not that it is the newest: anyone who
+can move the link can point it back at an older version that was signed
+(the store check refuses that; without a store, protect the link with file
+permissions).
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +66,7 @@ from selection.errors import IntegrityError
 from selection.runtime.errors import ModelLoadError, NoModelError
 from selection.runtime.inputs import parse_rows
 from selection.runtime.model import LoadedModel, load_version
+from selection.signing import SIGNATURE_FILE, PublicKey, TrustedKeys
 
 #: A caller's extra check of a loaded model before it may answer, given the model serving now
 #: (None at start); raises an IntegrityError (e.g. ModelLoadError) to refuse it.
@@ -88,8 +104,12 @@ class ChannelRuntime:
     edge device). ``on_event`` is called from the watcher thread; keep it
     quick. ``verify`` (optional) is called with every loaded model and the
     one serving before it may answer, at start and before each swap (from the
-    watcher thread); an IntegrityError it raises refuses that model. Use as a context manager, or call
-    :meth:`start` and :meth:`stop`.
+    watcher thread); an IntegrityError it raises refuses that model.
+    ``trusted_keys`` (paths of PEM public key files, loaded ``PublicKey``
+    objects or a ``TrustedKeys``): when given, only versions whose manifest
+    one of them signed are served (SigningKeyError here if a key file is bad
+    or the list is empty). Use as a context manager, or call :meth:`start`
+    and :meth:`stop`.
     """
 
     def __init__(
@@ -102,6 +122,7 @@ class ChannelRuntime:
         threads: int = 1,
         on_event: Callable[[RuntimeEvent], None] | None = None,
         verify: Verifier | None = None,
+        trusted_keys: TrustedKeys | Iterable[str | os.PathLike[str] | PublicKey] | None = None,
     ) -> None:
         self.channels_dir = Path(channels_dir)
         self.channel = channel
@@ -110,6 +131,8 @@ class ChannelRuntime:
         self.threads = threads
         self._on_event = on_event
         self._verify = verify
+        # Loaded now, so a bad key file fails the constructor, not the first swap.
+        self.trusted_keys = None if trusted_keys is None else TrustedKeys.load(trusted_keys)
         self._model: LoadedModel | None = None
         self._loaded_target: str | None = None  # the link text the current model came from
         self._refused: tuple[str, tuple[int, ...]] | None = None  # (version, file stats)
@@ -180,6 +203,8 @@ class ChannelRuntime:
             "model": model.describe() if model else None,
             "watching": self._thread is not None and self._thread.is_alive(),
             "poll_ms": self.poll_s * 1000,
+            # The key ids a version must be signed by; None: signatures are not checked.
+            "trusted_keys": sorted(self.trusted_keys) if self.trusted_keys is not None else None,
             **self._counts,
             "events": [e.as_dict() for e in self._events],
         }
@@ -230,7 +255,8 @@ class ChannelRuntime:
             version = resolve_target(self.channels_dir, self.channel, target)
         except UntrustedChannelError as exc:
             raise ModelLoadError(str(exc)) from None
-        model = load_version(version, channel=self.channel, threads=self.threads)
+        model = load_version(version, channel=self.channel, threads=self.threads,
+                             trusted_keys=self.trusted_keys)
         if self._verify is not None:
             try:
                 self._verify(model, self._model)
@@ -250,7 +276,8 @@ class ChannelRuntime:
     def _stats(self, target: str) -> tuple[int, ...]:
         """Size and mtime of a version's files: a refused version is retried when they change."""
         out: list[int] = []
-        for name in (MODEL_FILE, MANIFEST_FILE):
+        # The signature too: a version refused as unsigned is retried once it is signed.
+        for name in (MODEL_FILE, MANIFEST_FILE, SIGNATURE_FILE):
             try:
                 st = os.stat(self.channels_dir / target / name)
                 out += [st.st_size, st.st_mtime_ns, st.st_ino]

@@ -13,9 +13,13 @@ refused: it could lead anywhere). The manifest's ``model_io`` is read by
 :class:`selection.signature.ModelSignature` alone.
 
 What this trusts: the manifest beside the model. Its sha256 proves the model
-bytes are the ones it describes, not who wrote it: whoever can write inside
-the channels directory can serve any model. Which *directory* is trusted is
-decided by the caller (:class:`selection.runtime.ChannelRuntime` accepts only
+bytes are the ones it describes, not who wrote it: without ``trusted_keys``,
+whoever can write inside the channels directory can serve any model. With
+``trusted_keys`` (``selection.signing``) the manifest's exact bytes must carry
+a valid ``manifest.sig`` by one of those keys, checked before anything else
+is read from them, so a forged or edited manifest (and hence a swapped model,
+whose sha256 the signed manifest fixes) is refused. Which *directory* is
+trusted is decided by the caller (:class:`selection.runtime.ChannelRuntime` accepts only
 versions inside its channels directory; ``shadow serve`` with a store also
 requires a version the store recorded).
 """
@@ -27,6 +31,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +41,10 @@ import numpy as np
 
 from selection.artifacts.external_data import ExternalDataError, check_self_contained
 from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, read_regular
+from selection.errors import IntegrityError
 from selection.runtime.errors import ModelLoadError
 from selection.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, ModelSignature, SignatureError
+from selection.signing import PublicKey, verify_version
 
 __all__ = ["DEFAULT_INPUT", "DEFAULT_OUTPUT", "MANIFEST_FILE", "MODEL_FILE", "LoadedModel",
            "load_version"]
@@ -111,10 +118,16 @@ class LoadedModel:
         }
 
 
-def load_version(version_dir: Path, *, channel: str, threads: int = 1) -> LoadedModel:
-    """Verify, load and smoke-test the model in ``version_dir`` (ModelLoadError if anything fails)."""
+def load_version(version_dir: Path, *, channel: str, threads: int = 1,
+                 trusted_keys: Mapping[str, PublicKey] | None = None) -> LoadedModel:
+    """Verify, load and smoke-test the model in ``version_dir`` (ModelLoadError if anything fails).
+
+    ``trusted_keys`` (``selection.signing.TrustedKeys``): when given, the
+    manifest must be signed by one of them (``manifest.sig``), else
+    ModelLoadError; None skips the signature check.
+    """
     start = time.perf_counter()
-    manifest = _read_manifest(version_dir)
+    manifest = _read_manifest(version_dir, trusted_keys)
     sha = manifest.get("sha256")
     if not isinstance(sha, str) or not _SHA_RE.match(sha):
         raise ModelLoadError(
@@ -186,9 +199,16 @@ def _read(path: Path) -> bytes:
         ) from None
 
 
-def _read_manifest(version_dir: Path) -> dict[str, Any]:
+def _read_manifest(version_dir: Path,
+                   trusted_keys: Mapping[str, PublicKey] | None) -> dict[str, Any]:
     path = version_dir / MANIFEST_FILE
     raw = _read(path)
+    if trusted_keys is not None:
+        try:
+            # These exact bytes are what gets parsed and trusted below.
+            verify_version(version_dir, trusted_keys, manifest_bytes=raw)
+        except IntegrityError as exc:
+            raise ModelLoadError(str(exc)) from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as exc:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from selection.errors import ConfigError
 from selection.ranking.policies import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
+from shadow.cli.cmd_keys import announce_new_key
 from shadow.cli.common import add_format_option, add_store_options, open_store
 from shadow.cli.output import note, render_frame, render_mapping
 
@@ -132,6 +133,7 @@ def run_promote(args: argparse.Namespace) -> int:
                 decision = force_decision(decision, args.reason, default_who())
             return _show_plan(store, candidate_id, decision, args)
         refit = _refit_step(store) if args.refit else None
+        announce_new_key(store.home)  # promotion signs the manifest; say where a new key went
         record = promote_through_gate(
             store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy,
             reason=args.reason, force=args.force, refit=refit,
@@ -156,6 +158,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     from selection.channels.promotion import rollback
 
     with open_store(args) as store:
+        announce_new_key(store.home)
         record = rollback(store, channel=args.channel, reason=args.reason)
         _report(store, record, args.format, "rolled back")
     return 0

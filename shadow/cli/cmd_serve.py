@@ -49,6 +49,14 @@ sha256 and hold no tensor stored in another file. With a store (at --home or
 that sha256 and manifest, and never moves back to an older history row; anything
 else is refused (at start: exit 2) until `shadow doctor --repair`. Files that
 only lag the database (an interrupted change) are served with a warning.
+
+signed manifests: with --trust-key PUBFILE (repeatable; or $SHADOW_TRUST_KEYS,
+files separated by ':') a version is served only if its manifest.sig is a valid
+signature of its manifest by one of those keys (`shadow keys show` on the promoting
+machine names the file). An unsigned, re-signed or edited version is refused: at
+start exit 2, on a hot swap the old model keeps serving. This is the check for a
+device without the store: writing the channels folder no longer lets anyone serve
+a model; forging a version takes the private key.
 """
 
 
@@ -84,6 +92,9 @@ def add_parsers(verbs: Any) -> None:
                    help="connections served at once, one thread each; more get a 503 "
                    f"(default: {defaults.max_connections})")
     p.add_argument("--access-log", action="store_true", help="log protocol errors to stderr")
+    p.add_argument("--trust-key", action="append", metavar="PUBFILE", default=None,
+                   help="serve only versions whose manifest this public key signed; repeat to "
+                   "trust several (rotation) (default: $SHADOW_TRUST_KEYS, else no check)")
     add_store_options(p)
     p.set_defaults(handler=run_serve)
 
@@ -119,7 +130,7 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
         verify = store_verifier(store, args.channel)  # serve only what the store recorded
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
                              reload=not args.no_reload, threads=args.threads, on_event=_log_event,
-                             verify=verify)
+                             verify=verify, trusted_keys=_trust_keys(args))
     model = runtime.start()
     try:
         server = make_server(runtime, args.host, args.port,
@@ -136,7 +147,9 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     note(f"serving channel '{args.channel}' (candidate {model.candidate_id}, sha256 "
          f"{model.sha256[:12]}) on {server.url}"
-         + ("" if args.no_reload else f"; watching for promotions every {args.poll_ms:g} ms"))
+         + ("" if args.no_reload else f"; watching for promotions every {args.poll_ms:g} ms")
+         + ("" if runtime.trusted_keys is None else
+            f"; manifests must be signed by key {' or '.join(sorted(runtime.trusted_keys))}"))
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -146,6 +159,13 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
         runtime.stop()
     note("stopped")
     return 0
+
+
+def _trust_keys(args: argparse.Namespace) -> list[str] | None:
+    """The public key files of --trust-key, else of $SHADOW_TRUST_KEYS; None: no signature check."""
+    from selection.signing import trust_keys_from_env
+
+    return args.trust_key or trust_keys_from_env() or None
 
 
 def _open_store_if_any(args: argparse.Namespace) -> Store | None:

@@ -71,6 +71,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("devices", "shadow.cli.cmd_catalog", "list the devices candidates are evaluated on"),
     Command("doctor", "shadow.cli.cmd_doctor",
             "check store, channels and artifacts; --repair fixes channel files"),
+    Command("keys", "shadow.cli.cmd_keys",
+            "create or show the key that signs channel manifests (for edge apps to verify)"),
 )
 
 #: ``build_parser(ALL_VERBS)`` builds every verb's full parser (tests, docs).

@@ -80,7 +80,8 @@ def test_symlink_swap_leaves_no_temp_files(store: Store, three) -> None:
     versions = sorted(os.listdir(channels / ".versions"))
     assert len(versions) == 2  # the old version is kept
     for version in versions:
-        assert sorted(os.listdir(channels / ".versions" / version)) == ["manifest.json", "model.onnx"]
+        assert sorted(os.listdir(channels / ".versions" / version)) == [
+                "manifest.json", "manifest.sig", "model.onnx"]
 
 
 def test_history_newest_first_and_per_channel(store: Store, three) -> None:
