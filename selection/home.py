@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from selection.errors import NotFoundError
+from selection.errors import ConfigError, NotFoundError
 
 #: Environment variable naming the home directory (flag ``--home`` wins).
 HOME_ENV = "SHADOW_HOME"
@@ -61,10 +61,36 @@ class Home:
         """Whether the home directory exists (it may still hold no store)."""
         return self.root.is_dir()
 
-    def ensure(self) -> Home:
-        """Create the home and its subdirectories if missing; returns self."""
+    def check_folder(self) -> Home:
+        """Raise ConfigError if the home's path (or an entry inside it) is a file, not a folder.
+
+        ``--home notes.txt`` must be one line saying so, not a mkdir error or
+        "no store" that sends the user looking for a database.
+        """
         for directory in (self.root, self.artifacts_dir, self.channels_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            if directory.exists() and not directory.is_dir():
+                raise ConfigError(
+                    f"the shadow home must be a folder; {directory} is a file; pass "
+                    f"--home (or set {HOME_ENV}) to a folder, or move the file away"
+                )
+        return self
+
+    def ensure(self) -> Home:
+        """Create the home and its subdirectories if missing; returns self.
+
+        ConfigError if a file stands where one of them goes; a folder the user
+        may not write to raises ConfigError naming it and the fix.
+        """
+        self.check_folder()
+        for directory in (self.root, self.artifacts_dir, self.channels_dir):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the shadow home folder {directory} ({exc.strerror}); make "
+                    f"its parent writable, or pass --home (or set {HOME_ENV}) to a folder you "
+                    "can write to"
+                ) from None
         return self
 
     def require(self) -> Home:
@@ -72,6 +98,7 @@ class Home:
 
         Read-only commands call this instead of :meth:`ensure`.
         """
+        self.check_folder()
         if not self.db_path.is_file():
             raise NotFoundError(
                 f"no shadow store at {self.root} (expected {self.db_path}); "

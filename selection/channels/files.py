@@ -39,7 +39,6 @@ from selection.atomic import (
     replace_symlink_atomic,
     write_bytes_atomic,
 )
-from selection.errors import IntegrityError, PromotionError, StoreError
 from selection.channels.layout import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -48,6 +47,7 @@ from selection.channels.layout import (
     resolve_channel,
     version_name,
 )
+from selection.errors import IntegrityError, PromotionError, StoreError
 from selection.home import Home
 from selection.records import CandidateRecord, DeviceResult, PromotionRecord
 from selection.signature import SIGNATURE_KEY, ModelSignature
@@ -56,7 +56,7 @@ from selection.store.rows import encode_dt
 
 __all__ = [
     "MANIFEST_FILE", "MODEL_FILE", "VERSIONS_DIR", "build_manifest", "channel_lock",
-    "channel_target", "encode_manifest", "leftovers", "materialize", "point_channel",
+    "channel_target", "check_channel_paths", "encode_manifest", "leftovers", "materialize", "point_channel",
     "prepare_version", "read_manifest", "read_verified_model", "version_name",
 ]
 
@@ -175,6 +175,43 @@ def read_verified_model(artifacts: ArtifactStore, sha256: str) -> bytes:
     return model
 
 
+def check_channel_paths(home: Home, channel: str) -> None:
+    """Raise StoreError unless a change of ``channel`` can write its files; changes nothing.
+
+    Promotion commits its history row before it swaps the channel link, so
+    whatever would make the swap (or the version directory, or the lock)
+    fail must be found *before* the transaction: a plain directory or file
+    where the channel's symlink goes, a file where ``channels/`` or
+    ``.versions/`` goes, a folder this user cannot write to.
+    """
+    link = home.channel_dir(channel)
+    if link.exists() and not link.is_symlink():
+        raise _not_a_link(link)
+    versions = home.channels_dir / VERSIONS_DIR
+    for folder in (home.root, home.channels_dir, versions):
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(
+                f"{folder} must be a folder shadow manages, but it is a file; nothing was "
+                "changed; move it away, then retry (`shadow doctor --repair` recreates channels)"
+            )
+    # The deepest folder that exists is where the lock, versions and link get created.
+    existing = next(f for f in (versions, home.channels_dir, home.root, *home.root.parents)
+                    if f.is_dir())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot change channel {channel!r}: {existing} is not writable by this user; "
+            "nothing was changed; make it writable (or run as the home's owner) and retry"
+        )
+
+
+def _not_a_link(link: Path) -> StoreError:
+    return StoreError(
+        f"{link} must be the symlink shadow manages, but it is a "
+        f"{'directory' if link.is_dir() else 'file'}; nothing was changed; move it away, then "
+        "run `shadow doctor --repair` to recreate the channel"
+    )
+
+
 def point_channel(home: Home, channel: str, version_dir: Path) -> None:
     """Swap ``channels/<channel>`` to ``version_dir`` in one atomic rename (no-op if it is there)."""
     link = home.channel_dir(channel)
@@ -183,11 +220,7 @@ def point_channel(home: Home, channel: str, version_dir: Path) -> None:
         if Path(os.readlink(link)) != target:
             replace_symlink_atomic(link, target)
     elif link.exists():
-        raise StoreError(
-            f"{link} must be the symlink shadow manages, but it is a "
-            f"{'directory' if link.is_dir() else 'file'}; move it away, then run "
-            "`shadow doctor --repair` to recreate the channel"
-        )
+        raise _not_a_link(link)
     else:
         replace_symlink_atomic(link, target)
 

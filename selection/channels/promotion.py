@@ -5,8 +5,10 @@ device. A change, under the channel's lock (``channels.channel_lock``: one
 change at a time, a second one fails at once with a clear message):
 
 1. verify the artifact against its sha256, refuse a model with external data
-   (it would make its loader read other files) and a malformed signature
-   (nothing changes if any is bad);
+   (it would make its loader read other files) and a malformed signature, and
+   check the channel's files can be written (``files.check_channel_paths``: no
+   plain folder where the link goes, writable folders); nothing changes if any
+   is bad;
 2. one transaction appends the history row, moves the channel row and builds
    the new version directory (invisible to readers until step 3); any error
    rolls all of it back;
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from selection.channels.files import (
     channel_lock,
     channel_target,
+    check_channel_paths,
     point_channel,
     prepare_version,
     read_verified_model,
@@ -88,6 +91,8 @@ def verify_promotion(
     check_channel(channel)
     candidate = store.get_candidate(candidate_id)
     result = _promotable(candidate, device)
+    # The files the change writes after its commit: their preconditions hold first.
+    check_channel_paths(store.home, channel)
     sha = artifact_for(candidate, result)
     if sha is None:
         raise PromotionError(
@@ -172,6 +177,7 @@ def rollback(
     channel always keeps a loadable model).
     """
     check_channel(channel)
+    check_channel_paths(store.home, channel)  # before the lock and the transaction, as promote
     with channel_lock(store.home, channel):
         try:
             with store.transaction() as conn:

@@ -11,11 +11,17 @@ Grammar (case-insensitive keywords)::
 Nothing is evaluated by Python's ``eval``: the text becomes a SQLAlchemy
 expression over named columns, with values bound as parameters. Columns are
 typed (number, text, bool) so ``accuracy > 'high'`` is an error, not a
-silent string comparison.
+silent string comparison; numbers must be finite (``1e999`` is no bound).
+
+Filters are for people: an expression nests at most :data:`MAX_DEPTH` deep
+(parentheses and ``not``) and all of them together hold at most
+:data:`MAX_TERMS` comparisons. Past that the parser would exhaust Python's
+recursion (and SQLite's expression depth), so it says so in one line instead.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +42,12 @@ _OPS = {
     ">=": lambda c, v: c >= v, "==": lambda c, v: c == v, "=": lambda c, v: c == v,
     "!=": lambda c, v: c != v,
 }
+#: Deepest nesting of parentheses and ``not`` in one expression.
+MAX_DEPTH = 32
+#: Most comparisons in all ``--where`` expressions of one command together.
+MAX_TERMS = 256
+#: Longest expression text read (a filter typed by a person is far shorter).
+MAX_LENGTH = 10_000
 _HELP = "e.g. --where \"latency_ms < 2\" --where \"accuracy >= 0.8 and family == 'mlp'\""
 
 
@@ -62,12 +74,23 @@ def _tokens(text: str) -> list[_Tok]:
 
 
 class _Parser:
-    def __init__(self, text: str, columns: Mapping[str, tuple[Any, Kind]]) -> None:
+    def __init__(self, text: str, columns: Mapping[str, tuple[Any, Kind]], terms: int = 0) -> None:
         self.text, self.columns = text, columns
+        if len(text) > MAX_LENGTH:
+            raise self.fail(f"an expression is at most {MAX_LENGTH} characters; got {len(text)}")
         self.toks, self.i = _tokens(text), 0
+        #: Comparisons read so far (with those of earlier expressions), and the nesting now.
+        self.terms, self.depth = terms, 0
 
     def fail(self, why: str) -> ConfigError:
-        return ConfigError(f"--where {self.text!r}: {why}; {_HELP}")
+        shown = self.text if len(self.text) <= 80 else self.text[:80] + "..."
+        return ConfigError(f"--where {shown!r}: {why}; {_HELP}")
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"parentheses and 'not' nest at most {MAX_DEPTH} deep; "
+                            "write the filter flatter (several --where are ANDed)")
 
     def peek(self) -> _Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -109,13 +132,22 @@ class _Parser:
 
     def factor(self) -> ColumnElement[bool]:
         if self.keyword("not"):
-            return not_(self.factor())
+            self.nest()
+            negated = not_(self.factor())
+            self.depth -= 1
+            return negated
         tok = self.peek()
         if tok is not None and tok.text == "(":
             self.i += 1
+            self.nest()
             inner = self.expr()
             self.take("paren", "')'")
+            self.depth -= 1
             return inner
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.fail(f"filters hold at most {MAX_TERMS} comparisons in all; "
+                            "use fewer (a range is two: x >= a and x <= b)")
         name = self.take("word", "a column name").text
         if name not in self.columns:
             raise ConfigError(
@@ -137,7 +169,10 @@ class _Parser:
             raise self.fail(f"expected a value to compare {name} with")
         self.i += 1
         if kind == "number" and tok.kind == "num":
-            return float(tok.text)
+            number = float(tok.text)
+            if not math.isfinite(number):
+                raise self.fail(f"a number must be finite; {tok.text[:40]!r} is too large for a float")
+            return number
         if kind == "text" and tok.kind == "str":
             return tok.text[1:-1]
         if kind == "bool" and tok.kind == "word" and tok.text.lower() in ("true", "false"):
@@ -157,7 +192,11 @@ def compile_where(
     """
     if isinstance(expressions, str):
         expressions = [expressions]
-    clauses = [_Parser(text, columns).parse() for text in expressions]
+    clauses, terms = [], 0
+    for text in expressions:
+        parser = _Parser(text, columns, terms)
+        clauses.append(parser.parse())
+        terms = parser.terms
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else and_(*clauses)

@@ -10,6 +10,7 @@ not, when another writer committed in between.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
@@ -18,14 +19,16 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from selection.errors import ConfigError, StoreError
 from selection.records import utc_now
-from selection.store.rows import encode_dt
 from selection.store.migrations import upgrade
+from selection.store.rows import encode_dt
 from selection.store.schema import SCHEMA_VERSION, metadata, schema_version
 
 #: Milliseconds a SQLite writer waits for another one before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Execution option that marks a connection as about to write.
 WRITE_OPTION = "shadow_write"
+#: The integers every backend stores and compares exactly (SQLite INTEGER, PostgreSQL BIGINT).
+INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
 def parse_url(url: str | URL) -> URL:
@@ -66,7 +69,50 @@ def make_engine(url: URL) -> Engine:
         ) from None
     if is_sqlite(url):
         _configure_sqlite(engine)
+    event.listen(engine, "before_cursor_execute", _check_parameters)
     return engine
+
+
+def check_bindable(value: Any) -> None:
+    """Raise ConfigError for a value no backend stores as given.
+
+    The one place every text and number reaching the database is checked,
+    whatever command or file it came from (candidate ids, channel names,
+    reasons, sweep names, ``--where`` values): PostgreSQL refuses a NUL
+    character in text with a driver error (SQLite would store it), and both
+    overflow on an integer past 64 bits. Refusing both on every backend keeps
+    the backends alike and makes the error one line that names the value.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            raise ConfigError(
+                f"text stored or looked up in the store must not contain a NUL character "
+                f"(\\x00); got {shown!r}; remove it (ids, names, reasons and --where values "
+                "are plain text)"
+            )
+    elif isinstance(value, int) and not isinstance(value, bool):
+        low, high = INT64_RANGE
+        if not low <= value <= high:
+            raise ConfigError(
+                f"a whole number stored or compared in the store must fit 64 bits "
+                f"({low}..{high}); got {value}; use a smaller value"
+            )
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            check_bindable(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_bindable(item)
+
+
+def _check_parameters(
+    _conn: Connection, _cursor: Any, _statement: str, parameters: Any, _context: Any,
+    _executemany: bool,
+) -> None:
+    # Runs before the driver sees the statement, inside the caller's transaction:
+    # the ConfigError rolls the transaction back like any other error.
+    check_bindable(parameters)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -21,7 +21,7 @@ from types import TracebackType
 
 from sqlalchemy import ColumnElement, Connection, Engine, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from selection.artifacts.content import ArtifactStore, check_sha256
@@ -38,7 +38,6 @@ from selection.records import (
 )
 from selection.store import rows as codec
 from selection.store import schema
-from selection.store.rows import Row
 from selection.store.engine import (
     WRITE_OPTION,
     display_url,
@@ -47,6 +46,7 @@ from selection.store.engine import (
     make_engine,
     parse_url,
 )
+from selection.store.rows import Row
 
 #: Environment variable naming the metadata database (flag ``--store`` wins).
 STORE_ENV = "SHADOW_STORE"
@@ -153,10 +153,19 @@ class Store:
         On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``) so a
         read-then-write sequence cannot be invalidated by a concurrent writer.
         """
-        with self._engine.connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            # The database refused the write (a read-only file or home, a full
+            # disk, a lost server): the transaction rolled back; say which store.
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise StoreError(
+                f"the store at {self.url} refused a write: {reason}; nothing was changed; make "
+                "the database (and its folder) writable, or check --store / --home"
+            ) from None
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:

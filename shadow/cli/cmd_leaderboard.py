@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError
 from selection.ranking.policies import POLICIES
-from shadow.cli.common import add_store_options, open_store
+from shadow.cli.common import add_store_options, check_out_path, int_arg, open_store
 from shadow.cli.output import render_frame
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def add_parsers(verbs: Any) -> None:
     parser.add_argument("--family", default=None, help="only this model family")
     parser.add_argument("--where", action="append", default=[], metavar="EXPR",
                         help='filter, e.g. "latency_ms < 2" (repeat: all must hold)')
-    parser.add_argument("--top", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--top", type=int_arg(low=1, example=5), default=None, metavar="N",
                         help="only the N best ranked rows per device")
     parser.add_argument("--pareto", action="store_true",
                         help="only eligible rows on the accuracy/latency/size Pareto front")
@@ -72,20 +73,12 @@ def add_parsers(verbs: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.out is None:
         # Binary on a terminal helps nobody; a file is what parquet readers take.
         raise ConfigError("--format parquet writes a file: add --out FILE.parquet")
+    if args.out is not None:
+        check_out_path(args.out)  # before the store is read: a bad path wastes no work
     from selection.leaderboard.frame import leaderboard  # pandas + SQL: only when it runs
 
     with open_store(args) as store:
@@ -102,8 +95,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         render_frame(frame, args.format, table_columns=TABLE_COLUMNS)
         return 0
-    with open(args.out, "w", encoding="utf-8", newline="") as handle:
-        render_frame(frame, args.format, table_columns=TABLE_COLUMNS, out=handle)
+    import io
+
+    from selection.atomic import write_bytes_atomic
+
+    # Rendered whole, then swapped in: a failed write never leaves half a file.
+    buffer = io.StringIO(newline="")
+    render_frame(frame, args.format, table_columns=TABLE_COLUMNS, out=buffer)
+    write_bytes_atomic(Path(args.out), buffer.getvalue().encode("utf-8"))
     return 0
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from selection.atomic import write_bytes_atomic
-from selection.errors import ConfigError
 from selection.records import DEFAULT_CHANNEL
-from shadow.cli.common import add_store_options, open_store
+from shadow.cli.common import add_store_options, check_out_path, int_arg, open_store
 from shadow.cli.output import note
 
 EPILOG = """\
@@ -32,7 +30,7 @@ def add_parsers(verbs: Any) -> None:
                         help="a sweep id, 'latest' (default) or 'all'")
     parser.add_argument("--channel", default=DEFAULT_CHANNEL,
                         help=f"whose champion to mark (default: {DEFAULT_CHANNEL})")
-    parser.add_argument("--top", type=int, default=50, metavar="N",
+    parser.add_argument("--top", type=int_arg(low=1, example=20), default=50, metavar="N",
                         help="table rows per device (default: 50)")
     parser.add_argument("--out", required=True, metavar="FILE.html", help="where to write the page")
     add_store_options(parser)
@@ -40,11 +38,7 @@ def add_parsers(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise ConfigError(f"--top must be an int >= 1; got {args.top}")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out must be in an existing directory; {out.parent} does not exist")
+    out = check_out_path(args.out)
     from selection.report import build_report  # pandas, matplotlib: only here
 
     with open_store(args) as store:

@@ -14,7 +14,7 @@ from selection.home import Home
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
-from shadow.cli.common import add_store_options, open_store
+from shadow.cli.common import add_store_options, int_arg, open_store
 from shadow.cli.output import note
 
 if TYPE_CHECKING:
@@ -72,13 +72,13 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default: {DEFAULT_HOST}; there is no authentication, "
                    "so bind another address only behind a proxy you trust)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=int_arg(0, 65535, example=8000), default=DEFAULT_PORT,
                    help=f"port (default: {DEFAULT_PORT}; 0 picks a free one, printed at start)")
     p.add_argument("--poll-ms", type=float, default=DEFAULT_POLL_S * 1000,
                    help=f"how often to look for a new model (default: {DEFAULT_POLL_S * 1000:g})")
     p.add_argument("--no-reload", action="store_true",
                    help="serve the model found at start only (no hot swap)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int_arg(1, 1024, example=1), default=1,
                    help="ONNX Runtime threads per inference (default: 1; requests already "
                    "run in parallel)")
     defaults = ServerLimits()
@@ -88,7 +88,8 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--request-timeout", type=float, default=defaults.request_timeout_s,
                    metavar="S", help="a request (headers and body) must arrive within this "
                    f"many seconds of its first byte (default: {defaults.request_timeout_s:g})")
-    p.add_argument("--max-connections", type=int, default=defaults.max_connections, metavar="N",
+    p.add_argument("--max-connections", type=int_arg(1, 100_000, example=1024),
+                   default=defaults.max_connections, metavar="N",
                    help="connections served at once, one thread each; more get a 503 "
                    f"(default: {defaults.max_connections})")
     p.add_argument("--access-log", action="store_true", help="log protocol errors to stderr")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selection.errors import ShadowError
+from selection.errors import ConfigError, ShadowError
 from selection.home import Home
 from shadow.cli.output import FORMATS
 
@@ -29,8 +31,62 @@ _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 _NOT_SUGGESTED = frozenset({"all", "test", "bench"})
 
 
+#: The largest int a flag may take: what a database column (and numpy's int64) holds.
+INT64_MAX = 2**63 - 1
+
+
 class MissingExtraError(ShadowError, ImportError):
     """A verb needs optional dependencies (an extra of shadow-sweep) that are not installed."""
+
+
+def int_arg(low: int = 0, high: int = INT64_MAX, example: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for an int flag in ``low..high``: every int flag uses one.
+
+    ``int`` alone lets ``--top 10**20`` through to a SQL ``LIMIT`` (an
+    overflow and a traceback later); this refuses it where it is typed, as a
+    usage error (one line, exit 2) that states the range and an example.
+    """
+    hint = f"; e.g. {example if example is not None else max(low, min(high, 1))}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an int >= {low} and <= {high}; got {_short(text)}{hint}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be an int >= {low} and <= {high}; got {_short(text)}{hint}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in "invalid int value" messages
+    return parse
+
+
+def _short(text: str, limit: int = 40) -> str:
+    # A 5,000-digit number is not worth echoing whole on the one error line.
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def check_out_path(path: str, flag: str = "--out") -> Path:
+    """``path`` as a file this command may create or replace, checked before any work.
+
+    Refused (ConfigError, one line): a directory, a path whose folder does
+    not exist or is not a folder, and a folder this user cannot write to.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} must name a file; {str(out)!r} is a directory; "
+                          f"pass a file path such as {str(out / 'board.csv')!r}")
+    folder = out.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"{flag} must be in an existing folder; {str(folder)!r} {what}; "
+                          "create it first or pick another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} must be in a folder you can write to; {str(folder)!r} is not "
+                          "writable; pick another path")
+    return out
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:

@@ -9,15 +9,19 @@ importing numpy, and a slim install (no store, no training stack) can still
 run ``shadow serve``.
 
 This module also owns the error contract: a user error (any ShadowError, a
-bad flag, a verb whose optional dependencies are not installed) is one line
-on stderr and exit code 2; Ctrl-C is exit 130; anything else is a bug and
+bad flag, a verb whose optional dependencies are not installed, a file or
+folder the OS refuses: a read-only home, a full disk) is one line on stderr
+and exit code 2; Ctrl-C is exit 130; output piped into a reader that stops
+early (``| head``) ends quietly, as Unix tools do; anything else is a bug and
 keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +31,8 @@ from shadow.cli.common import missing_extra_message
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: What a shell reports for a tool killed by SIGPIPE (128 + 13): the reader went away.
+EXIT_BROKEN_PIPE = 141
 
 DESCRIPTION = """\
 Train shadow models on slices of your data in parallel (Ray), convert and
@@ -129,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     verb = _verb_of(words)
     try:
         args = build_parser(verb).parse_args(words)
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
     except ShadowError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         sys.stderr.write(f"shadow {verb}: error: {message}\n")
@@ -143,6 +151,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"shadow {verb}: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # no path to name: not the user's file system, a bug
+        sys.stderr.write(f"shadow {verb}: error: {os_error_message(exc)}\n")
+        return EXIT_USER_ERROR
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a file-system refusal: the path, what the OS said, and the fix."""
+    path = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    why = exc.strerror or exc.__class__.__name__
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = ("make it writable (chmod/chown, or remount), or point --home/--out at a folder "
+               "you can write to")
+    elif exc.errno == errno.ENOSPC:
+        fix = "free some space on that disk, or point --home at another one"
+    elif exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        fix = "a file stands where a folder is expected (or the other way round); move it away"
+    else:
+        fix = "check the path and its permissions"
+    return " ".join(f"cannot use {path!s} ({why}); {fix}".split())
+
+
+def _silence_stdout() -> None:
+    # The reader closed the pipe: whatever is still buffered can never be
+    # written, and Python would report the failed flush at exit. Point stdout
+    # at /dev/null so that flush succeeds silently.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is no real file (a test's capture): nothing will flush to a pipe
 
 
 if __name__ == "__main__":  # pragma: no cover

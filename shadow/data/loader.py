@@ -20,6 +20,8 @@ from shadow.errors import DatasetError
 
 #: Fewer rows than this cannot give a holdout and a training slice worth the name.
 MIN_ROWS = 50
+#: Fewer rows per class than this on average: the target is an id or a measurement, not a class.
+MIN_ROWS_PER_CLASS = 5
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
             f"{', '.join(repr(c) for c in missing)} not in the table; it has "
             f"{', '.join(repr(c) for c in columns)}. Fix 'target'/'features' in the manifest."
         )
+    if len(frame) < MIN_ROWS:  # before dtypes: an empty column reads as text
+        raise DatasetError(
+            f"{where}: has {len(frame)} rows; at least {MIN_ROWS} are needed for a holdout "
+            "and a training slice."
+        )
     features = frame[list(manifest.features)]
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
@@ -135,7 +142,9 @@ def dataset_from_arrays(
     if not np.isfinite(values).all():
         row = int(np.argwhere(~np.isfinite(values))[0][0])
         raise DatasetError(f"{where}: infinite feature value at row {row}; clean the data.")
+    _refuse_continuous_target(target, where, manifest.target)
     classes, labels = np.unique(target, return_inverse=True)
+    _refuse_too_many_classes(len(classes), len(values), where, manifest.target)
     if len(classes) < 2:
         raise DatasetError(
             f"{where}: target {manifest.target!r} has a single value ({classes[0]!r}); "
@@ -155,6 +164,36 @@ def dataset_from_arrays(
         input_shape=manifest.input_shape,
         segments=segments,
     )
+
+
+def _refuse_continuous_target(target: np.ndarray, where: str, name: str) -> None:
+    """A float target must hold whole numbers (class codes such as 0.0/1.0), not measurements.
+
+    The task is classification: every distinct value becomes a class, so a
+    continuous column would silently become a problem with one class per row.
+    """
+    if target.dtype.kind != "f":
+        return
+    fractional = ~np.isfinite(target) | ~np.isclose(target, np.round(target))
+    if fractional.any():
+        row = int(np.argmax(fractional))
+        raise DatasetError(
+            f"{where}: target {name!r} holds non-integer numbers (e.g. {target[row]!r} at row "
+            f"{row}), but the task is classification (one class per distinct value); bin it "
+            f"into classes first (e.g. pandas.cut into a new column) and name that column as "
+            f"'target', or write the class codes as integers."
+        )
+
+
+def _refuse_too_many_classes(n_classes: int, n_rows: int, where: str, name: str) -> None:
+    if n_classes > 2 and n_classes * MIN_ROWS_PER_CLASS > n_rows:
+        raise DatasetError(
+            f"{where}: target {name!r} has {n_classes} distinct values for {n_rows} rows "
+            f"(fewer than {MIN_ROWS_PER_CLASS} rows per class): it looks like an id or a "
+            f"measurement, not a class label; bin it into at most {n_rows // MIN_ROWS_PER_CLASS} "
+            "classes (e.g. pandas.cut into a new column named as 'target'), or pick another "
+            "target column."
+        )
 
 
 def _reject_missing(frame: pd.DataFrame, where: str, what: str) -> None:

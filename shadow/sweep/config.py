@@ -30,6 +30,7 @@ is valid.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,16 @@ from shadow.sweep.search import SearchConfig, parse_search
 
 #: More candidates than this in one sweep is almost surely a typo in the grid.
 MAX_CANDIDATES = 10_000
+#: Seeds reach numpy (``default_rng``, ``RandomState``) and torch (``manual_seed``):
+#: 0..2**32-1 is what all of them accept.
+MAX_SEED = 2**32 - 1
 
 _SWEEP = [
     Param("name", str, default="sweep"),
     Param("dataset", str),
     Param("devices", list, default=["host-cpu"]),
-    Param("seed", int, default=0, low=0),
-    Param("max_in_flight", int, default=0, low=0,
+    Param("seed", int, default=0, low=0, high=MAX_SEED),
+    Param("max_in_flight", int, default=0, low=0, high=100_000,
           help="candidates running at once (0: twice the cluster's CPUs)"),
 ]
 _MODEL = [Param("family", str), Param("params", dict, default={})]
@@ -96,6 +100,7 @@ def load_config(path: str | Path) -> SweepConfig:
 def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConfig:
     """Validate an already-parsed config (used by tests and the Python API)."""
     where = str(path) if path else "sweep config"
+    _refuse_nul(raw, where)
     check_known_keys(raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate"], where)
     # Ranking and gate settings belong to selection; it validates them, and reads
     # them back from the stored sweep config when ranking or promoting.
@@ -134,15 +139,18 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
                 "but [search] is set; give ranges in [search.space] instead."
             )
         search = parse_search(raw["search"], family, model["params"], f"{where} [search]")
+    # The size first, from the list lengths: expanding four keys of 100 values
+    # would build 10**8 dicts (gigabytes) before a check on the result.
+    size = grid_size(model["params"])
+    if size > MAX_CANDIDATES:
+        raise ConfigError(
+            f"{where} [model.params]: the grid has {size} points (> {MAX_CANDIDATES}); "
+            "use fewer values per key."
+        )
     grid = tuple(
         family.validate(point, f"{where} [model.params]")
         for point in expand_grid(model["params"])
     )
-    if len(grid) > MAX_CANDIDATES:
-        raise ConfigError(
-            f"{where} [model.params]: the grid has {len(grid)} points (> {MAX_CANDIDATES}); "
-            "use fewer values per key."
-        )
     return SweepConfig(
         name=sweep["name"],
         dataset=sweep["dataset"],
@@ -158,6 +166,30 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         search=search,
         fixed_params=dict(model["params"]),
     )
+
+
+def grid_size(params: dict[str, Any]) -> int:
+    """How many points :func:`expand_grid` would build, computed without building them."""
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in params.values())
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """ConfigError if any text in the config holds a NUL character (TOML can write ``\\u0000``).
+
+    Names, devices and parameters end up in the store, in file names and on
+    terminals; none of them means anything with a NUL in it.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ConfigError(f"{where}: text must not contain a NUL character (\\u0000); got "
+                              f"{value[:60]!r}; remove it.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_nul(item, where)
 
 
 def expand_grid(params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,49 +3,16 @@ and nothing already stored is lost or changed."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+# The contract's assertions live with the bad-input corpus, which uses them too.
+from tests.bad_inputs.contract import REPO, assert_user_error, shadow, snapshot
 from tests.shadow.conftest import separable_frame, write_dataset
 
-REPO = Path(__file__).resolve().parents[3]
-
 pytestmark = pytest.mark.integration
-
-
-def shadow(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shadow", *argv],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def snapshot(home: Path) -> tuple[list[str], dict[str, str]]:
-    """Every row of every table, and the hash of every file under the home."""
-    with sqlite3.connect(home / "shadow.db") as db:
-        dump = list(db.iterdump())
-    files = {
-        str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(home.rglob("*")) if p.is_file() and not p.name.startswith("shadow.db")
-    }
-    return dump, files
-
-
-def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def config_file(tmp_path: Path, body: str) -> str:
