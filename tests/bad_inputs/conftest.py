@@ -48,3 +48,8 @@ def _no_ambient_store(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own $SHADOW_STORE / $SHADOW_HOME must never be what a case hits.
     monkeypatch.delenv("SHADOW_STORE", raising=False)
     monkeypatch.delenv("SHADOW_HOME", raising=False)
+
+
+# The store conformance suite's backends (SQLite and a private PostgreSQL schema),
+# for the cases whose point is what PostgreSQL does with a value.
+from tests.selection.conftest import any_store, backend_url, home  # noqa: E402, F401

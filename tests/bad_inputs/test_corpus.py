@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from selection.runtime.http_checks import Case
 from tests.bad_inputs.conftest import CANDIDATES
 from tests.bad_inputs.contract import REPO, assert_user_error, run_cli, snapshot
 from tests.shadow.conftest import separable_frame, write_dataset
@@ -376,13 +377,14 @@ def server(prepared: Path) -> Iterator[tuple[str, int]]:
                       limits=ServerLimits(idle_timeout_s=2.0, request_timeout_s=2.0))
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield srv.server_address[0], srv.server_address[1]
+    host, port = srv.server_address[:2]
+    yield str(host), int(port)
     srv.shutdown()
     srv.server_close()
     runtime.stop()
 
 
-def _http_cases() -> list:
+def _http_cases() -> list[Case]:
     from selection.runtime.http_checks import cases
     from selection.testing import FEATURES
 
@@ -390,7 +392,7 @@ def _http_cases() -> list:
 
 
 @pytest.mark.parametrize("case", _http_cases(), ids=lambda c: c.name)
-def test_bad_http_request(case, server: tuple[str, int], prepared: Path) -> None:
+def test_bad_http_request(case: Case, server: tuple[str, int], prepared: Path) -> None:
     from selection.runtime.http_checks import check_case
 
     before = snapshot(prepared)
