@@ -9,8 +9,6 @@ reverts) lives in ``selection.channels.promotion``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 from sqlalchemy import Connection, select
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from selection.errors import ConfigError
@@ -42,13 +42,13 @@ def encode_dt(value: datetime) -> str:
             f"datetimes stored in the shadow store must be timezone-aware; got naive {value!r}; "
             "build it with `selection.records.utc_now()` or `datetime.now(timezone.utc)`"
         )
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def decode_dt(text: str) -> datetime:
     """Inverse of :func:`encode_dt` (always returns an aware UTC datetime)."""
     value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def encode_json(value: Any, *, what: str) -> str:

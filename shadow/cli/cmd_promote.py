@@ -37,7 +37,8 @@ keep guard metrics (default: latency_ms no more than 10 % worse). A champion
 scored on another holdout is re-scored on this one. With no champion yet an
 eligible challenger passes. With [gate] require = "no-regression" the challenger
 passes unless it is significantly worse than the champion (or, if [gate]
-max_regression is set, scores more than that below it): the rule for --refit. The decision is stored with the history row;
+max_regression is set, scores more than that below it): the rule for --refit. The
+decision is stored with the history row;
 --force --reason TEXT overrides a refusal and is recorded as forced.
 
 --refit: once the gate passes, the candidate's recipe (family, parameters,

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-
 from selection.channels.promotion import current
 from selection.store import Store
 from shadow.cli.main import main
