@@ -7,6 +7,12 @@ says (row, candidate, device, signature). ``shadow doctor`` reports anything
 else, ``doctor --repair`` rewrites it from the history, and ``shadow serve``
 refuses to load it (at start and on every hot swap, through
 :func:`store_verifier`).
+
+Without a store (an edge device holding only ``channels/``), the check that
+stands in for this one is the manifest's signature (``selection.signing``,
+``ChannelRuntime(trusted_keys=...)``): it proves the home's key wrote the
+manifest, though not that it is the newest; the two checks combine when both
+are available (``shadow serve --trust-key`` with a store).
 """
 
 from __future__ import annotations
