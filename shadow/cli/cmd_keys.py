@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from selection.home import Home
@@ -92,18 +94,19 @@ def _render(data: dict[str, Any], fmt: str) -> None:
     render_mapping(data, fmt)
 
 
-def announce_new_key(home: Home) -> None:
-    """Create the home's signing key before a change that signs, saying so if it is new.
+@contextmanager
+def announce_new_key(home: Home) -> Iterator[None]:
+    """Around a change that signs: say where the signing key went if the change created it.
 
-    The library creates it silently on first use; the CLI tells the person
-    at the terminal where it went and what to give edge apps.
+    The library creates the key silently on first use (``selection.signing``);
+    the CLI tells the person at the terminal, once the change succeeded (a
+    refused promotion says only why it was refused).
     """
-    from selection.signing import KeyPaths, ensure_signing_key
+    from selection.signing import KeyPaths, load_signing_key
 
     paths = KeyPaths.of(home.root)
-    if paths.exists():
-        return
-    key, created = ensure_signing_key(paths)
-    if created:
-        note(f"created signing key {key.key_id} at {paths.private}: channel manifests are "
-             f"signed with it; give edge apps {paths.public} (`shadow keys --help`)")
+    existed = paths.exists()
+    yield
+    if not existed and paths.exists():
+        note(f"created signing key {load_signing_key(paths).key_id} at {paths.private}: channel "
+             f"manifests are signed with it; give edge apps {paths.public} (`shadow keys --help`)")

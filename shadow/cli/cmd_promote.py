@@ -134,11 +134,11 @@ def run_promote(args: argparse.Namespace) -> int:
                 decision = force_decision(decision, args.reason, default_who())
             return _show_plan(store, candidate_id, decision, args)
         refit = _refit_step(store) if args.refit else None
-        announce_new_key(store.home)  # promotion signs the manifest; say where a new key went
-        record = promote_through_gate(
-            store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy,
-            reason=args.reason, force=args.force, refit=refit,
-        )
+        with announce_new_key(store.home):  # promotion signs; say where a new key went
+            record = promote_through_gate(
+                store, candidate_id, device=args.device, channel=args.channel,
+                ranking=args.policy, reason=args.reason, force=args.force, refit=refit,
+            )
         _report(store, record, args.format, "promoted")
     return 0
 
@@ -159,8 +159,8 @@ def run_rollback(args: argparse.Namespace) -> int:
     from selection.channels.promotion import rollback
 
     with open_store(args) as store:
-        announce_new_key(store.home)
-        record = rollback(store, channel=args.channel, reason=args.reason)
+        with announce_new_key(store.home):
+            record = rollback(store, channel=args.channel, reason=args.reason)
         _report(store, record, args.format, "rolled back")
     return 0
 

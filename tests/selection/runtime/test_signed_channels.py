@@ -280,7 +280,8 @@ def test_cli_promote_says_where_a_new_signing_key_went(store: Store,
 
     add_tiny_candidates(store, ["c-a", "c-b"])
     paths = KeyPaths.of(store.home.root)
-    assert not paths.exists()
+    assert main(["promote", "c-nope", "--home", str(store.home.root)]) == 2
+    assert "signing key" not in capsys.readouterr().err and not paths.exists()  # refused: no key
     assert main(["promote", "c-a", "--home", str(store.home.root), "--format", "json"]) == 0
     err = capsys.readouterr().err
     assert f"created signing key {ensure_signing_key(paths)[0].key_id} at {paths.private}" in err
