@@ -145,8 +145,12 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 # -- keys of a home ----------------------------------------------------------------------
 
 
-def load_signing_key(paths: KeyPaths) -> SigningKey:
-    """The home's private key; SigningKeyError if missing, readable by others or malformed."""
+def load_signing_key(paths: KeyPaths, *, heal: bool = True) -> SigningKey:
+    """The home's private key; SigningKeyError if missing, readable by others or malformed.
+
+    ``heal`` rewrites a missing or stale ``signing.pub``; checks that must change
+    nothing (``promote --dry-run``) pass ``heal=False``.
+    """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -179,7 +183,8 @@ def load_signing_key(paths: KeyPaths) -> SigningKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError(f"{path} must hold an Ed25519 private key; it holds a "
                               f"{type(key).__name__}; move it away and run `shadow keys init`")
-    _write_public(paths, key.public_key())  # heal a missing or stale signing.pub
+    if heal:
+        _write_public(paths, key.public_key())  # heal a missing or stale signing.pub
     return SigningKey(key, path)
 
 

@@ -57,6 +57,7 @@ from selection.records import (
     utc_now,
 )
 from selection.signature import ModelSignature, SignatureError
+from selection.signing import KeyPaths, load_signing_key
 from selection.store import Store
 from selection.store import channel_rows as queries
 
@@ -93,6 +94,11 @@ def verify_promotion(
     result = _promotable(candidate, device)
     # The files the change writes after its commit: their preconditions hold first.
     check_channel_paths(store.home, channel)
+    # The version folder is signed with the home's key; a key that exists but cannot
+    # be used (readable by others, malformed) refuses here, not inside the transaction.
+    keys = KeyPaths.of(store.home.root)
+    if keys.private.exists():
+        load_signing_key(keys, heal=False)
     sha = artifact_for(candidate, result)
     if sha is None:
         raise PromotionError(

@@ -16,7 +16,9 @@ checks: the store opens and its schema is one this version reads; every channel'
 link resolves inside channels/.versions (never outside the home) to the version of
 the database's current history row; its model and manifest are regular files, the
 model has the sha256 that row recorded and no tensor stored in another file, and
-the manifest says what the database says; each channel's history is an unbroken
+the manifest says what the database says; when the home has a signing key
+(keys/signing.key), the manifest's signature (manifest.sig) verifies (a retired
+key warns, a missing or invalid one fails); each channel's history is an unbroken
 chain; every artifact hashes to its name; no temporary files are left by an
 interrupted promote or rollback.
 

@@ -289,3 +289,22 @@ def test_list_channels(store: Store, three) -> None:
     promote(store, "c-2", channel="canary")
     assert [(r.channel, r.candidate_id) for r in promotion_module.list_channels(store)] == [
         ("canary", "c-2"), ("production", "c-1")]
+
+
+def test_an_unusable_signing_key_refuses_before_anything_changes(store: Store, three) -> None:
+    # The first promotion creates the home's key; a key others can read must then
+    # refuse the next promotion (and its dry run) up front, with no history row written.
+    from selection.signing import KeyPaths, SigningKeyError
+
+    promote(store, "c-1", reason="first")
+    keys = KeyPaths.of(store.home.root)
+    public_before = keys.public.read_bytes()
+    os.chmod(keys.private, 0o644)
+    before = history(store)
+    with pytest.raises(SigningKeyError, match="must be readable by its owner only"):
+        promotion_module.verify_promotion(store, "c-2")
+    with pytest.raises(SigningKeyError, match="must be readable by its owner only"):
+        promote(store, "c-2", reason="second")
+    assert history(store) == before
+    assert keys.public.read_bytes() == public_before
+    assert _production_sha(store) == three[0].onnx_sha256
