@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,13 @@ from selection.home import Home
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
-from shadow.cli.common import add_store_options, int_arg, open_store
+from shadow.cli.common import (
+    STORE_ENV,
+    MissingExtraError,
+    add_store_options,
+    int_arg,
+    open_store,
+)
 from shadow.cli.output import note
 
 if TYPE_CHECKING:
@@ -49,6 +56,9 @@ sha256 and hold no tensor stored in another file. With a store (at --home or
 that sha256 and manifest, and never moves back to an older history row; anything
 else is refused (at start: exit 2) until `shadow doctor --repair`. Files that
 only lag the database (an interrupted change) are served with a warning.
+A store that is named (--store, $SHADOW_STORE) or whose shadow.db is in the
+home must open, else serve refuses to start (exit 2); only with neither does it
+serve without a store, and its start line says which checks then apply.
 
 signed manifests: with --trust-key PUBFILE (repeatable; or $SHADOW_TRUST_KEYS,
 files separated by ':') a version is served only if its manifest.sig is a valid
@@ -150,7 +160,8 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
          f"{model.sha256[:12]}) on {server.url}"
          + ("" if args.no_reload else f"; watching for promotions every {args.poll_ms:g} ms")
          + ("" if runtime.trusted_keys is None else
-            f"; manifests must be signed by key {' or '.join(sorted(runtime.trusted_keys))}"))
+            f"; manifests must be signed by key {' or '.join(sorted(runtime.trusted_keys))}")
+         + ("" if store is not None else _edge_checks(runtime.trusted_keys)))
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -170,18 +181,40 @@ def _trust_keys(args: argparse.Namespace) -> list[str] | None:
 
 
 def _open_store_if_any(args: argparse.Namespace) -> Store | None:
-    """The store beside the channels; None on an edge device that holds only channel files."""
-    from selection.errors import NotFoundError, ShadowError
+    """The store beside the channels; None on an edge device that holds only channel files.
 
+    A store that is named (--store, $SHADOW_STORE) or whose database file is
+    here must open: otherwise damaging or renaming shadow.db would switch off
+    "serve only what the store recorded", so that refuses to start instead.
+    Only "no store named and no database file" is edge mode.
+    """
+    from selection.errors import ConfigError, ShadowError
+
+    url = args.store or os.environ.get(STORE_ENV) or None
+    db_path = Home.resolve(args.home).db_path
+    where = url if url is not None else str(db_path)
+    if url is None and not db_path.is_file():
+        return None  # an edge device: the runtime's own checks are all there is
     try:
-        # Without the store's dependencies open_store raises a ShadowError too.
         return open_store(args)
-    except NotFoundError:
-        return None  # no database here: the runtime's own checks are all there is
-    except ShadowError as exc:
-        note(f"warning: the store could not be opened ({exc}); serving with the runtime's own "
-             "checks only (link inside channels/, sha256, no external data)")
+    except MissingExtraError:
+        if url is not None:
+            raise  # a named store cannot be checked without its dependencies: refuse
+        # An edge install (no store extra) with a copied home: the install, not
+        # the file, decides, and nobody who can only write files can uninstall it.
         return None
+    except ShadowError as exc:
+        raise ConfigError(
+            f"the store {where} could not be opened ({exc}); serve refuses to start without "
+            "the store it was given, since the store decides which version may be served; "
+            "fix or restore it (`shadow doctor`), or point --home/--store at a working one"
+        ) from None
+
+
+def _edge_checks(keys: object) -> str:
+    """The checks that apply without a store, for the serving line."""
+    return ("; no store: runtime checks only (link inside channels/, sha256, no external data)"
+            + ("" if keys is None else " plus manifest signatures"))
 
 
 def _limits(args: argparse.Namespace) -> ServerLimits:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,3 +153,66 @@ def test_cli_refuses_a_missing_channel(store: Store) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("shadow serve: error: channel 'production' must exist")
+
+
+def _device_home(store: Store, root: Path) -> Path:
+    """A copy of the channel files, as on a device, without the database."""
+    shutil.copytree(store.home.channels_dir, root / "channels", symlinks=True)
+    return root
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty"])
+def test_cli_refuses_a_store_that_cannot_be_opened(store: Store, tmp_path: Path,
+                                                   damage: str) -> None:
+    """A damaged shadow.db must not switch off "serve only what the store recorded"."""
+    add_tiny_candidates(store, ["c-a"])
+    promote(store, "c-a")
+    home = _device_home(store, tmp_path / "device")
+    db = home / "shadow.db"
+    db.write_bytes(b"\x00not a database\xff" * 64 if damage == "garbage" else b"")
+    result = subprocess.run(
+        [sys.executable, "-m", "shadow", "serve", "--home", str(home), "--port", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SHADOW_STORE": ""},
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shadow serve: error: the store "), lines
+    assert str(db) in lines[0] and "refuses to start" in lines[0]
+
+
+def test_cli_refuses_a_named_store_that_is_missing(store: Store, tmp_path: Path) -> None:
+    add_tiny_candidates(store, ["c-a"])
+    promote(store, "c-a")
+    home = _device_home(store, tmp_path / "device")
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    for extra, env in (((("--store", url)), ""), ((), url)):
+        result = subprocess.run(
+            [sys.executable, "-m", "shadow", "serve", "--home", str(home), "--port", "0", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "SHADOW_STORE": env},
+        )
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "could not be opened" in lines[0], lines
+        assert "elsewhere.db" in lines[0]
+
+
+def test_cli_without_a_store_says_which_checks_apply(store: Store, tmp_path: Path) -> None:
+    """No store named and no database file: edge mode, and the serving line says so."""
+    add_tiny_candidates(store, ["c-a"])
+    promote(store, "c-a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "serve", "--home",
+         str(_device_home(store, tmp_path / "device")), "--port", "0", "--no-reload"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SHADOW_STORE": ""},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert " on http://127.0.0.1:" in line, line
+        assert "no store: runtime checks only" in line and "signatures" not in line, line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
