@@ -59,17 +59,30 @@ class _NotProtobuf(Exception):
     """The bytes are not a protobuf message (so no ONNX Runtime could load them either)."""
 
 
-def external_tensors(model: bytes) -> list[ExternalTensor]:
+class _TooDeep(_NotProtobuf):
+    """Messages nest deeper than ``_MAX_DEPTH``: the walk stops, so it cannot vouch for the rest.
+
+    Protobuf itself parses much deeper (ONNX Runtime loads a model with dozens
+    of nested ``If`` subgraphs), so this is *not* "nobody can load it".
+    """
+
+
+def external_tensors(model: bytes, what: str = "the model") -> list[ExternalTensor]:
     """Every tensor in the serialized ModelProto ``model`` that points at external data.
 
     Bytes that are not a protobuf message at all give ``[]``: ONNX Runtime
     cannot parse them either, so it can read no file through them (loading
     such bytes fails on its own). A tensor counts as external when it says
     ``data_location: EXTERNAL`` or carries ``external_data`` entries.
+    ExternalDataError if messages nest deeper than ``_MAX_DEPTH`` levels: the
+    walk cannot see below that, and ONNX Runtime would still load it, so
+    "none found" would be a guess.
     """
     found: list[ExternalTensor] = []
     try:
         _walk_message(memoryview(model), _MODEL_FIELDS, found, 0)
+    except _TooDeep:
+        raise ExternalDataError(_too_deep_message(what)) from None
     except _NotProtobuf:
         return []
     return found
@@ -79,8 +92,14 @@ def check_self_contained(model: bytes, what: str) -> None:
     """Raise ExternalDataError (one line: the rule, the tensor, the fix) if ``model`` has external data.
 
     ``what`` names the model in the message, e.g. ``"artifact 0123abcd..."``.
+    Also refused: messages nested deeper than ``_MAX_DEPTH`` levels, which
+    the walk cannot see below (ONNX Runtime loads them; "found none" must never
+    mean "did not look"). Bytes that are no protobuf message pass, as in
+    :func:`external_tensors`: the walk rejects exactly what protobuf's parser
+    rejects (tag 0, truncation, bad wire types, unmatched groups), so ONNX
+    Runtime cannot load them and reads no file through them.
     """
-    found = external_tensors(model)
+    found = external_tensors(model, what)
     if not found:
         return
     first = found[0]
@@ -92,6 +111,13 @@ def check_self_contained(model: bytes, what: str) -> None:
         "(torch.onnx.export(..., external_data=False), or onnx.save_model("
         "..., save_as_external_data=False)) and promote that"
     )
+
+
+def _too_deep_message(what: str) -> str:
+    return (f"{what} must nest at most {_MAX_DEPTH} levels of messages (subgraphs of "
+            "If/Loop/Scan, functions) to be checked for tensors stored in other files; it nests "
+            "deeper, so it is refused unchecked; flatten its control flow and re-export it as "
+            "one file")
 
 
 # -- the wire walk --------------------------------------------------------------------------
@@ -172,7 +198,7 @@ def _walk_message(data: memoryview, kinds: dict[int, str], found: list[ExternalT
                   depth: int) -> None:
     """Visit the sub-messages of one message that can hold tensors (``kinds``: field -> kind)."""
     if depth > _MAX_DEPTH:
-        raise _NotProtobuf
+        raise _TooDeep
     for number, wire, value in _fields(data):
         kind = kinds.get(number)
         if kind is None or wire != _LEN:

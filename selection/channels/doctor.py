@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from selection.artifacts.content import sha256_bytes
-from selection.artifacts.external_data import external_tensors
+from selection.artifacts.external_data import ExternalDataError, external_tensors
 from selection.channels.files import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -166,12 +166,16 @@ def _version_files(store: Store, record: PromotionRecord, version: Path, check: 
     if sha256_bytes(model) != record.sha256:
         return Finding(check, "fail", f"{version / MODEL_FILE} does not hash to {record.sha256} "
                        "(tampered with or truncated)", fix)
-    external = external_tensors(model)
-    if external:
+    try:
+        external = external_tensors(model, f"{version / MODEL_FILE}")
+        unsafe = (f"has {len(external)} tensor(s) stored in other files (first: "
+                  f"{external[0].name!r} -> {external[0].location!r}); loading it would read "
+                  "them, so every loader refuses it") if external else ""
+    except ExternalDataError as exc:  # nested too deep to check: refused unchecked
+        unsafe = f"cannot be checked for tensors stored in other files ({exc})"
+    if unsafe:
         return Finding(check, "fail", f"{version / MODEL_FILE} (artifact {record.sha256[:12]}) "
-                       f"has {len(external)} tensor(s) stored in other files (first: "
-                       f"{external[0].name!r} -> {external[0].location!r}); loading it would read "
-                       "them, so every loader refuses it",
+                       f"{unsafe}",
                        "the artifact itself is unsafe, so --repair cannot fix it: roll back "
                        f"(`shadow rollback --channel {record.channel}`) or promote another "
                        "candidate")

@@ -56,6 +56,31 @@ def file_reading_classifier(location: str, *, n_values: int = 16) -> bytes:
     return model.SerializeToString()
 
 
+def deeply_nested_reader(location: str, *, levels: int = 30) -> bytes:
+    """:func:`file_reading_classifier` plus ``levels`` nested ``If`` subgraphs ahead of its tensors.
+
+    ONNX Runtime loads and runs it (the nested ``If`` chain is dead code) and
+    reads ``location`` for the external ``leak`` initializer; a walk that gives
+    up on deep nesting must refuse it, not report "no external tensors".
+    """
+    def out(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+
+    leaf = [helper.make_node("Constant", [], ["y0"],
+                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))]
+    inner = helper.make_graph(leaf, "b0", [], [out("y0")])
+    for i in range(1, levels + 1):
+        inner = helper.make_graph(
+            [helper.make_node("Constant", [], [f"c{i}"],
+                              value=helper.make_tensor("t", TensorProto.BOOL, [], [True])),
+             helper.make_node("If", [f"c{i}"], [f"y{i}"], then_branch=inner,
+                              else_branch=helper.make_graph(leaf, f"e{i}", [], [out("y0")]))],
+            f"b{i}", [], [out(f"y{i}")])
+    model = onnx.load_from_string(file_reading_classifier(location))
+    model.graph.node.extend(inner.node)  # nodes serialize before the initializers
+    return model.SerializeToString()
+
+
 def hidden_external_models(location: str) -> dict[str, bytes]:
     """Models hiding an external tensor in each place a tensor can sit (not all load in ORT)."""
     outside = numpy_helper.from_array(np.zeros(2, np.float32), "hidden")

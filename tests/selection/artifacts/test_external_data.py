@@ -20,7 +20,11 @@ from selection.artifacts.external_data import (
 from selection.errors import IntegrityError
 from selection.testing import tiny_classifier
 from tests.selection.conftest import fake_onnx
-from tests.selection.hostile import file_reading_classifier, hidden_external_models
+from tests.selection.hostile import (
+    deeply_nested_reader,
+    file_reading_classifier,
+    hidden_external_models,
+)
 
 SECRET = b"top secret: the staging database password is hunter2, do not leak.\n"
 
@@ -74,6 +78,24 @@ def test_self_contained_models_pass() -> None:
 def test_bytes_no_one_can_parse_have_no_external_data(not_onnx: bytes) -> None:
     """Opaque non-model artifacts are not refused here: ORT cannot load them either."""
     assert external_tensors(not_onnx) == []
+
+
+def test_nesting_too_deep_to_walk_is_refused_not_passed(tmp_path: Path) -> None:
+    """ORT loads 30 nested If levels and reads the file; the walk stops at _MAX_DEPTH: refuse."""
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    model = deeply_nested_reader("secret.txt")
+    (tmp_path / "m.onnx").write_bytes(model)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"features": np.zeros((1, 8), np.float32)})
+    assert out[0].tobytes() == SECRET[:64]  # the threat is real at this depth
+    with pytest.raises(ExternalDataError) as info:
+        check_self_contained(model, "artifact 0123abcd")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"artifact 0123abcd must nest at most {ed._MAX_DEPTH} levels")
+    assert "re-export" in message
+    with pytest.raises(ExternalDataError):
+        external_tensors(model)  # never "none found" for a model it could not walk
 
 
 def test_an_external_initializer_is_found_with_its_file() -> None:
