@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,8 +206,15 @@ def ensure_signing_key(paths: KeyPaths) -> tuple[SigningKey, bool]:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    tmp = folder / f".{PRIVATE_KEY_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh, exclusively created name per creator: threads of one process
+    # share a pid, and a shared name would let one truncate what another links.
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{PRIVATE_KEY_FILE}.", suffix=".tmp")
+    except OSError as exc:
+        raise SigningKeyError(
+            f"cannot write a new signing key in {folder} ({exc.strerror}); make the shadow home "
+            "writable, or pass --home (or set SHADOW_HOME) to a folder you can write to") from None
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)  # whatever the umask

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,42 @@ def test_the_key_pair_is_created_once_private_and_loads_again(paths: KeyPaths) -
     assert load_public_key(paths.public).key_id == key.key_id
     assert len(key.key_id) == 16 and int(key.key_id, 16) >= 0
     assert list(paths.private.parent.glob(".*.tmp")) == []
+
+
+def _create_at_once(paths: KeyPaths, count: int) -> list[tuple[str, bool]]:
+    """``count`` threads call ensure_signing_key together; their (key id, created) answers."""
+    start = threading.Barrier(count)
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        start.wait(timeout=30)
+        try:
+            key, created = ensure_signing_key(paths)
+            results.append((key.key_id, created))
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return results
+
+
+def test_threads_creating_the_key_at_once_agree_on_one_key(tmp_path: Path) -> None:
+    """Creators in one process share a pid: each needs its own temporary file."""
+    for attempt in range(15):
+        paths = KeyPaths.of(tmp_path / f"home-{attempt}")
+        results = _create_at_once(paths, 8)
+        assert len(results) == 8
+        assert len({key_id for key_id, _ in results}) == 1, (attempt, results)
+        assert sum(created for _, created in results) == 1, (attempt, results)
+        assert load_signing_key(paths).key_id == results[0][0]
+        assert load_public_key(paths.public).key_id == results[0][0]
+        assert list(paths.private.parent.glob(".*.tmp")) == []
 
 
 def test_a_lost_public_key_is_written_again_from_the_private_key(paths: KeyPaths) -> None:
