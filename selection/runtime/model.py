@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from selection.artifacts.external_data import ExternalDataError, check_self_contained
-from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, read_regular
+from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, read_regular, version_name
 from selection.errors import IntegrityError
 from selection.runtime.errors import ModelLoadError
 from selection.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, ModelSignature, SignatureError
@@ -125,6 +125,13 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1,
     ``trusted_keys`` (``selection.signing.TrustedKeys``): when given, the
     manifest must be signed by one of them (``manifest.sig``), else
     ModelLoadError; None skips the signature check.
+
+    The version must belong to ``channel``, signed or not: its manifest must
+    name ``channel`` and the directory must be named as the promotion that
+    wrote it names it (``version_name(channel, history_id, sha256)``), else
+    ModelLoadError. A signature proves who wrote a manifest, not which channel
+    may serve it: without this, pointing ``production`` at a (validly signed)
+    canary version would serve the canary model as production.
     """
     start = time.perf_counter()
     manifest = _read_manifest(version_dir, trusted_keys)
@@ -147,7 +154,7 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1,
         # Before ONNX Runtime sees the bytes: building the session is what reads the files.
         check_self_contained(data, str(model_path))
     except ExternalDataError as exc:
-        raise ModelLoadError(f"{exc}; refusing it") from None
+        raise ModelLoadError(f"refusing version {version_dir.name}: {exc}") from None
     signature = _signature(manifest, version_dir / MANIFEST_FILE)
     session = _session(data, model_path, threads)
     input_name = _pick(signature.input if signature else None,
@@ -182,7 +189,30 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1,
         load_ms=0.0,
     )
     _smoke(model, model_path)
+    # Last, so a version that is damaged as well reports the damage (the repair is the same).
+    _check_bound(manifest, version_dir, channel, sha)
     return _with_load_ms(model, (time.perf_counter() - start) * 1000)
+
+
+def _check_bound(manifest: dict[str, Any], version_dir: Path, channel: str, sha: str) -> None:
+    """ModelLoadError unless the manifest and directory name say this version is ``channel``'s."""
+    fix = ("point the channel back at one of its own versions (`shadow rollback --channel "
+           f"{channel}`, or `shadow doctor --repair` with the store), or promote the model to "
+           f"{channel} so it gets a version of its own")
+    recorded = manifest.get("channel")
+    if recorded != channel:
+        raise ModelLoadError(
+            f"refusing version {version_dir.name} for channel {channel!r}: its manifest says it "
+            f"was promoted to channel {recorded!r}, and a version serves only its own channel; "
+            f"{fix}")
+    history_id = manifest.get("history_id")
+    expected = (version_name(channel, history_id, sha)
+                if isinstance(history_id, int) and not isinstance(history_id, bool) else None)
+    if version_dir.name != expected:
+        raise ModelLoadError(
+            f"refusing version {version_dir.name} for channel {channel!r}: a version directory "
+            "must be named after its manifest's channel, history_id and sha256 "
+            f"({expected or f'history_id {history_id!r} is not an integer'}); {fix}")
 
 
 def _read(path: Path) -> bytes:

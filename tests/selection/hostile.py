@@ -140,18 +140,22 @@ def add_candidate(store: Store, candidate_id: str, model: bytes, *,
     return record
 
 
-def forged_version(store: Store, into: Path, model: bytes, *, like: Path) -> Path:
+def forged_version(store: Store, into: Path, model: bytes, *, like: Path,
+                   history_id: int | None = None) -> Path:
     """A version folder at ``into`` holding ``model`` and ``like``'s manifest edited to match it.
 
     What someone who can write files but not the database makes: the model's
     sha256 and the manifest agree, so only a check against the store (or the
-    folder's location) can tell.
+    folder's location) can tell. ``history_id`` replaces the manifest's (name
+    ``into`` with ``version_name(channel, history_id, sha256)`` to pass as a real version).
     """
     into.mkdir(parents=True)
     (into / "model.onnx").write_bytes(model)
     manifest = json.loads((like / "manifest.json").read_text())
     manifest["sha256"] = sha256_bytes(model)
     manifest["candidate_id"] = "c-forged"
+    if history_id is not None:
+        manifest["history_id"] = history_id
     (into / "manifest.json").write_text(json.dumps(manifest))
     return into
 

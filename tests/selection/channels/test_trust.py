@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import update
 
 from selection import Store, history, promote, rollback
+from selection.artifacts.content import sha256_bytes
 from selection.artifacts.external_data import ExternalDataError
 from selection.atomic import replace_symlink_atomic
 from selection.channels.doctor import Finding, diagnose, repair
@@ -155,8 +156,10 @@ def test_a_symlinked_model_file_is_refused_and_repaired(tiny: Store, tmp_path: P
 
 
 def test_a_version_the_store_never_recorded_is_served_only_without_a_store(tiny: Store) -> None:
-    forged = forged_version(tiny, tiny.home.channels_dir / ".versions" / "production-2-0123456789ab",
-                            _model_of(tiny, "c-c"), like=_current(tiny))
+    model = _model_of(tiny, "c-c")
+    name = version_name("production", 2, sha256_bytes(model))  # named as a real one would be
+    forged = forged_version(tiny, tiny.home.channels_dir / ".versions" / name, model,
+                            like=_current(tiny), history_id=2)
     replace_symlink_atomic(_link(tiny), f".versions/{forged.name}")
 
     # The runtime alone trusts the manifest inside its channels folder (documented boundary).

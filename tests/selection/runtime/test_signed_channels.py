@@ -20,6 +20,7 @@ import pytest
 from selection import Store, promote
 from selection.artifacts.content import sha256_bytes
 from selection.channels.doctor import diagnose, repair
+from selection.channels.layout import version_name
 from selection.channels.promotion import rollback
 from selection.runtime import ChannelRuntime, ModelLoadError, load_version
 from selection.signing import KeyPaths, TrustedKeys, ensure_signing_key, rotate_signing_key
@@ -44,21 +45,23 @@ def _version(store: Store) -> Path:
     return store.home.channel_dir("production").resolve()
 
 
-def _forge(store: Store, *, name: str = "production-99-0123456789ab", seed: int = 7,
-           keep_sig: bool = True) -> Path:
+def _forge(store: Store, *, seed: int = 7, keep_sig: bool = True) -> Path:
     """What someone who can write the channels folder (but lacks the key) can make.
 
     A copy of the serving version with another real model, its manifest's
     sha256 and candidate id updated so the model matches, and the old
-    signature kept (or dropped); then the channel link swapped to it.
+    signature kept (or dropped); then the channel link swapped to it. Named
+    as a real version of history row 99 would be, so only the signature (or
+    the store) can tell.
     """
     source = _version(store)
+    model = tiny_classifier(seed)
+    name = version_name("production", 99, sha256_bytes(model))
     forged = source.parent / name
     shutil.copytree(source, forged)
-    model = tiny_classifier(seed)
     (forged / "model.onnx").write_bytes(model)
     manifest = json.loads((forged / "manifest.json").read_text())
-    manifest.update(sha256=sha256_bytes(model), candidate_id="c-evil")
+    manifest.update(sha256=sha256_bytes(model), candidate_id="c-evil", history_id=99)
     (forged / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
     if not keep_sig:
         (forged / "manifest.sig").unlink()
@@ -289,3 +292,58 @@ def test_cli_promote_says_where_a_new_signing_key_went(store: Store,
     assert main(["promote", "c-b", "--home", str(store.home.root), "--format", "json",
                  "--force", "--reason", "test"]) == 0
     assert "created signing key" not in capsys.readouterr().err  # once only
+
+
+def _repoint(store: Store, channel: str, version: Path) -> None:
+    link = store.home.channel_dir(channel)
+    tmp = link.with_name(".repoint.tmp")
+    tmp.symlink_to(Path(".versions") / version.name)
+    os.replace(tmp, link)
+
+
+def test_a_signed_version_of_another_channel_is_refused_at_start(signed: Store) -> None:
+    """Signed for canary is not signed for production: the manifest names its channel."""
+    promote(signed, "c-b", channel="canary")
+    canary = signed.home.channel_dir("canary").resolve()
+    _repoint(signed, "production", canary)
+    trusted = [_pub(signed)]
+    for keys in (trusted, None):  # bound always, not only when signatures are checked
+        with pytest.raises(ModelLoadError) as info:
+            ChannelRuntime(signed.home.channels_dir, "production", reload=False,
+                           trusted_keys=keys).start()
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"refusing version {canary.name} for channel 'production': "
+                                  "its manifest says it was promoted to channel 'canary'")
+        assert "shadow rollback --channel production" in message
+    # The canary itself still serves from its own link.
+    with ChannelRuntime(signed.home.channels_dir, "canary", reload=False,
+                        trusted_keys=trusted) as runtime:
+        assert runtime.model.candidate_id == "c-b"
+
+
+def test_a_hot_swap_to_another_channels_version_is_refused_and_the_old_model_answers(
+        signed: Store) -> None:
+    promote(signed, "c-b", channel="canary")
+    events = []
+    runtime = ChannelRuntime(signed.home.channels_dir, reload=False, on_event=events.append,
+                             trusted_keys=[_pub(signed)])
+    runtime.start()
+    _repoint(signed, "production", signed.home.channel_dir("canary").resolve())
+    assert runtime.check_now() is False
+    assert runtime.predict({"rows": [ROW]})["candidate_id"] == "c-a"
+    assert events[-1].kind == "refused" and "promoted to channel 'canary'" in events[-1].detail
+
+
+def test_a_version_under_another_name_is_refused(signed: Store) -> None:
+    """A signed production version copied to another history row's name is not that row."""
+    source = _version(signed)
+    renamed = source.parent / version_name("production", 42, json.loads(
+        (source / "manifest.json").read_text())["sha256"])
+    shutil.copytree(source, renamed)
+    _repoint(signed, "production", renamed)
+    with pytest.raises(ModelLoadError, match=f"refusing version {renamed.name} for channel "
+                       f"'production': a version directory must be named after its manifest's "
+                       f"channel, history_id and sha256 \\({source.name}\\)"):
+        ChannelRuntime(signed.home.channels_dir, reload=False,
+                       trusted_keys=[_pub(signed)]).start()
