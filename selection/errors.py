@@ -14,8 +14,7 @@ This module lives in ``selection`` because ``selection`` must not import
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 
 class ShadowError(Exception):
@@ -42,13 +41,36 @@ class PromotionError(ShadowError, RuntimeError):
     """A promotion or rollback cannot be carried out as asked."""
 
 
+class GateVerdict(Protocol):
+    """What :class:`GateRefused` holds: the gate's ``GateDecision``, named here by its shape.
+
+    This module sits below the gate (every layer imports it, the edge runtime
+    too, and the import contracts keep those free of ``selection.gate``), so it
+    cannot import ``selection.gate.record``; ``GateDecision`` satisfies this.
+    """
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check passed."""
+        ...
+
+    @property
+    def reasons(self) -> list[str]:
+        """The details of the failed checks, in order."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form of the decision."""
+        ...
+
+
 class GateRefused(PromotionError):
     """The champion/challenger gate refused a promotion; ``decision`` says every check.
 
-    ``decision`` is the gate's ``GateDecision`` (it reads like its stored JSON:
-    ``decision["reasons"]``).
+    ``decision`` is the gate's ``GateDecision`` (``selection.gate.record``):
+    ``decision.reasons``, ``decision.checks``, ``decision.to_json()``.
     """
 
-    def __init__(self, message: str, decision: Mapping[str, Any]) -> None:
+    def __init__(self, message: str, decision: GateVerdict) -> None:
         super().__init__(message)
         self.decision = decision

@@ -180,7 +180,7 @@ def _gate(store: Store, challenger: str, boundary: int, channel: str, refit: boo
             refit=(lambda cid: refit_candidate(store, cid).candidate_id) if refit else None, gate=gate,
         )
     except GateRefused as refused:
-        return False, False, list(refused.decision["reasons"])
+        return False, False, list(refused.decision.reasons)
     except RefitError as exc:  # the gate passed but the refit failed its checks: nothing changed
         return True, False, [str(exc)]
     return True, True, []

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -47,7 +45,7 @@ from selection.channels.files import (
     version_name,
 )
 from selection.channels.names import check_channel  # noqa: F401  (re-exported: its old home)
-from selection.errors import NotFoundError, PromotionError, StoreError
+from selection.errors import GateVerdict, NotFoundError, PromotionError, StoreError
 from selection.records import (
     DEFAULT_CHANNEL,
     HOST_DEVICE,
@@ -126,19 +124,20 @@ def promote(
     channel: str = DEFAULT_CHANNEL,
     who: str | None = None,
     reason: str | None = None,
-    decision: Mapping[str, Any] | None = None,
+    decision: GateVerdict | None = None,
 ) -> PromotionRecord:
     """Make ``candidate_id``'s model for ``device`` the model of ``channel``.
 
     Checks, before anything changes: the candidate exists (NotFoundError),
     it ran ok on ``device`` (PromotionError), its artifact verifies
     (IntegrityError), and it is not already the channel's model
-    (PromotionError). ``decision`` (e.g. the gate's verdict) is stored with
-    the history row. Returns that row.
+    (PromotionError). ``decision``, the gate's ``GateDecision``, is stored
+    with the history row as its ``to_json()`` (``{}`` without one: a
+    promotion that did not go through the gate). Returns that row.
     """
     candidate, result, sha = verify_promotion(store, candidate_id, device=device, channel=channel)
     record = _new_record(channel, "promote", candidate_id, device, sha, who, reason)
-    record = replace(record, decision=dict(decision or {}))
+    record = replace(record, decision={} if decision is None else decision.to_json())
     with channel_lock(store.home, channel):
         try:
             with store.transaction() as conn:

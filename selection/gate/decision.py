@@ -211,7 +211,7 @@ def promote_through_gate(
         shipped = refit(candidate_id)
         decision = replace(decision, refit=_refit_summary(store, candidate_id, shipped))
     return promote(store, shipped, device=device, channel=channel, who=who,
-                   reason=reason, decision=decision.to_json())
+                   reason=reason, decision=decision)
 
 
 def _refit_summary(store: Store, parent_id: str, refit_id: str) -> dict[str, Any]:

@@ -13,17 +13,14 @@ here, so the stored shape is written once:
      ["forced_reason", "forced_by", "gate_passed"]  # only when forced
      ["refit"]}                                     # only when a refit ships
 
-A decision also reads like that JSON (``decision["passed"]``,
-``decision["checks"][0]["detail"]``): callers written against the dict the
-gate used to return keep working. The view is read-only; the record is the
-source.
+Readers use the attributes (``decision.passed``, ``decision.check("improvement")``);
+the JSON is only the stored form, read back with :meth:`GateDecision.from_json`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from functools import cached_property
 from typing import Any
 
 from selection.errors import ConfigError
@@ -173,7 +170,7 @@ _REQUIRED = ("channel", "device", "decided_at", "challenger", "checks")
 
 
 @dataclass(frozen=True)
-class GateDecision(Mapping[str, Any]):
+class GateDecision:
     """Everything the gate decided about one challenger, with the evidence.
 
     ``passed`` is whether every check passed (the gate's verdict, also when a
@@ -267,21 +264,6 @@ class GateDecision(Mapping[str, Any]):
             override=override,
             refit=None if data.get("refit") is None else dict(data["refit"]),
         )
-
-    # -- the read-only JSON view ----------------------------------------------------------------
-
-    @cached_property
-    def _json(self) -> dict[str, Any]:
-        return self.to_json()
-
-    def __getitem__(self, key: str) -> Any:
-        return self._json[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._json)
-
-    def __len__(self) -> int:
-        return len(self._json)
 
 
 __all__ = ["GateCheck", "GateDecision", "GuardResult", "HoldoutUsed", "Improvement", "ModelSummary",

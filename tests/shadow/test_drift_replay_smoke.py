@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from selection.channels.promotion import history
+from selection.gate.record import GateDecision
 from selection.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -54,13 +55,18 @@ def test_replay_promotes_through_the_gate_and_scores_unseen_periods(tmp_path, ra
     assert len(gate_only) == sum(p.step.ablations["gate-only"] for p in result.periods) >= 1
     assert len(strict_refit) == sum(p.step.ablations["refit-improvement"] for p in result.periods) >= 1
     for record, model in zip(promotions, shipped):
-        assert record.decision["passed"] is True and record.decision["checks"]
+        decision = GateDecision.from_json(record.decision)
+        assert decision.passed is True and decision.checks
         # Production ships the refit of the candidate the gate judged.
-        assert model.refit_of == record.decision["refit"]["of"] == record.decision["challenger"]["candidate_id"]
-    assert all(row.decision.get("refit") is None for row in gate_only)
-    assert all(row.decision["refit"]["of"] for row in strict_refit)
-    assert all(row.decision["gate_policy"]["require"] == "improvement" for row in gate_only + strict_refit)
-    assert all(row.decision["gate_policy"]["require"] == "no-regression" for row in promotions)
+        assert decision.refit is not None
+        assert model.refit_of == decision.refit["of"] == decision.challenger.candidate_id
+    gated = [GateDecision.from_json(row.decision) for row in gate_only]
+    strict = [GateDecision.from_json(row.decision) for row in strict_refit]
+    assert all(d.refit is None for d in gated)
+    assert all(d.refit is not None and d.refit["of"] for d in strict)
+    assert all(d.gate_policy["require"] == "improvement" for d in gated + strict)
+    assert all(GateDecision.from_json(row.decision).gate_policy["require"] == "no-regression"
+               for row in promotions)
     first = result.periods[0]
     assert first.step.promoted and first.production_id == first.step.refits[first.step.challenger_id]
     # The first champion is the static model, so they agree on the first period.

@@ -15,6 +15,7 @@ import pytest
 
 from selection.artifacts.arrays import decode_array, decode_holdout
 from selection.artifacts.content import sha256_bytes
+from selection.gate.record import GateDecision
 from selection.leaderboard.frame import leaderboard
 from selection.store import Store
 from shadow.cli.main import main
@@ -153,8 +154,9 @@ def test_promote_through_gate_is_the_library_path(swept, tmp_path):
             if not history(store) else history(store)[0]
         with pytest.raises(GateRefused, match="the gate refused") as refused:
             promote_through_gate(store, worst)
-        assert refused.value.decision["passed"] is False and refused.value.decision["reasons"]
+        assert refused.value.decision.passed is False and refused.value.decision.reasons
         assert history(store)[0].history_id == champion.history_id  # nothing changed
         forced = promote_through_gate(store, worst, force=True, reason="incident drill")
         assert forced.candidate_id == worst
-        assert forced.decision["forced"] is True and forced.decision["gate_passed"] is False
+        stored = GateDecision.from_json(forced.decision)
+        assert stored.forced is True and stored.passed is False

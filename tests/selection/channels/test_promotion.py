@@ -27,6 +27,7 @@ from selection import (
     sha256_bytes,
     sync_channel,
 )
+from selection.gate.record import GateCheck, GateDecision, ModelSummary
 
 
 def _production_sha(store: Store) -> str:
@@ -187,9 +188,17 @@ def test_bad_channel_names(store: Store, three, bad: str) -> None:
 
 
 def test_decision_and_default_who_are_recorded(store: Store, three) -> None:
-    record = promote(store, "c-1", decision={"gate": "passed", "p_value": 0.01})
+    decision = GateDecision(
+        DEFAULT_CHANNEL, HOST_DEVICE, "2024-05-01T12:00:00+00:00", {"name": "default"}, {"alpha": 0.05},
+        ModelSummary("c-1", "sw-1", HOST_DEVICE, 0.9, 1.0, 100, "a" * 64),
+        (GateCheck("constraints", True, "meets the ranking policy 'default'"),))
+    record = promote(store, "c-1", decision=decision)
     assert "@" in record.who
-    assert history(store)[0].decision == {"gate": "passed", "p_value": 0.01}
+    # Stored as the decision's JSON, read back as the same record.
+    assert history(store)[0].decision == decision.to_json() == record.decision
+    assert GateDecision.from_json(history(store)[0].decision) == decision
+    promote(store, "c-2")  # a promotion that did not go through the gate stores no decision
+    assert history(store)[0].decision == {}
 
 
 def test_sync_channel_repairs_a_crash_between_commit_and_swap(store: Store, three, monkeypatch) -> None:

@@ -21,6 +21,7 @@ from selection import (
 from selection.artifacts.arrays import encode_array, encode_holdout
 from selection.channels.promotion import history, promote
 from selection.gate.decision import GatePolicy, evaluate_gate, force_decision, gate_from_config
+from selection.gate.record import GateCheck, GateDecision
 from selection.gate.rescore import predict_classes
 from selection.gate.stats import mcnemar_exact
 
@@ -87,16 +88,18 @@ def lab(store: Store) -> Lab:
     return Lab(store)
 
 
-def _check(decision: dict, name: str) -> dict:
-    return next(c for c in decision["checks"] if c["check"] == name)
+def _check(decision: GateDecision, name: str) -> GateCheck:
+    check = decision.check(name)
+    assert check is not None, f"the gate ran no check {name!r}: {[c.check for c in decision.checks]}"
+    return check
 
 
 def test_no_champion_eligible_challenger_passes(store: Store, lab: Lab) -> None:
     h = lab.sweep("sw-1", 0)
     lab.candidate("c-half", "sw-1", HALF, h)
     decision = evaluate_gate(store, "c-half")
-    assert decision["passed"] and decision["champion"] is None
-    assert "no champion yet" in _check(decision, "champion")["detail"]
+    assert decision.passed and decision.champion is None
+    assert "no champion yet" in _check(decision, "champion").detail
 
 
 def test_clearly_better_challenger_passes_with_p_value(store: Store, lab: Lab) -> None:
@@ -105,17 +108,19 @@ def test_clearly_better_challenger_passes_with_p_value(store: Store, lab: Lab) -
     lab.candidate("c-best", "sw-1", PERFECT, h, latency=1.05)
     promote(store, "c-half")
     decision = evaluate_gate(store, "c-best")
-    assert decision["passed"], decision["reasons"]
-    test = decision["test"]
-    expected = binomtest(test["b_challenger_only"], test["b_challenger_only"] + test["c_champion_only"],
+    assert decision.passed, decision.reasons
+    test = decision.test
+    assert test is not None
+    expected = binomtest(test.b_challenger_only, test.b_challenger_only + test.c_champion_only,
                          0.5, alternative="greater").pvalue
-    assert test["p_value"] == pytest.approx(expected) and test["p_value"] < 1e-6
-    assert decision["improvement"]["absolute"] > 0.1
-    assert decision["champion"]["rescored"] is False  # same holdout: stored predictions
-    assert decision["guards"][0]["status"] == "pass"
+    assert test.p_value == pytest.approx(expected) and test.p_value < 1e-6
+    assert decision.improvement.absolute > 0.1
+    assert decision.champion.rescored is False  # same holdout: stored predictions
+    assert decision.guards[0].status == "pass"
     record = promote(store, "c-best", decision=decision)
-    assert history(store)[0].decision["test"]["p_value"] == test["p_value"]
-    assert record.decision["passed"] is True
+    stored = GateDecision.from_json(history(store)[0].decision)
+    assert stored.test is not None and stored.test.p_value == test.p_value
+    assert GateDecision.from_json(record.decision).passed is True
 
 
 def test_small_gain_fails_significance_and_min_improvement(store: Store, lab: Lab) -> None:
@@ -124,11 +129,11 @@ def test_small_gain_fails_significance_and_min_improvement(store: Store, lab: La
     lab.candidate("c-best", "sw-1", PERFECT, h)
     promote(store, "c-near")
     decision = evaluate_gate(store, "c-best")
-    assert not decision["passed"]
-    assert not _check(decision, "improvement")["passed"]
-    assert not _check(decision, "significance")["passed"]
-    assert decision["test"]["p_value"] >= 0.05
-    assert any("needs > 0 and >= 0.05" in r for r in decision["reasons"])
+    assert not decision.passed
+    assert not _check(decision, "improvement").passed
+    assert not _check(decision, "significance").passed
+    assert decision.test.p_value >= 0.05
+    assert any("needs > 0 and >= 0.05" in r for r in decision.reasons)
 
 
 def test_worse_challenger_and_latency_guard(store: Store, lab: Lab) -> None:
@@ -137,10 +142,10 @@ def test_worse_challenger_and_latency_guard(store: Store, lab: Lab) -> None:
     lab.candidate("c-half", "sw-1", HALF, h, latency=2.0)
     promote(store, "c-best")
     decision = evaluate_gate(store, "c-half")
-    assert not decision["passed"]
-    assert not _check(decision, "improvement")["passed"]
+    assert not decision.passed
+    assert not _check(decision, "improvement").passed
     guard = _check(decision, "guard latency_ms")
-    assert not guard["passed"] and "+100.0 % worse; allowed 10 %" in guard["detail"]
+    assert not guard.passed and "+100.0 % worse; allowed 10 %" in guard.detail
 
 
 def test_no_regression_passes_a_tie_and_a_small_loss_but_not_a_real_one(store: Store, lab: Lab) -> None:
@@ -151,28 +156,28 @@ def test_no_regression_passes_a_tie_and_a_small_loss_but_not_a_real_one(store: S
     lab.candidate("c-half", "sw-1", HALF, h)
     promote(store, "c-best")
     near = evaluate_gate(store, "c-near")  # a row or two worse: no evidence of a regression
-    assert near["passed"], near["reasons"]
-    assert -0.01 <= near["improvement"]["absolute"] <= 0
-    assert near["test"]["alternative"] == "is the champion better?" and near["test"]["p_value"] >= 0.05
-    assert "not significantly worse" in _check(near, "significance")["detail"]
+    assert near.passed, near.reasons
+    assert -0.01 <= near.improvement.absolute <= 0
+    assert near.test.alternative == "is the champion better?" and near.test.p_value >= 0.05
+    assert "not significantly worse" in _check(near, "significance").detail
     half = evaluate_gate(store, "c-half")  # 25 points worse: refused on both counts
-    assert not half["passed"]
-    assert not _check(half, "no regression")["passed"] and "needs >= -0.01" in _check(half, "no regression")["detail"]
-    assert not _check(half, "significance")["passed"] and half["test"]["p_value"] < 1e-6
+    assert not half.passed
+    assert not _check(half, "no regression").passed and "needs >= -0.01" in _check(half, "no regression").detail
+    assert not _check(half, "significance").passed and half.test.p_value < 1e-6
     # Without a cap only the test decides: 25 points worse on 400 rows is significant.
     uncapped = evaluate_gate(store, "c-half", gate=GatePolicy(require="no-regression"))
-    assert _check(uncapped, "no regression")["passed"] and "no cap" in _check(uncapped, "no regression")["detail"]
-    assert not uncapped["passed"] and "significantly worse" in " ".join(uncapped["reasons"])
+    assert _check(uncapped, "no regression").passed and "no cap" in _check(uncapped, "no regression").detail
+    assert not uncapped.passed and "significantly worse" in " ".join(uncapped.reasons)
     # The same candidates under the default rule: a tie or a loss is never an improvement.
-    assert not evaluate_gate(store, "c-near", gate=GatePolicy())["passed"]
+    assert not evaluate_gate(store, "c-near", gate=GatePolicy()).passed
 
 
 def test_constraints_are_checked(store: Store, lab: Lab) -> None:
     h = lab.sweep("sw-1", 0)
     lab.candidate("c-fb", "sw-1", PERFECT, h, has_fallback=True)
     decision = evaluate_gate(store, "c-fb")
-    assert not decision["passed"]
-    assert "fall back to the CPU" in decision["reasons"][0]
+    assert not decision.passed
+    assert "fall back to the CPU" in decision.reasons[0]
 
 
 def test_champion_from_another_holdout_is_rescored(store: Store, lab: Lab) -> None:
@@ -182,13 +187,13 @@ def test_champion_from_another_holdout_is_rescored(store: Store, lab: Lab) -> No
     new = lab.sweep("sw-new", 2)
     lab.candidate("c-best", "sw-new", PERFECT, new)
     decision = evaluate_gate(store, "c-best")
-    assert decision["passed"], decision["reasons"]
-    assert decision["champion"]["rescored"] is True
-    assert "re-scored" in decision["champion"]["scored_by"]
+    assert decision.passed, decision.reasons
+    assert decision.champion.rescored is True
+    assert "re-scored" in decision.champion.scored_by
     x, y = new
     expected = float(np.mean(predict_classes(linear_onnx(HALF), x, MODEL_IO) == y))
-    assert decision["improvement"]["champion_accuracy"] == pytest.approx(expected)
-    assert decision["holdout"]["sweep_id"] == "sw-new"
+    assert decision.improvement.champion_accuracy == pytest.approx(expected)
+    assert decision.holdout.sweep_id == "sw-new"
 
 
 def test_force_is_recorded_and_needs_a_reason(store: Store, lab: Lab) -> None:
@@ -201,9 +206,11 @@ def test_force_is_recorded_and_needs_a_reason(store: Store, lab: Lab) -> None:
         force_decision(decision, "  ")
     forced = force_decision(decision, "demo rollback target", "me@host")
     promote(store, "c-half", reason="demo rollback target", decision=forced)
-    stored = history(store)[0].decision
-    assert stored["forced"] is True and stored["gate_passed"] is False
-    assert stored["forced_reason"] == "demo rollback target" and stored["reasons"]
+    assert history(store)[0].decision == forced.to_json()  # stored as its JSON
+    stored = GateDecision.from_json(history(store)[0].decision)
+    assert stored.forced is True and stored.passed is False
+    assert stored.override is not None and stored.override.reason == "demo rollback target"
+    assert stored.override.who == "me@host" and stored.reasons
 
 
 def test_gate_config_validation() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 
 import pytest
 
@@ -51,8 +52,11 @@ def test_a_compared_decision_is_typed_and_stored_in_the_old_shape(store: Store, 
     assert data["checks"][0] == {"check": "constraints", "passed": True,
                                  "detail": "meets the ranking policy 'default'"}
     assert data["reasons"] == [] and data["passed"] is True
-    # The read-only view reads like the JSON, so callers written against the dict keep working.
-    assert dict(decision) == data and decision["test"]["p_value"] == decision.test.p_value
+    assert data["test"]["p_value"] == decision.test.p_value
+    # The record is read by its attributes only; the JSON is what is stored, not a second way in.
+    assert not isinstance(decision, Mapping)
+    with pytest.raises(TypeError):
+        decision["passed"]  # type: ignore[index]
 
     record = promote_through_gate(store, "c-best")
     stored = history(store)[0].decision
@@ -76,7 +80,8 @@ def test_refusals_forced_overrides_and_a_first_model(store: Store, lab: Lab) -> 
         promote_through_gate(store, "c-half")
     decision = refused.value.decision
     assert isinstance(decision, GateDecision) and not decision.passed
-    assert decision["reasons"] == decision.reasons and decision.check("improvement").passed is False
+    assert decision.reasons and decision.reasons == [c.detail for c in decision.checks if not c.passed]
+    assert decision.check("improvement").passed is False
 
     forced = force_decision(decision, "field test", "me@host")
     data = forced.to_json()

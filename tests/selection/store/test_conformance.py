@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from selection import HOST_DEVICE, ConfigError, DeviceResult, NotFoundError, Store
 from selection.channels.promotion import history, promote
+from selection.gate.record import GateCheck, GateDecision, ModelSummary
 from selection.leaderboard.frame import best_candidate, leaderboard
 from selection.ranking.policies import policy_from_config
 from selection.store import schema
@@ -213,8 +214,12 @@ def test_sweep_devices_round_trip_in_order(any_store: Store, any_make) -> None:
 def test_promotion_stores_decision(any_store: Store, any_make) -> None:
     any_make.sweep()
     any_make.candidate("c-1")
-    record = promote(any_store, "c-1", decision={"passed": True, "checks": [{"check": "x"}]})
-    assert history(any_store)[0].decision == {"passed": True, "checks": [{"check": "x"}]}
+    decision = GateDecision("production", HOST_DEVICE, "2024-05-01T12:00:00+00:00", {}, {},
+                            ModelSummary("c-1", "sw-1", HOST_DEVICE, 0.9, None, None, None),
+                            (GateCheck("x", True, ""),))
+    record = promote(any_store, "c-1", decision=decision)
+    assert history(any_store)[0].decision == decision.to_json()
+    assert history(any_store)[0].decision["checks"] == [{"check": "x", "passed": True, "detail": ""}]
     assert record.history_id >= 1
 
 

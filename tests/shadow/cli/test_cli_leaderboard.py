@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from selection.channels.promotion import history
+from selection.gate.record import GateDecision
 from selection.store import Store
 from shadow.cli.main import main
 
@@ -101,6 +102,7 @@ def test_promote_through_the_gate(home: Path, capsys) -> None:
     assert code == 0, err
     with Store.open(home, create=False) as store:
         newest, previous = history(store)[:2]
-    assert newest.decision["forced"] is True and newest.decision["gate_passed"] is False
+    forced = GateDecision.from_json(newest.decision)
+    assert forced.forced is True and forced.passed is False
     assert newest.reason == "keep the small model for the field test"
-    assert previous.candidate_id == best and previous.decision["passed"] is True
+    assert previous.candidate_id == best and GateDecision.from_json(previous.decision).passed is True

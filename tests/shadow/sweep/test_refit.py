@@ -21,6 +21,7 @@ import pytest
 from selection.artifacts.arrays import decode_holdout
 from selection.channels.promotion import history
 from selection.gate.decision import evaluate_gate
+from selection.gate.record import GateDecision
 from selection.gate.rescore import predict_classes
 from selection.leaderboard.frame import leaderboard
 from selection.report import build_report
@@ -107,11 +108,12 @@ def test_promote_refit_ships_the_refit_on_its_parents_decision(swept, tmp_path):
     with Store.open(home, create=False) as store:
         row = history(store)[0]
         assert row.candidate_id == shipped["candidate_id"]
-        assert row.decision["challenger"]["candidate_id"] == best  # the gate judged the parent
-        assert row.decision["refit"]["of"] == best and row.decision["refit"]["rows"] > 365
+        stored = GateDecision.from_json(row.decision)
+        assert stored.challenger.candidate_id == best  # the gate judged the parent
+        assert stored.refit is not None and stored.refit["of"] == best and stored.refit["rows"] > 365
         # Its parent is already in production through the refit: nothing to promote.
         again = evaluate_gate(store, best)
-        assert "as its refit" in " ".join(again["reasons"])
+        assert "as its refit" in " ".join(again.reasons)
         # The report marks the parent, the refit's row on the board.
         page = build_report(store, sweep=sweep_id)
         assert f"(refit of {best}, marked)" in page
@@ -119,8 +121,8 @@ def test_promote_refit_ships_the_refit_on_its_parents_decision(swept, tmp_path):
         # Any other candidate of this sweep would be judged on rows the champion trained on.
         other = leaderboard(store, sweep=sweep_id).sort_values("rank")["candidate_id"].iloc[1]
         decision = evaluate_gate(store, other)
-        assert not decision["passed"]
-        assert "trained on 365 of these 365 holdout rows" in " ".join(decision["reasons"])
+        assert not decision.passed
+        assert "trained on 365 of these 365 holdout rows" in " ".join(decision.reasons)
     # The refit itself can never be gated: its holdout scores are in-sample.
     direct = shadow("promote", shipped["candidate_id"], "--home", str(home))
     assert direct.returncode == 2 and len(direct.stderr.strip().splitlines()) == 1
@@ -145,7 +147,7 @@ def test_a_refit_champion_is_not_judged_on_an_overlapping_holdout(swept, tmp_pat
         challenger = leaderboard(store, sweep=newest).sort_values("rank")["candidate_id"].iloc[0]
         decision = evaluate_gate(store, challenger)
     # The new holdout's last 365 rows are the ones the champion absorbed (matched by content).
-    assert "trained on 365 of these 500 holdout rows" in " ".join(decision["reasons"])
+    assert "trained on 365 of these 500 holdout rows" in " ".join(decision.reasons)
 
 
 def test_refit_checks_refuse_and_store_nothing(swept, tmp_path):
