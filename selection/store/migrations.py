@@ -87,6 +87,25 @@ def config_devices(config: Any) -> list[str] | None:
     return names or None
 
 
+def v2_first_device(config: Any) -> str:
+    """Where version 2's leaderboard listed a sweep's candidates that failed before any device ran.
+
+    Its rule exactly: the first entry of the config's ``devices`` list when
+    that entry names a device, else the host (an empty name, which no device
+    has, counts as none).
+    """
+    devices = config.get("devices") if isinstance(config, dict) else None
+    section = config.get("sweep") if isinstance(config, dict) else None
+    if devices is None and isinstance(section, dict):
+        devices = section.get("devices")
+    if isinstance(devices, list) and devices:
+        entry = devices[0]
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if isinstance(name, str) and name:
+            return name
+    return HOST_DEVICE
+
+
 def _to_v3(conn: Connection) -> None:
     """``candidates.refit_of`` and ``sweeps.devices``, backfilled from what version 2 recorded.
 
@@ -131,8 +150,9 @@ def _to_v3(conn: Connection) -> None:
             )
         )
     # Devices: the config's list where it has one (its order), else the devices
-    # the sweep's rows ran on, host first (every shadow candidate runs there),
-    # which gives the same first device version 2 chose; none: an empty list.
+    # the sweep's rows ran on, host first; either only if its first device is
+    # the one version 2 chose (v2_first_device), else an empty list, which the
+    # leaderboard reads as the host, as version 2 did.
     ran: dict[str, list[str]] = {}
     for sweep_id, device in conn.execute(
         select(metrics.c.sweep_id, metrics.c.device).where(metrics.c.sweep_id.is_not(None)).distinct()
@@ -140,9 +160,11 @@ def _to_v3(conn: Connection) -> None:
         ran.setdefault(sweep_id, []).append(device)
     updates = []
     for sweep_id, config in conn.execute(select(sweeps.c.sweep_id, sweeps.c.config)):
-        devices = config_devices(codec.decode_json(config))
-        if devices is None:
-            devices = sorted(ran.get(sweep_id, []), key=lambda d: codec.device_order(d, HOST_DEVICE))
+        decoded = codec.decode_json(config)
+        first = v2_first_device(decoded)
+        choices = (config_devices(decoded) or [],
+                   sorted(ran.get(sweep_id, []), key=lambda d: codec.device_order(d, HOST_DEVICE)))
+        devices = next((c for c in choices if c and c[0] == first), [])
         updates.append({"b_sweep_id": sweep_id,
                         "b_devices": codec.encode_json(devices, what=f"sweep {sweep_id!r} devices")})
     if updates:

@@ -11,7 +11,7 @@ from selection.leaderboard.frame import leaderboard
 from selection.store import rows as codec
 from selection.store import schema
 from selection.store.engine import parse_url
-from selection.store.migrations import config_devices
+from selection.store.migrations import config_devices, v2_first_device
 
 V2_INDEXES = {"ix_device_metrics_board", "ix_candidates_sweep_status"}
 
@@ -165,3 +165,49 @@ def test_config_devices_reads_version_2_layouts() -> None:
     assert config_devices({"sweep": {"devices": ["npu"]}}) == ["npu"]
     assert config_devices({"devices": []}) is None and config_devices({"sweep": 3}) is None
     assert config_devices(["not", "a", "table"]) is None
+
+
+def test_v2_first_device_survives_the_upgrade(home: Home, backend_url: str | None) -> None:
+    """A sweep that never ran on the host, or whose config's first entry names nothing:
+    version 2 listed its early failures on the host, and so does version 3."""
+    url = parse_url(backend_url) if backend_url else parse_url(f"sqlite:///{home.ensure().db_path}")
+    from tests.selection.conftest import Factory
+
+    class _Builder(Factory):
+        def __init__(self) -> None:
+            self._tick = 0
+
+    builder = _Builder()
+    layouts = {"sw-outside": {"seed": 1},  # an outside producer: rows on the npu only
+               "sw-bad-first": {"devices": [{"kind": "npu"}, "npu"]}}  # first entry has no name
+    assert [v2_first_device(c) for c in layouts.values()] == [HOST_DEVICE, HOST_DEVICE]
+    sweeps = [dataclasses.replace(_sweep_record(builder), sweep_id=sid, config=config)
+              for sid, config in layouts.items()]
+    npu = DeviceResult("npu", "ok", accuracy=0.5, latency_ms=1.0)
+    records = []
+    for sid in layouts:
+        records.append(builder.candidate(f"{sid}-ok", sweep_id=sid, store=False, devices=(npu,)))
+        early = builder.candidate(f"{sid}-early", sweep_id=sid, store=False, devices=())
+        records.append(dataclasses.replace(early, status="failed", error="boom"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        v2 = old_metadata(2)
+        v2.create_all(conn)
+        conn.execute(schema.schema_version.insert().values(version=2, applied_at="2024-01-01T00:00:00.000000+00:00"))
+        for sweep in sweeps:
+            conn.execute(v2.tables["sweeps"].insert(), old_row("sweeps", codec.sweep_to_row(sweep), 2))
+        for record in records:
+            conn.execute(v2.tables["candidates"].insert(),
+                         old_row("candidates", codec.candidate_to_row(record), 2))
+            for metric in codec.device_rows(record):
+                conn.execute(v2.tables["device_metrics"].insert(), old_row("device_metrics", metric, 2))
+    engine.dispose()
+
+    with Store.open(home, url=backend_url) as store:
+        assert {s: store.get_sweep(s).devices for s in layouts} == {"sw-outside": (), "sw-bad-first": ()}
+        for sid in layouts:
+            board = leaderboard(store, sweep=sid)
+            where = dict(zip(board["candidate_id"], board["device"]))
+            assert where == {f"{sid}-ok": "npu", f"{sid}-early": HOST_DEVICE}, (sid, where)
+            assert list(leaderboard(store, sweep=sid, device=HOST_DEVICE)["candidate_id"]) == [
+                f"{sid}-early"]
