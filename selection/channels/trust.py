@@ -104,8 +104,11 @@ def store_verifier(store: Store, channel: str) -> Callable[[ServedModel, ServedM
                 f"{model.version} must hold the model the store recorded for history row "
                 f"{row.history_id} (sha256 {row.sha256}); it holds {model.sha256}; refusing it; "
                 "run `shadow doctor --repair`")
-        identity, _ = manifest_problems(store, row, model.manifest,
-                                        int(model.manifest.get("size_bytes") or 0))
+        # size_bytes feeds only the descriptive keys, which this check discards; so
+        # anything but a real int (a string, a list, 1e400, a bool) counts as 0, never a crash.
+        size = model.manifest.get("size_bytes")
+        size_bytes = size if isinstance(size, int) and not isinstance(size, bool) else 0
+        identity, _ = manifest_problems(store, row, model.manifest, size_bytes)
         if identity:
             raise UntrustedChannelError(
                 f"the manifest of {model.version} must describe history row {row.history_id} as "

@@ -262,3 +262,21 @@ def test_a_file_reader_promoted_by_a_database_edit_is_refused_everywhere(tiny: S
 
 def _current_of(link_text: str, store: Store) -> Path:
     return store.home.channels_dir / link_text
+
+
+@pytest.mark.parametrize("size", ['"x"', "[]", "1e400", "true", "null"])
+def test_a_manifest_size_that_is_no_int_never_crashes_the_store_check(tiny: Store,
+                                                                      size: str) -> None:
+    """size_bytes is descriptive: junk there is no traceback at start or on a swap."""
+    path = _current(tiny) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["size_bytes"] = "@SIZE@"
+    path.write_text(json.dumps(manifest).replace('"@SIZE@"', size))  # 1e400 is not JSON-dumpable
+    with ChannelRuntime(tiny.home.channels_dir, reload=False,
+                        verify=store_verifier(tiny, "production")) as runtime:
+        assert runtime.model.candidate_id == "c-b"
+        promote(tiny, "c-c")  # a swap checks the new version the same way
+        path = _current(tiny) / "manifest.json"
+        path.write_text(path.read_text().replace('"size_bytes": ', f'"size_bytes": {size}, "was": '))
+        assert f'"size_bytes": {size}, "was": ' in path.read_text()
+        assert runtime.check_now() is True and runtime.model.candidate_id == "c-c"
