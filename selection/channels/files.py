@@ -151,6 +151,9 @@ def prepare_version(
     # home's key is created on first use. Deterministic: a repair rewrites nothing.
     signature = encode_signature(manifest_bytes, ensure_signing_key(KeyPaths.of(home.root))[0])
     versions = home.channels_dir / VERSIONS_DIR
+    if versions.is_symlink():  # as check_channel_paths refuses; never write through it
+        raise StoreError(f"{versions} must be a real folder, not a symlink; remove the link, "
+                         "then retry")
     versions.mkdir(parents=True, exist_ok=True)
     final = versions / version_name(record.channel, record.history_id, record.sha256)
     if final.is_symlink() or (final.exists() and not final.is_dir()):
@@ -188,6 +191,12 @@ def check_channel_paths(home: Home, channel: str) -> None:
     if link.exists() and not link.is_symlink():
         raise _not_a_link(link)
     versions = home.channels_dir / VERSIONS_DIR
+    if versions.is_symlink():
+        # Writing "inside" it would write wherever it leads (another home's versions).
+        raise StoreError(
+            f"{versions} must be a real folder, not a symlink (-> {os.readlink(versions)}); "
+            f"cannot change channel {channel!r}; nothing was changed; remove the link (move "
+            "the folder it leads to back if it is this home's), then retry")
     for folder in (home.root, home.channels_dir, versions):
         if folder.exists() and not folder.is_dir():
             raise StoreError(

@@ -61,6 +61,14 @@ def resolve_target(channels_dir: Path, channel: str, target: str) -> Path:
     For a caller that already read the link (``os.readlink``) and must judge
     exactly that text; UntrustedChannelError as in :func:`resolve_channel`.
     """
+    if os.path.islink(channels_dir / VERSIONS_DIR):
+        # realpath would follow it, and every version "inside" it would pass the
+        # containment check below while living in another folder (another home's).
+        raise UntrustedChannelError(
+            f"{channels_dir / VERSIONS_DIR} must be a real folder, not a symlink (-> "
+            f"{os.readlink(channels_dir / VERSIONS_DIR)}); refusing channel {channel!r}; replace "
+            "the link with the folder (`shadow doctor --repair` with the store rebuilds it) or "
+            "copy the channels folder again")
     versions = Path(os.path.realpath(channels_dir / VERSIONS_DIR))
     # A relative link is relative to the folder holding it, exactly as the OS follows it.
     real = Path(os.path.realpath(channels_dir / target))

@@ -280,3 +280,27 @@ def test_a_manifest_size_that_is_no_int_never_crashes_the_store_check(tiny: Stor
         path.write_text(path.read_text().replace('"size_bytes": ', f'"size_bytes": {size}, "was": '))
         assert f'"size_bytes": {size}, "was": ' in path.read_text()
         assert runtime.check_now() is True and runtime.model.candidate_id == "c-c"
+
+
+def test_a_versions_folder_that_is_a_symlink_is_refused(tiny: Store, tmp_path: Path) -> None:
+    """.versions -> another home's .versions: containment must not follow it, nor promotion."""
+    from selection.errors import StoreError
+
+    versions = tiny.home.channels_dir / ".versions"
+    elsewhere = tmp_path / "other-home" / "channels" / ".versions"
+    elsewhere.parent.mkdir(parents=True)
+    shutil.move(versions, elsewhere)
+    versions.symlink_to(elsewhere)
+    with pytest.raises(ModelLoadError) as info:
+        ChannelRuntime(tiny.home.channels_dir, reload=False).start()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{versions} must be a real folder, not a symlink")
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with pytest.raises(StoreError, match="must be a real folder, not a symlink") as refused:
+        promote(tiny, "c-c")
+    assert "\n" not in str(refused.value) and "nothing was changed" in str(refused.value)
+    assert sorted(p.name for p in elsewhere.iterdir()) == before  # nothing written there
+    assert [r.candidate_id for r in history(tiny, channel="production")][0] == "c-b"
+    finding = _finding(tiny)  # doctor reports it too
+    assert finding.status == "fail" and "must be a real folder, not a symlink" in finding.detail
