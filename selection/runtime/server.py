@@ -212,16 +212,31 @@ class _DeadlineReader(io.RawIOBase):
         self._request_timeout_s = request_timeout_s
         self._deadline = math.inf
         self.waiting = True  # no byte of the next request has arrived yet
+        self.probing = False  # answer "no data" instead of reading (see buffered)
 
     def readable(self) -> bool:
         return True
 
-    def wait_for_request(self, idle_timeout_s: float) -> None:
-        """Between requests: the next one must start within ``idle_timeout_s``."""
-        self.waiting = True
-        self._deadline = time.monotonic() + idle_timeout_s
+    def wait_for_request(self, idle_timeout_s: float, *, buffered: bool = False) -> None:
+        """Between requests: the next one must start within ``idle_timeout_s``.
 
-    def readinto(self, buffer: Any) -> int:
+        ``buffered``: bytes of it were read with the one before (pipelining),
+        so it has started and its request deadline runs from now.
+        """
+        self.waiting = not buffered
+        self._deadline = time.monotonic() + (self._request_timeout_s if buffered else idle_timeout_s)
+
+    def buffered(self, rfile: io.BufferedReader[_DeadlineReader]) -> bool:
+        """Whether ``rfile`` (over this reader) holds bytes already, without reading the socket."""
+        self.probing = True
+        try:
+            return bool(rfile.peek(1))
+        finally:
+            self.probing = False
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.probing:
+            return None  # as a non-blocking socket with nothing to read: peek stays in the buffer
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("deadline passed")
@@ -244,14 +259,16 @@ class _Handler(BaseHTTPRequestHandler):
         # with Nagle on, a second small write waits for the client's delayed ACK (~40 ms).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         self._reader = _DeadlineReader(self.connection, self.server.limits.request_timeout_s)
-        self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+        self._buffer = io.BufferedReader(self._reader, 64 * 1024)
+        self.rfile = self._buffer
         self.wfile = self.connection.makefile("wb", 0)
         self._answered = False
 
     def handle_one_request(self) -> None:
         """Read one request within its deadlines, answer it (always JSON), or close."""
         limits = self.server.limits
-        self._reader.wait_for_request(limits.idle_timeout_s)
+        self._reader.wait_for_request(limits.idle_timeout_s,
+                                      buffered=self._reader.buffered(self._buffer))
         self._answered = False
         self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
         try:

@@ -259,3 +259,31 @@ def test_cli_refuses_a_bad_timeout(store: Store) -> None:
     )
     assert result.returncode == 2
     assert "--request-timeout must be in 0.01..3600 seconds; got 0" in result.stderr
+
+
+def test_a_pipelined_request_whose_body_stalls_gets_a_408(server: ModelServer) -> None:
+    """The second request's head came in with the first: it has started, so its stall is a 408."""
+    sock = socket.create_connection(_address(server), timeout=10)
+    first = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: " + str(len(BODY)).encode()
+             + b"\r\n\r\n" + BODY)
+    second = b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n{\"rows\""
+    sock.sendall(first + second)  # one write: both land in the server's read buffer at once
+    start = time.monotonic()
+    received = b""
+    deadline = start + IDLE_S + REQUEST_S + GRACE_S
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    waited = time.monotonic() - start
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2, received
+    assert answers[1].startswith(b"408 ") and b'"status":408' in answers[1], answers[1]
+    assert REQUEST_S * 0.9 <= waited < IDLE_S + GRACE_S  # the request deadline, not the idle one
