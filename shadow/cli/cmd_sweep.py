@@ -87,11 +87,13 @@ def list_sweeps_command(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     # torch, onnx and ray load only here: the other verbs stay quick to start.
+    from selection.home import Home
     from shadow.sweep import load_config, prepare_sweep, run_sweep
 
     config = load_config(args.config)
-    # Every user error surfaces here, before Ray starts or the store changes.
-    prepared = prepare_sweep(config, sweep_id=args.resume)
+    # Every user error surfaces here, before Ray starts or the store changes. The home
+    # holds the dataset's appended batches (`shadow data append`): train on its latest version.
+    prepared = prepare_sweep(config, sweep_id=args.resume, home=Home.resolve(args.home))
     store = open_store(args, create=args.resume is None)
     with store:
         def announce(todo: int, skipped: int) -> None:

@@ -75,6 +75,8 @@ COMMANDS: tuple[Command, ...] = (
             "serve a channel's model over HTTP, hot-swapping it on promotion"),
     Command("datasets", "shadow.cli.cmd_catalog", "list the dataset catalog"),
     Command("devices", "shadow.cli.cmd_catalog", "list the devices candidates are evaluated on"),
+    Command("data", "shadow.cli.cmd_data",
+            "grow a catalog dataset with new labelled rows, and list its versions"),
     Command("doctor", "shadow.cli.cmd_doctor",
             "check store, channels and artifacts; --repair fixes channel files"),
     Command("keys", "shadow.cli.cmd_keys",

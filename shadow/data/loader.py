@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from dataclasses import dataclass, field
+import io
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from selection.home import Home
 from shadow.data.manifest import DatasetManifest
 from shadow.data.sources import ARRAY_SOURCES, read_arrays
-from shadow.errors import DatasetError
+from shadow.data.versions import (
+    DatasetVersion,
+    batch_path,
+    ledger_path,
+    pick_version,
+    read_ledger,
+)
+from shadow.errors import DatasetError, IntegrityError
 
 #: Fewer rows than this cannot give a holdout and a training slice worth the name.
 MIN_ROWS = 50
@@ -73,19 +82,128 @@ def read_table(manifest: DatasetManifest) -> pd.DataFrame:
         ) from None
 
 
-def load_dataset(manifest: DatasetManifest) -> Dataset:
-    """Read, validate and fingerprint the dataset a manifest describes."""
-    if manifest.source.kind in ARRAY_SOURCES:
+def load_dataset(
+    manifest: DatasetManifest, home: Home | None = None, version: str | None = None,
+) -> Dataset:
+    """Read, validate and fingerprint the dataset a manifest describes.
+
+    With a ``home`` that holds appended batches of this dataset
+    (:mod:`shadow.data.versions`), the rows are the catalog's followed by the
+    batches in order, and the fingerprint is the version's: the latest one, or
+    ``version`` (a fingerprint or a version number).
+    """
+    if manifest.source.kind in ARRAY_SOURCES:  # images: never appended to, version 0 only
         features, target = read_arrays(manifest)
-        return dataset_from_arrays(features, target, manifest, {})
-    return dataset_from_frame(read_table(manifest), manifest)
+        base = dataset_from_arrays(features, target, manifest, {})
+        pick_version([], base_version(base), version, manifest.name)  # refuses another version
+        return base
+    frames, base, chosen = version_frames(manifest, home, version)
+    if not chosen.batches:
+        return base
+    return combined_dataset(frames, manifest, chosen.fingerprint)
+
+
+def version_frames(
+    manifest: DatasetManifest, home: Home | None, version: str | None = None,
+) -> tuple[list[pd.DataFrame], Dataset, DatasetVersion]:
+    """The tables of a version of a tabular dataset (catalog's first, then its batches).
+
+    Also returns the validated base dataset and the version chosen (the
+    latest without ``version``; version 0 without a home or a ledger).
+    """
+    base_frame = read_table(manifest)
+    base = dataset_from_frame(base_frame, manifest)
+    versions = read_ledger(home, manifest.name) if home is not None else []
+    chosen = pick_version(versions, base_version(base), version, manifest.name)
+    if not chosen.batches:
+        return [base_frame], base, chosen
+    assert home is not None  # a version with batches comes from a ledger
+    if chosen.base_fingerprint != base.fingerprint:
+        raise DatasetError(
+            f"dataset {manifest.name!r}: the catalog's data changed since batches were appended "
+            f"to it (fingerprint {base.fingerprint[:12]} now, {chosen.base_fingerprint[:12]} "
+            f"then; ledger {ledger_path(home, manifest.name)}); restore the original data, or "
+            "move that ledger away to start growing the dataset afresh"
+        )
+    frames = [base_frame]
+    for batch in chosen.batches:
+        path = batch_path(home, manifest.name, batch)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"dataset {manifest.name!r}: stored batch {path} is missing; batches are "
+                "immutable: restore it from a backup"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != batch.sha256:
+            raise IntegrityError(
+                f"dataset {manifest.name!r}: stored batch {path} no longer hashes to "
+                f"{batch.sha256[:12]}; batches are immutable: restore it from a backup"
+            )
+        frames.append(parse_batch(data, path, manifest))
+    return frames, base, chosen
+
+
+def base_version(base: Dataset) -> DatasetVersion:
+    """Version 0: the catalog's own rows."""
+    return DatasetVersion(0, base.fingerprint, base.fingerprint, (), base.n_rows, "", "")
+
+
+def combined_dataset(frames: list[pd.DataFrame], manifest: DatasetManifest, fingerprint: str) -> Dataset:
+    """The base table followed by batches, validated as one table, named by ``fingerprint``."""
+    columns = list(frames[0].columns)
+    combined = pd.concat([f[columns] for f in frames], ignore_index=True)
+    # 'rows' in the manifest counts the catalog's rows; the batches come on top.
+    grown = replace(manifest, declared_rows=None)
+    dataset = dataset_from_frame(combined, grown)
+    return replace(dataset, fingerprint=fingerprint, manifest=manifest)
+
+
+def parse_batch(data: bytes, path: Path, manifest: DatasetManifest) -> pd.DataFrame:
+    """A batch file's bytes as a frame: Parquet, or CSV written like the catalog's table."""
+    where = f"batch {str(path)!r}"
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        if suffix == ".csv":
+            return pd.read_csv(io.BytesIO(data), index_col=manifest.source.index_col)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IndexError) as exc:
+        raise DatasetError(f"cannot read {where} as {suffix[1:].upper()}: {_short(exc)}; "
+                           "fix the file.") from None
+    except Exception as exc:  # pyarrow's errors (ArrowInvalid, ...) share no root we can name
+        if type(exc).__module__.startswith(("pyarrow", "fastparquet")):
+            raise DatasetError(f"cannot read {where} as Parquet: {_short(exc)}; fix the file.") from None
+        raise
+    raise DatasetError(
+        f"{where}: the file name must end in .csv or .parquet (got {suffix or 'no suffix'!r}); "
+        "rename it to say which it is."
+    )
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Dataset:
     """Validate a table against its manifest and turn it into arrays."""
     where = f"dataset {manifest.name!r} ({manifest.path})"
+    values, target, segments = validate_frame(frame, manifest, where)
+    return dataset_from_arrays(values, target, manifest, segments)
+
+
+def validate_frame(
+    frame: pd.DataFrame, manifest: DatasetManifest, where: str, min_rows: int = MIN_ROWS,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The rules every table (the catalog's, or a batch) meets: columns, numbers, no gaps, time order.
+
+    Returns the features as float32, the target and the segment columns.
+    Row numbers in messages count the table's data rows from 0.
+    """
     columns = [str(c) for c in frame.columns]
-    wanted = (manifest.target, *manifest.features, *manifest.segment_columns)
+    time = (manifest.time_column,) if manifest.time_column else ()
+    wanted = (manifest.target, *manifest.features, *manifest.segment_columns, *time)
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise DatasetError(
@@ -93,9 +211,9 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
             f"{', '.join(repr(c) for c in missing)} not in the table; it has "
             f"{', '.join(repr(c) for c in columns)}. Fix 'target'/'features' in the manifest."
         )
-    if len(frame) < MIN_ROWS:  # before dtypes: an empty column reads as text
+    if len(frame) < min_rows:  # before dtypes: an empty column reads as text
         raise DatasetError(
-            f"{where}: has {len(frame)} rows; at least {MIN_ROWS} are needed for a holdout "
+            f"{where}: has {len(frame)} rows; at least {min_rows} are needed for a holdout "
             "and a training slice."
         )
     features = frame[list(manifest.features)]
@@ -112,10 +230,45 @@ def dataset_from_frame(frame: pd.DataFrame, manifest: DatasetManifest) -> Datase
     _reject_missing(target.to_frame(), where, "target")
     segments = frame[list(manifest.segment_columns)]
     _reject_missing(segments, where, "segment")
-    return dataset_from_arrays(
-        features.to_numpy(dtype=np.float32), target.to_numpy(), manifest,
-        {c: segments[c].to_numpy() for c in manifest.segment_columns},
-    )
+    if manifest.time_column:
+        check_time_order(frame[manifest.time_column], where, manifest.time_column)
+    values = features.to_numpy(dtype=np.float32)
+    _reject_infinite(values, where)
+    _refuse_continuous_target(target.to_numpy(), where, manifest.target)
+    return values, target.to_numpy(), {c: segments[c].to_numpy() for c in manifest.segment_columns}
+
+
+def time_values(column: pd.Series, where: str, name: str) -> pd.Series:
+    """A time column as values that order correctly: numbers as they are, text parsed as dates."""
+    _reject_missing(column.to_frame(), where, "time")
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return column.reset_index(drop=True)
+    try:
+        return pd.Series(pd.to_datetime(column, utc=True, format="mixed")).reset_index(drop=True)
+    except (ValueError, TypeError):
+        raise DatasetError(
+            f"{where}: time column {name!r} holds values that are neither numbers nor dates "
+            f"(e.g. {column.iloc[0]!r}); write numbers or ISO 8601 dates."
+        ) from None
+
+
+def plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so messages read ``301``, not ``np.int64(301)``."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def check_time_order(column: pd.Series, where: str, name: str) -> None:
+    """Rows must not go back in time: the holdout is the newest rows only if row order is time order."""
+    values = time_values(column, where, name)
+    backwards = (values < values.shift(1)).to_numpy()  # the first row compares with NaN: False
+    if backwards.any():
+        row = int(np.argmax(backwards))
+        raise DatasetError(
+            f"{where}: time column {name!r} goes backwards at row {row} "
+            f"({plain(column.iloc[row])!r} after {plain(column.iloc[row - 1])!r}); sort the rows "
+            "by time first."
+        )
 
 
 def dataset_from_arrays(
@@ -139,9 +292,7 @@ def dataset_from_arrays(
             f"{where}: rows have {values.shape[1]} values but the manifest declares "
             f"{len(manifest.features)} features; fix 'features' or 'input_shape'."
         )
-    if not np.isfinite(values).all():
-        row = int(np.argwhere(~np.isfinite(values))[0][0])
-        raise DatasetError(f"{where}: infinite feature value at row {row}; clean the data.")
+    _reject_infinite(values, where)
     _refuse_continuous_target(target, where, manifest.target)
     classes, labels = np.unique(target, return_inverse=True)
     _refuse_too_many_classes(len(classes), len(values), where, manifest.target)
@@ -194,6 +345,12 @@ def _refuse_too_many_classes(n_classes: int, n_rows: int, where: str, name: str)
             "classes (e.g. pandas.cut into a new column named as 'target'), or pick another "
             "target column."
         )
+
+
+def _reject_infinite(values: np.ndarray, where: str) -> None:
+    if not np.isfinite(values).all():
+        row = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise DatasetError(f"{where}: infinite feature value at row {row}; clean the data.")
 
 
 def _reject_missing(frame: pd.DataFrame, where: str, what: str) -> None:

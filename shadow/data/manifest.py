@@ -28,6 +28,8 @@ _TOP = [
     Param("input_shape", list, default=None, help="e.g. [1, 28, 28] for images"),
     Param("segment_columns", list, default=[], help="columns slices may segment by"),
     Param("order", str, default="row", choices=("row",), help="row order is time order"),
+    Param("time_column", str, default=None,
+          help="column holding each row's time: rows (and appended batches) must not go back in it"),
     Param("rows", int, default=None, low=1),
     Param("license", str, default=""),
     Param("citation", str, default=""),
@@ -81,6 +83,8 @@ class DatasetManifest:
     input_shape: tuple[int, ...] | None
     segment_columns: tuple[str, ...]
     order: str
+    #: Column whose values must never decrease down the rows (and across appended batches).
+    time_column: str | None
     declared_rows: int | None
     license: str
     citation: str
@@ -130,6 +134,12 @@ class DatasetManifest:
         segments = top["segment_columns"]
         if not all(isinstance(c, str) and c for c in segments):
             raise ConfigError(f"{where}: 'segment_columns' must be a list of column names.")
+        if top["time_column"] is not None and (
+                not top["time_column"] or top["time_column"] == top["target"]):
+            raise ConfigError(
+                f"{where}: 'time_column' must name a column other than the target; got "
+                f"{top['time_column']!r}. Name the table's time (or id) column."
+            )
         drift = parse_table(raw.get("drift", {}), _DRIFT, f"{where} [drift]")
         return cls(
             name=top["name"],
@@ -140,6 +150,7 @@ class DatasetManifest:
             input_shape=shape,
             segment_columns=tuple(segments),
             order=top["order"],
+            time_column=top["time_column"],
             declared_rows=top["rows"],
             license=top["license"],
             citation=top["citation"],

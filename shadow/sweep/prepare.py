@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from selection.artifacts.arrays import encode_holdout
 from selection.artifacts.content import sha256_bytes
+from selection.home import Home
 from selection.records import CandidateRecord, HoldoutRecord, SliceRecord, SweepRecord
 from selection.signature import SIGNATURE_KEY, ModelSignature
 from selection.store import Store
@@ -68,10 +69,19 @@ class PreparedSweep:
         return encode_holdout(ds.features[h.start:h.stop], ds.labels[h.start:h.stop])
 
 
-def prepare_sweep(config: SweepConfig, sweep_id: str | None = None) -> PreparedSweep:
-    """Everything up to, not including, the first side effect."""
+def prepare_sweep(
+    config: SweepConfig, sweep_id: str | None = None, *, home: Home | None = None,
+    data_version: str | None = None,
+) -> PreparedSweep:
+    """Everything up to, not including, the first side effect.
+
+    ``home`` is where appended batches of the dataset live (``shadow data
+    append``): with it the sweep trains on the dataset's latest version (or
+    ``data_version``, a version fingerprint), and records that version's
+    fingerprint; without it, on the catalog's rows alone.
+    """
     manifest = find_manifest(config.dataset, relative_to=config.base_dir)
-    dataset = load_dataset(manifest)
+    dataset = load_dataset(manifest, home, data_version)
     holdout = cut_holdout(dataset.n_rows, config.holdout, f"{config.path or 'config'} [holdout]")
     columns = {name: values[:holdout.start] for name, values in dataset.segments.items()}
     slices = make_slices(list(config.slices), holdout.start, columns)

@@ -48,6 +48,7 @@ from selection.ranking.policies import RankingPolicy
 from selection.records import CandidateRecord, DeviceResult
 from selection.store import Store
 from shadow.data.slicing.base import rows_sha256
+from shadow.data.versions import VersionNotFoundError
 from shadow.errors import RefitError
 from shadow.sweep.config import config_from_dict
 from shadow.sweep.plan import CandidateSpec
@@ -92,11 +93,19 @@ def _prepare(store: Store, parent: CandidateRecord, config_path: Path | None) ->
     if config_path is None and isinstance(manifest, str) and Path(manifest).is_file():
         raw["sweep"]["dataset"] = manifest  # where it was found at sweep time, as an absolute path
     try:
-        prepared = prepare_sweep(config_from_dict(raw, config_path), sweep_id=sweep.sweep_id)
+        # The version the sweep trained on, even if batches were appended since.
+        prepared = prepare_sweep(config_from_dict(raw, config_path), sweep_id=sweep.sweep_id,
+                                 home=store.home, data_version=sweep.dataset_fingerprint)
     except NotFoundError as exc:
         raise RefitError(
             f"the dataset of sweep {sweep.sweep_id!r} cannot be loaded from here ({exc}); a "
             "refit retrains on the sweep's own rows, so run it where the sweep's dataset is"
+        ) from None
+    except VersionNotFoundError:
+        raise RefitError(
+            f"the dataset of sweep {sweep.sweep_id!r} changed since the sweep (no version of it "
+            f"has fingerprint {sweep.dataset_fingerprint[:12]} now); a refit must train on the "
+            "rows the gate judged; run a new sweep on the new data"
         ) from None
     if prepared.dataset.fingerprint != sweep.dataset_fingerprint:
         raise RefitError(

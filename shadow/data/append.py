@@ -1,0 +1,199 @@
+"""Appending a batch of labelled rows to a catalog dataset: checked whole, then stored atomically.
+
+Every rule is checked before anything is written, so a bad batch changes
+nothing: the batch must have the dataset's columns (no more, no fewer), pass
+the loader's own rules (:func:`shadow.data.loader.validate_frame`: numeric
+features, no gaps, time order), keep time order across the boundary with the
+rows before it, not repeat a batch already appended, and leave a version that
+loads. Label values never seen before are allowed but reported (a new class
+changes what a model outputs).
+
+Then the batch file is written byte for byte under the home, and the ledger
+is replaced atomically (:mod:`shadow.data.versions`), under a per-dataset lock
+so two appends cannot both become version N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from selection.atomic import exclusive_lock, write_bytes_atomic
+from selection.home import Home
+from shadow.data.loader import (
+    combined_dataset,
+    parse_batch,
+    plain,
+    time_values,
+    validate_frame,
+    version_frames,
+)
+from shadow.data.manifest import DatasetManifest
+from shadow.data.sources import ARRAY_SOURCES
+from shadow.data.versions import (
+    Batch,
+    DatasetVersion,
+    batch_path,
+    dataset_dir,
+    read_ledger,
+    version_fingerprint,
+    write_ledger,
+)
+from shadow.errors import DatasetError, StoreError
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append stored: the new version, the batch's rows, and label values new to the data."""
+
+    version: DatasetVersion
+    batch_rows: int
+    #: Label value (as text) -> rows of the batch holding it, for values no earlier row had.
+    new_labels: dict[str, int]
+    path: Path  # the stored batch file
+
+
+@dataclass(frozen=True)
+class _Plan:
+    versions: list[DatasetVersion]  # the ledger the plan was checked against
+    version: DatasetVersion
+    data: bytes
+    batch: Batch
+    new_labels: dict[str, int]
+
+
+def append_batch(manifest: DatasetManifest, file: Path, home: Home) -> AppendResult:
+    """Check ``file`` as the next batch of ``manifest``'s dataset and store it in ``home``.
+
+    Raises DatasetError (nothing written) for a batch that breaks a rule.
+    """
+    plan = _plan(manifest, file, home)  # fails before the home is touched
+    folder = dataset_dir(home.check_folder(), manifest.name)
+    (folder / "batches").mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / ".lock", _busy(manifest.name)):
+        if read_ledger(home, manifest.name) != plan.versions:  # another append got in first
+            plan = _plan(manifest, file, home)
+        path = batch_path(home, manifest.name, plan.batch)
+        write_bytes_atomic(path, plan.data)  # the batch first: the ledger never names a missing file
+        write_ledger(home, manifest.name, [*plan.versions, plan.version])
+    return AppendResult(plan.version, plan.batch.rows, plan.new_labels, path)
+
+
+def _busy(name: str) -> Callable[[str], BaseException]:
+    def busy(holder: str) -> StoreError:
+        return StoreError(f"another append to dataset {name!r} is running ({holder}); "
+                          "wait for it to finish, then append again")
+    return busy
+
+
+def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
+    name = file.name
+    where = f"batch {name!r}"
+    if manifest.source.kind in ARRAY_SOURCES:
+        raise DatasetError(
+            f"dataset {manifest.name!r} is read from {manifest.source.kind} files, which cannot "
+            "grow; append to a tabular (csv or package) dataset"
+        )
+    try:
+        data = file.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        raise DatasetError(f"cannot read {where} ({exc.strerror}); pass a CSV or Parquet file "
+                           f"that exists: {str(file)!r}") from None
+    sha = hashlib.sha256(data).hexdigest()
+    frames, base, current = version_frames(manifest, home)
+    versions = read_ledger(home, manifest.name)
+    for batch in current.batches:
+        if batch.sha256 == sha:
+            seq = current.batches.index(batch) + 1
+            raise DatasetError(
+                f"{where} is already in dataset {manifest.name!r} (version {seq}, from "
+                f"{batch.source!r}; same sha256 {sha[:12]}); a batch is appended once: "
+                "append only rows not yet added"
+            )
+    frame = parse_batch(data, file, manifest)
+    if len(frame) == 0:
+        raise DatasetError(f"{where} has no rows; append a file with at least one row")
+    _check_columns(frame, frames[0], where)
+    frame = frame[list(frames[0].columns)]
+    validate_frame(frame, manifest, where, min_rows=1)
+    _check_label_type(frame[manifest.target], frames[0][manifest.target], where, manifest.target)
+    if manifest.time_column:
+        _check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
+                        manifest.time_column)
+    new_labels = _new_labels(frame[manifest.target], base_classes=_classes(frames, manifest))
+    number = len(versions) + 1
+    batch = Batch(sha256=sha, file=f"{number:06d}-{sha[:12]}{file.suffix.lower()}",
+                  rows=len(frame), source=name)
+    shas = [b.sha256 for b in current.batches] + [sha]
+    fingerprint = version_fingerprint(base.fingerprint, shas)
+    # The whole new version must load (class counts and all): check it now, not at sweep time.
+    grown = combined_dataset([*frames, frame], manifest, fingerprint)
+    version = DatasetVersion(
+        version=number, fingerprint=fingerprint, base_fingerprint=base.fingerprint,
+        batches=(*current.batches, batch), rows=grown.n_rows,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), source=name,
+        new_labels=tuple(new_labels),
+    )
+    return _Plan(versions, version, data, batch, new_labels)
+
+
+def _check_columns(frame: pd.DataFrame, base: pd.DataFrame, where: str) -> None:
+    have, want = [str(c) for c in frame.columns], [str(c) for c in base.columns]
+    missing = [c for c in want if c not in have]
+    extra = [c for c in have if c not in want]
+    if missing or extra:
+        said = []
+        if missing:
+            said.append(f"lacks column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in missing)}")
+        if extra:
+            said.append(f"has column{'s' if len(extra) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in extra)} the dataset does not")
+        raise DatasetError(
+            f"{where} {' and '.join(said)}; a batch must have exactly the dataset's columns "
+            f"({', '.join(repr(c) for c in want)}): fix the file"
+        )
+
+
+def _check_label_type(batch: pd.Series, base: pd.Series, where: str, name: str) -> None:
+    # 1 and 1.0 would become two classes ("1" and "1.0"): the label must keep its kind.
+    kinds = {"i": "integer", "u": "integer", "f": "float", "b": "boolean"}
+    if kinds.get(batch.dtype.kind, "text") != kinds.get(base.dtype.kind, "text"):
+        raise DatasetError(
+            f"{where}: label column {name!r} holds {kinds.get(batch.dtype.kind, 'text')} values "
+            f"(dtype {batch.dtype}) but the dataset's are {kinds.get(base.dtype.kind, 'text')} "
+            f"(dtype {base.dtype}); write the labels as the dataset does"
+        )
+
+
+def _check_boundary(before: pd.Series, batch: pd.Series, where: str, name: str) -> None:
+    last = time_values(before, "the dataset", name).iloc[-1]
+    first = time_values(batch, where, name).iloc[0]
+    try:
+        backwards = bool(first < last)
+    except TypeError:
+        raise DatasetError(
+            f"{where}: time column {name!r} holds {type(first).__name__} values but the dataset's "
+            f"are {type(last).__name__}; write times as the dataset does"
+        ) from None
+    if backwards:
+        raise DatasetError(
+            f"{where}: time goes backwards: its first row has {name} = {plain(batch.iloc[0])!r}, "
+            f"before the dataset's last row ({plain(before.iloc[-1])!r}); append only rows newer "
+            "than those already stored"
+        )
+
+
+def _classes(frames: list[pd.DataFrame], manifest: DatasetManifest) -> set[str]:
+    return {str(v) for f in frames for v in pd.unique(f[manifest.target])}
+
+
+def _new_labels(target: pd.Series, base_classes: set[str]) -> dict[str, int]:
+    counts = target.astype(str).value_counts(sort=False)
+    return {label: int(n) for label, n in sorted(counts.items()) if label not in base_classes}
+
