@@ -1,0 +1,13 @@
+"""The continuous shadow-training loop: watch the champion, decide when to retrain, and (later) drive it.
+
+This package owns the loop's pieces:
+
+- ``scorecard`` scores each new labelled batch with the channel's production model *as deployed*
+  (the exact file and input handling an edge app uses) and keeps a running window of its accuracy;
+- ``drift`` watches the champion's error stream (and optionally each feature) for drift;
+- ``triggers`` turns scorecards and drift signals into a retrain decision;
+- later, the controller that runs the loop end to end.
+
+Import rules: modules here may import ``selection`` (the store, the runtime, validation, errors) and
+``shadow.data``; they never import ``shadow.cli`` (the CLI imports the loop, not the other way round).
+"""
