@@ -41,6 +41,7 @@ from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.data.slicing.base import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
+from shadow.loop.watch_config import WatchConfig, watch_from_config
 from shadow.models import get_family
 from shadow.sweep.search import SearchConfig, parse_search
 
@@ -80,6 +81,8 @@ class SweepConfig:
     search: SearchConfig | None = None
     #: ``[model.params]`` as written (no defaults): what every search trial shares.
     fixed_params: dict[str, Any] | None = None
+    #: The continuous loop's channel, mode and triggers (``[watch]``), if configured.
+    watch: WatchConfig | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -101,13 +104,16 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     """Validate an already-parsed config (used by tests and the Python API)."""
     where = str(path) if path else "sweep config"
     _refuse_nul(raw, where)
-    check_known_keys(raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate"], where)
+    check_known_keys(
+        raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch"], where
+    )
     # Ranking and gate settings belong to selection; it validates them, and reads
     # them back from the stored sweep config when ranking or promoting.
     if "ranking" in raw:
         policy_from_config(raw["ranking"], f"{where} [ranking]")
     if "gate" in raw:
         gate_from_config(raw["gate"], f"{where} [gate]")
+    watch = watch_from_config(raw["watch"], where) if "watch" in raw else None
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
@@ -165,6 +171,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         raw=raw,
         search=search,
         fixed_params=dict(model["params"]),
+        watch=watch,
     )
 
 

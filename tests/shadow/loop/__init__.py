@@ -1,0 +1,1 @@
+"""Tests of the continuous loop: scorecards and drift."""
