@@ -15,6 +15,20 @@ from typing import Any, Literal
 CandidateStatus = Literal["ok", "failed"]
 SweepStatus = Literal["running", "finished", "failed", "interrupted"]
 PromotionAction = Literal["promote", "rollback"]
+#: What an event records (the closed set the store accepts; ``shadow events --kind`` offers these).
+EventKind = Literal[
+    "trigger",         # a watch trigger fired (its evidence: the rule, the numbers it compared)
+    "sweep_started",   # the controller started a shadow sweep on a data version
+    "sweep_resumed",   # a restarted controller took up the sweep a killed one left running
+    "sweep_finished",  # that sweep ended (finished, failed or interrupted)
+    "gate",            # the gate's decision on a challenger (GateDecision.to_json() as evidence)
+    "promotion",       # a channel changed (history_id names the promotions row)
+    "proposal",        # mode = "propose": a pending decision awaiting approve/reject
+    "approval",        # a proposal approved (who and why)
+    "rejection",       # a proposal rejected (who and why)
+    "controller",      # the controller started, stopped, or skipped a pass (and why)
+    "error",           # a step failed; the controller carried on or stopped (the error as evidence)
+]
 
 #: The device every candidate is evaluated on: this host's CPU through ONNX
 #: Runtime, fp32. Emulated edge devices add their own rows.
@@ -163,3 +177,30 @@ class PromotionRecord:
     reason: str | None
     reverts_id: int | None = None
     decision: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRecord:
+    """One append-only event-log row: something the controller did or decided, and why.
+
+    Triggers, sweeps, gate decisions, proposals and their approval or
+    rejection, promotions: each is stored with its ``reason`` (one line for a
+    person) and its ``evidence`` (JSON-able values a script can check: the
+    numbers a trigger compared, the gate's decision). ``event_id`` is assigned
+    by the store (:meth:`Store.append_event` returns the stored copy); build
+    the record with ``event_id=None``. The other ids say what the event is
+    about, each None where it names nothing: the dataset version (its
+    fingerprint), the sweep, the candidate, the promotion history row.
+    Keyword-only: six of the fields are optional ids.
+    """
+
+    event_id: int | None = None
+    channel: str
+    kind: EventKind
+    at: datetime = field(default_factory=utc_now)
+    data_version: str | None = None
+    sweep_id: str | None = None
+    candidate_id: str | None = None
+    history_id: int | None = None
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)

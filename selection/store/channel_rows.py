@@ -1,24 +1,27 @@
-"""Queries on the promotion history and the channel table.
+"""Queries on the promotion history, the channel table and the event log.
 
 Functions here run inside a connection the caller holds (usually
 ``Store.transaction()``), so a history row and the channel change it
-explains commit together. Policy (what may be promoted, what a rollback
+explains commit together, and so does an event and the change it records. Policy (what may be promoted, what a rollback
 reverts) lives in ``selection.channels.promotion``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from sqlalchemy import Connection, select
 
-from selection.records import PromotionRecord
+from selection.errors import ConfigError
+from selection.records import EventRecord, PromotionRecord
 from selection.store import rows as codec
 from selection.store import schema
 from selection.store.rows import Row
 
 _P = schema.promotions
 _C = schema.channels
+_E = schema.events
 
 
 def channel_row(
@@ -114,3 +117,56 @@ def append(conn: Connection, record: PromotionRecord) -> PromotionRecord:
 def list_channels(conn: Connection) -> list[Row]:
     """Every ``channels`` row (one per channel ever promoted), by channel name."""
     return list(conn.execute(select(_C).order_by(_C.c.channel)).mappings())
+
+
+# -- the event log (append-only: there is no update or delete here) ---------------
+
+
+def append_event(conn: Connection, record: EventRecord) -> EventRecord:
+    """Insert event ``record``; returns the stored copy, carrying the id the database assigned.
+
+    Run it inside the transaction of the change the event explains (a
+    promotion, a proposal settled) so both commit or neither does.
+    """
+    result = conn.execute(_E.insert().values(**codec.event_to_row(record)))
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    return dataclasses.replace(record, event_id=int(key[0]))
+
+
+def list_events(
+    conn: Connection,
+    channel: str | None = None,
+    kinds: Iterable[str] | str | None = None,
+    since_id: int | None = None,
+    limit: int | None = None,
+) -> list[EventRecord]:
+    """Events newest first: of ``channel`` (every channel if None), of ``kinds`` (a kind or
+    several; every kind if None), with an id above ``since_id``, at most ``limit`` of them.
+
+    Ids grow in commit order where one writer appends a channel's events (one
+    controller per channel), so polling with ``since_id`` = the newest id seen
+    misses nothing of that channel.
+    """
+    query = select(_E).order_by(_E.c.event_id.desc())
+    if channel is not None:
+        query = query.where(_E.c.channel == channel)
+    if kinds is not None:
+        wanted = [kinds] if isinstance(kinds, str) else list(kinds)
+        for kind in wanted:
+            codec.check_choice(kind, codec.EVENT_KINDS, "event kind")
+        if not wanted:
+            raise ConfigError(f"event kinds must name at least one of {', '.join(codec.EVENT_KINDS)}, "
+                              "or be None for every kind; got an empty list")
+        query = query.where(_E.c.kind.in_(sorted(set(wanted))))
+    if since_id is not None:
+        query = query.where(_E.c.event_id > _count(since_id, "since_id", low=0))
+    if limit is not None:
+        query = query.limit(_count(limit, "limit", low=1))
+    return [codec.row_to_event(row) for row in conn.execute(query).mappings()]
+
+
+def _count(value: object, what: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 2**63 - 1:
+        raise ConfigError(f"event {what} must be an int >= {low}; got {value!r}; e.g. {what}={max(low, 10)}")
+    return value

@@ -19,6 +19,8 @@ from selection.records import (
     CandidateRecord,
     CandidateStatus,
     DeviceResult,
+    EventKind,
+    EventRecord,
     HoldoutRecord,
     PromotionAction,
     PromotionRecord,
@@ -33,6 +35,7 @@ Row = Mapping[Any, Any]
 CANDIDATE_STATUSES: tuple[str, ...] = get_args(CandidateStatus)
 SWEEP_STATUSES: tuple[str, ...] = get_args(SweepStatus)
 PROMOTION_ACTIONS: tuple[str, ...] = get_args(PromotionAction)
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
 
 def encode_dt(value: datetime) -> str:
@@ -367,4 +370,86 @@ def row_to_promotion(row: Row) -> PromotionRecord:
         reason=row["reason"],
         reverts_id=None if row["reverts_id"] is None else int(row["reverts_id"]),
         decision=decode_json(row["decision"]),
+    )
+
+
+# -- the event log --------------------------------------------------------------
+
+#: Column widths the event row's strings must fit (schema.events).
+_CHANNEL_MAX, _ID_MAX = 64, 200
+
+
+def _check_text(value: Any, what: str, *, limit: int | None, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip() or (limit is not None and len(value) > limit):
+        size = f" of at most {limit} characters" if limit is not None else ""
+        none = " or None" if optional else ""
+        raise ConfigError(f"event {what} must be a non-empty string{size}{none}; got {value!r}")
+
+
+def event_to_row(record: EventRecord) -> dict[str, Any]:
+    """The ``events`` row of ``record``, without ``event_id`` (the database assigns it).
+
+    A record that already carries an ``event_id`` is refused: it was stored
+    once, and appending it again would log the same event twice.
+    """
+    if record.event_id is not None:
+        raise ConfigError(
+            f"an event's event_id is assigned by the store; this one already has "
+            f"{record.event_id!r} (it was stored); append a new EventRecord built with event_id=None"
+        )
+    check_choice(record.kind, EVENT_KINDS, "event kind")
+    # The channel's naming rule is selection.channels' (check_channel); the log,
+    # below it, only keeps what the column can hold.
+    _check_text(record.channel, "channel", limit=_CHANNEL_MAX, optional=False)
+    _check_text(record.reason, "reason (why it happened, for a person)", limit=None, optional=False)
+    _check_text(record.data_version, "data_version", limit=None, optional=True)
+    _check_text(record.sweep_id, "sweep_id", limit=_ID_MAX, optional=True)
+    _check_text(record.candidate_id, "candidate_id", limit=_ID_MAX, optional=True)
+    history_id = record.history_id
+    if history_id is not None and (isinstance(history_id, bool) or not isinstance(history_id, int)
+                                   or not 1 <= history_id < 2**31):
+        raise ConfigError(
+            f"event history_id must be the id of a promotions row (an int >= 1) or None; got {history_id!r}"
+        )
+    if not isinstance(record.evidence, dict):
+        raise ConfigError(
+            f"event evidence must be a dict of JSON values, such as {{'rows_since_sweep': 1200}}; "
+            f"got {type(record.evidence).__name__} {record.evidence!r:.80}"
+        )
+    try:
+        # No NaN or infinity: `shadow events --format json` must stay valid JSON.
+        evidence = json.dumps(record.evidence, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"event evidence must hold JSON values only (str, int, finite float, bool, None, list, "
+            f"dict); {exc}; convert numpy scalars with int()/float(), and store NaN as None"
+        ) from None
+    return {
+        "channel": record.channel,
+        "kind": record.kind,
+        "at": encode_dt(record.at),
+        "data_version": record.data_version,
+        "sweep_id": record.sweep_id,
+        "candidate_id": record.candidate_id,
+        "history_id": history_id,
+        "reason": record.reason,
+        "evidence": evidence,
+    }
+
+
+def row_to_event(row: Row) -> EventRecord:
+    """The EventRecord of an ``events`` row."""
+    return EventRecord(
+        event_id=int(row["event_id"]),
+        channel=row["channel"],
+        kind=row["kind"],
+        at=decode_dt(row["at"]),
+        data_version=row["data_version"],
+        sweep_id=row["sweep_id"],
+        candidate_id=row["candidate_id"],
+        history_id=None if row["history_id"] is None else int(row["history_id"]),
+        reason=row["reason"],
+        evidence=decode_json(row["evidence"]),
     )

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 #: The version this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Ids are producer-chosen strings; 200 characters is far above anything the
 # sweep generates and keeps PostgreSQL VARCHARs bounded.
@@ -199,3 +199,30 @@ channels = Table(
     Column("history_id", Integer, ForeignKey("promotions.history_id"), nullable=False),
     Column("updated_at", String(_TS), nullable=False),
 )
+
+# Version 4, append-only like ``promotions``: what the controller did and why
+# (triggers, sweeps, gate decisions, proposals, approvals, promotions), each
+# with its reason and its evidence (canonical JSON). The ids an event names are
+# not foreign keys on purpose: a log records what happened even when the row it
+# is about never came to be (a sweep that failed before it was stored).
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", String(_TS), nullable=False),
+    Column("data_version", Text, nullable=True),
+    Column("sweep_id", String(_ID), nullable=True),
+    Column("candidate_id", String(_ID), nullable=True),
+    Column("history_id", Integer, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    # A channel's log newest first, and one kind of it ("the last sweep_started"),
+    # each by one index range.
+    Index("ix_events_channel", "channel", "event_id"),
+    Index("ix_events_channel_kind", "channel", "kind", "event_id"),
+)
+
+#: Tables version 4 added (the migration creates exactly these, with their indexes).
+V4_TABLES = ("events",)

@@ -13,7 +13,7 @@ Contract (what producers and readers may rely on):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -31,13 +31,14 @@ from selection.records import (
     HOST_DEVICE,
     CandidateRecord,
     DeviceResult,
+    EventRecord,
     SliceRecord,
     SweepRecord,
     SweepStatus,
     utc_now,
 )
+from selection.store import channel_rows, schema
 from selection.store import rows as codec
-from selection.store import schema
 from selection.store.engine import (
     WRITE_OPTION,
     display_url,
@@ -351,6 +352,33 @@ class Store:
             rows = conn.execute(query).mappings().all()
             devices = self._devices(conn, candidate_filter)
         return [codec.row_to_candidate(r, devices.get(r["candidate_id"], ())) for r in rows]
+
+    # -- the event log ----------------------------------------------------------------
+
+    def append_event(self, record: EventRecord, conn: Connection | None = None) -> EventRecord:
+        """Store event ``record``; returns the stored copy with its ``event_id``.
+
+        In its own transaction, or in ``conn``, a caller's
+        :meth:`transaction`, so the event commits with the change it explains
+        (or not at all). The log is append-only: the store has no call that
+        changes or removes an event. ConfigError for a record it cannot store
+        (unknown kind, evidence that is not JSON, an ``event_id`` already set).
+        """
+        if conn is not None:
+            return channel_rows.append_event(conn, record)
+        with self.transaction() as own:
+            return channel_rows.append_event(own, record)
+
+    def list_events(
+        self,
+        channel: str | None = None,
+        kinds: Iterable[str] | str | None = None,
+        since_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[EventRecord]:
+        """Events newest first, filtered by channel, kinds and ``event_id > since_id``, up to ``limit``."""
+        with self.snapshot() as conn:
+            return channel_rows.list_events(conn, channel, kinds, since_id, limit)
 
     # -- helpers ------------------------------------------------------------------------
 

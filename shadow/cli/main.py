@@ -71,6 +71,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("promote", "shadow.cli.cmd_promote", "put a candidate into a channel (production by default)"),
     Command("rollback", "shadow.cli.cmd_promote", "undo the channel's last promotion"),
     Command("history", "shadow.cli.cmd_promote", "list promotions and rollbacks, newest first"),
+    Command("events", "shadow.cli.cmd_events",
+            "list what the controller did and why: triggers, sweeps, decisions, promotions"),
     Command("serve", "shadow.cli.cmd_serve",
             "serve a channel's model over HTTP, hot-swapping it on promotion"),
     Command("datasets", "shadow.cli.cmd_catalog", "list the dataset catalog"),

@@ -98,7 +98,7 @@ def test_v2_store_upgrades_and_prints_what_version_2_printed(
                                             .where(metrics.c.candidate_id == REFIT)).scalars())
             indexes = {i["name"] for i in inspect(conn).get_indexes("candidates")}
         refit, parent = store.get_candidate(REFIT), store.get_candidate(PARENT)
-        assert sorted(versions) == [2, 3]
+        assert sorted(versions) == [2, 3, 4]
         assert "ix_candidates_sweep_refit" in indexes
         # The refit: its parent backfilled from the lineage, its rows given their sweep back.
         assert (refit.refit_of, parent.refit_of) == (PARENT, None)
@@ -118,4 +118,4 @@ def test_v2_store_upgrades_and_prints_what_version_2_printed(
         assert planned == {"c-a", "c-b", "c-c", "c-d", "c-e"}
     with Store.open(home, url=backend_url, create=False) as again:  # a second open does not migrate
         with again.snapshot() as conn:
-            assert sorted(conn.execute(select(schema.schema_version.c.version)).scalars()) == [2, 3]
+            assert sorted(conn.execute(select(schema.schema_version.c.version)).scalars()) == [2, 3, 4]
