@@ -8,6 +8,7 @@ This package owns the loop's pieces:
 - ``triggers`` turns scorecards and drift signals into a retrain decision;
 - later, the controller that runs the loop end to end.
 
-Import rules: modules here may import ``selection`` (the store, the runtime, validation, errors) and
-``shadow.data``; they never import ``shadow.cli`` (the CLI imports the loop, not the other way round).
+Import rules: modules here may import ``selection`` (the store, the runtime, validation, errors),
+``shadow.data`` and ``shadow.sweep`` (the controller runs sweeps; a sweep file's ``[watch]`` table is
+parsed in ``shadow.sweep.watch_config``); they never import ``shadow.cli`` (the CLI imports the loop).
 """

@@ -2,7 +2,7 @@
 
 Pure functions over a frozen :class:`LoopState` (what the controller knows right now) and the
 ``[watch.triggers]`` settings. :func:`evaluate` returns one frozen :class:`TriggerFiring` per
-trigger that fires, in :data:`~shadow.loop.watch_config.TRIGGER_KEYS` order, each with its reason
+trigger that fires, in :data:`~shadow.sweep.watch_config.TRIGGER_KEYS` order, each with its reason
 in words and the numbers that made it fire (JSON-able, so the controller can store it as an
 event). No I/O, no clock: the caller passes the time, so a backtest in simulated time and the
 live loop run the same code.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadow.loop.watch_config import WatchTriggers
+from shadow.sweep.watch_config import WatchTriggers
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.data.slicing.base import SliceStrategy, build_strategy
 from shadow.devices import get_device
 from shadow.errors import ConfigError
-from shadow.loop.watch_config import WatchConfig, watch_from_config
 from shadow.models import get_family
 from shadow.sweep.search import SearchConfig, parse_search
+from shadow.sweep.watch_config import WatchConfig, watch_from_config
 
 #: More candidates than this in one sweep is almost surely a typo in the grid.
 MAX_CANDIDATES = 10_000

@@ -10,7 +10,7 @@ import pytest
 
 from shadow.loop import triggers as triggers_module
 from shadow.loop.triggers import LoopState, TriggerFiring, binomial_cdf, config_hash, evaluate
-from shadow.loop.watch_config import TRIGGER_KEYS, SignificantDrop, WatchTriggers
+from shadow.sweep.watch_config import TRIGGER_KEYS, SignificantDrop, WatchTriggers
 
 
 def state(**overrides) -> LoopState:

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from shadow.errors import ConfigError
-from shadow.loop.watch_config import (
+from shadow.sweep.config import config_from_dict, load_config
+from shadow.sweep.watch_config import (
     TRIGGER_KEYS,
     SignificantDrop,
     WatchConfig,
     WatchTriggers,
     watch_from_config,
 )
-from shadow.sweep.config import config_from_dict, load_config
 
 DATASETS = Path(__file__).parents[3] / "datasets"
 
