@@ -73,6 +73,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("history", "shadow.cli.cmd_promote", "list promotions and rollbacks, newest first"),
     Command("events", "shadow.cli.cmd_events",
             "list what the controller did and why: triggers, sweeps, decisions, promotions"),
+    Command("watch", "shadow.cli.cmd_watch",
+            "watch a channel: when a trigger fires, sweep, gate and promote (or propose)"),
     Command("serve", "shadow.cli.cmd_serve",
             "serve a channel's model over HTTP, hot-swapping it on promotion"),
     Command("datasets", "shadow.cli.cmd_catalog", "list the dataset catalog"),

@@ -1,0 +1,362 @@
+"""The loop's controller: one pass over a channel (look, decide, sweep, gate, promote or propose).
+
+:func:`run_once` is what ``shadow watch CONFIG --once`` runs (from cron, CI or an orchestrator):
+
+1. Hold the channel's controller lock (:func:`controller_lock`): one controller per channel; a
+   second fails at once (:class:`ControllerBusyError`).
+2. Read the dataset's latest version (its fingerprint and rows), under the home's appended batches.
+3. If a sweep of this channel was started on this version and never finished (a controller
+   stopped mid-sweep), resume it: the same sweep id, only the candidates not yet stored run.
+4. Otherwise build a :class:`~shadow.loop.triggers.LoopState` (the last sweep's rows, time and
+   config hash; the champion's live accuracy on every row past its holdout stop, scored as
+   deployed; ADWIN over that error stream) and :func:`~shadow.loop.triggers.evaluate` the
+   triggers. With no champion yet every enabled trigger is due: that is the first sweep.
+5. If anything fired and this version has no finished sweep of this channel: store one
+   ``trigger`` event per firing, ``sweep_started``, run the sweep on Ray, ``sweep_finished``.
+6. The gate judges the sweep's rank 1 against the champion (``gate`` event, the decision as
+   evidence). If it passes: ``mode = "auto"`` promotes (refit first when configured) and stores a
+   ``promotion`` event; ``mode = "propose"`` stores a ``proposal`` event and changes nothing.
+
+A version is never swept twice by one channel's controller: a finished sweep of it ends the
+pass (a trigger that fires again on the same data, such as the schedule, stores nothing then:
+no sweep may follow it). Scoring is simple on purpose: every pass scores all rows after the
+champion's holdout stop (a scorecard over rows the champion never saw).
+Library code: it never prints; ``on_note`` receives progress lines (the CLI puts them on stderr).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from selection.atomic import exclusive_lock
+from selection.errors import ConfigError, NotFoundError, ShadowError
+from selection.records import EventKind, EventRecord
+from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
+
+if TYPE_CHECKING:
+    from selection.home import Home
+    from selection.store import Store
+    from shadow.data.loader import Dataset
+    from shadow.sweep.config import SweepConfig
+    from shadow.sweep.watch_config import WatchConfig
+
+__all__ = ["ControllerBusyError", "PassResult", "controller_lock", "run_once"]
+
+#: Folder under $SHADOW_HOME holding one lock file per watched channel.
+LOCKS_DIR = "watch"
+
+Note = Callable[[str], None]
+
+
+class ControllerBusyError(ShadowError, RuntimeError):
+    """Another controller holds this channel's lock."""
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass did. ``action``: none, already_swept, swept or resumed."""
+
+    channel: str
+    mode: str
+    dataset: str
+    data_version: str
+    rows: int
+    action: str
+    #: The triggers that fired (their JSON form), stored as events only when a sweep followed.
+    fired: tuple[dict[str, Any], ...] = ()
+    champion_id: str | None = None
+    live_correct: int = 0
+    live_total: int = 0
+    sweep_id: str | None = None
+    challenger_id: str | None = None
+    gate_passed: bool | None = None
+    gate_reasons: tuple[str, ...] = ()
+    #: The candidate that now serves the channel after this pass's promotion (a refit, if any).
+    promoted_id: str | None = None
+    history_id: int | None = None
+    proposal_event_id: int | None = None
+    #: Ids of the events this pass stored, in order.
+    event_ids: tuple[int, ...] = ()
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel, "mode": self.mode, "dataset": self.dataset,
+            "data_version": self.data_version, "rows": self.rows, "action": self.action,
+            "fired": [dict(f) for f in self.fired], "champion_id": self.champion_id,
+            "live_correct": self.live_correct, "live_total": self.live_total,
+            "sweep_id": self.sweep_id, "challenger_id": self.challenger_id,
+            "gate_passed": self.gate_passed, "gate_reasons": list(self.gate_reasons),
+            "promoted_id": self.promoted_id, "history_id": self.history_id,
+            "proposal_event_id": self.proposal_event_id, "event_ids": list(self.event_ids),
+            "detail": self.detail,
+        }
+
+
+@contextmanager
+def controller_lock(home: Home, channel: str) -> Iterator[None]:
+    """One controller per channel: an exclusive, non-waiting flock under ``$SHADOW_HOME/watch``.
+
+    The kernel drops it when its holder dies (even by SIGKILL), so no stale lock survives.
+    """
+    folder = home.root / LOCKS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def busy(holder: str) -> ControllerBusyError:
+        return ControllerBusyError(
+            f"one controller per channel: channel {channel!r} is already watched by another "
+            f"process ({holder}); nothing was done; stop that one or watch another channel")
+
+    with exclusive_lock(folder / f"{channel}.lock", busy):
+        yield
+
+
+@dataclass
+class _Pass:
+    """The mutable working state of one pass (frozen into a PassResult at the end)."""
+
+    store: Store
+    channel: str
+    data_version: str
+    events: list[int] = field(default_factory=list)
+
+    def event(self, kind: EventKind, reason: str, conn: Any = None, **ids: Any) -> EventRecord:
+        record = EventRecord(channel=self.channel, kind=kind, data_version=self.data_version,
+                             reason=reason, **ids)
+        stored = self.store.append_event(record, conn)
+        assert stored.event_id is not None
+        self.events.append(stored.event_id)
+        return stored
+
+
+def run_once(
+    config: SweepConfig, store: Store, home: Home, *, channel: str | None = None,
+    address: str | None = None, now_s: float | None = None, on_note: Note | None = None,
+) -> PassResult:
+    """One pass of the loop for ``config``'s ``[watch]`` channel (or ``channel``); see the module."""
+    watch = config.watch
+    if watch is None:
+        where = config.path or "the sweep config"
+        raise ConfigError(f"{where} has no [watch] table; add one with a channel and at least one "
+                          'trigger, e.g. `[watch.triggers]` `new_rows = 1000`')
+    channel = channel or watch.channel
+    with controller_lock(home, channel):
+        return _run(config, watch, store, home, channel, address,
+                    time.time() if now_s is None else now_s, on_note or (lambda _: None))
+
+
+def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, channel: str,
+         address: str | None, now_s: float, note: Note) -> PassResult:
+    from selection.channels.promotion import current
+    from shadow.data.catalog import find_manifest
+    from shadow.data.loader import load_dataset
+
+    dataset = load_dataset(find_manifest(config.dataset, relative_to=config.base_dir), home)
+    version = dataset.fingerprint
+    work = _Pass(store, channel, version)
+    base = PassResult(channel=channel, mode=watch.mode, dataset=dataset.name,
+                      data_version=version, rows=dataset.n_rows, action="none")
+    note(f"channel {channel!r}: dataset {dataset.name!r} version {version[:12]}, "
+         f"{dataset.n_rows} rows")
+    sweeps = store.list_events(channel=channel, kinds=["sweep_started", "sweep_finished"])
+    started = {e.sweep_id for e in sweeps if e.kind == "sweep_started" and e.data_version == version}
+    finished = {e.sweep_id for e in sweeps if e.kind == "sweep_finished"}
+    unfinished = sorted(s for s in started - finished if s is not None)
+    code_hash = config_hash(config.raw, _code_version())
+
+    if unfinished:
+        # A controller stopped mid-sweep on this very version: take it up, never start another.
+        sweep_id = unfinished[-1]
+        note(f"resuming sweep {sweep_id}, started on this version and never finished")
+        work.event("sweep_resumed", f"resuming sweep {sweep_id} on data version {version[:12]}",
+                   sweep_id=sweep_id)
+        result = replace(base, action="resumed", sweep_id=sweep_id)
+    else:
+        champion = current(store, channel)
+        state, champion_id = _loop_state(store, channel, dataset, sweeps, now_s, code_hash,
+                                         champion is not None)
+        firings = evaluate(state, watch.triggers)
+        if champion is None:
+            firings = tuple(_first_sweep(channel, watch))
+        result = replace(base, fired=tuple(f.as_dict() for f in firings),
+                         champion_id=champion_id, live_correct=state.live_correct,
+                         live_total=state.live_total)
+        if not firings:
+            note("no trigger fired: nothing to do")
+            return replace(result, detail="no trigger fired")
+        if version in {e.data_version for e in sweeps if e.kind == "sweep_finished"}:
+            note(f"{len(firings)} trigger(s) fired, but this data version was already swept for "
+                 f"channel {channel!r}: no second sweep")
+            return replace(result, action="already_swept",
+                           detail="this data version already has a finished sweep")
+        for firing in firings:
+            note(f"trigger {firing.trigger}: {firing.reason}")
+            work.event("trigger", firing.reason, evidence=firing.as_dict())
+        from shadow.sweep.plan import new_sweep_id
+
+        sweep_id = new_sweep_id()
+        # Stored before the sweep starts: a controller stopped from here on resumes this id.
+        work.event("sweep_started", f"sweep {sweep_id} on data version {version[:12]} "
+                   f"({dataset.n_rows} rows)", sweep_id=sweep_id,
+                   evidence={"rows": dataset.n_rows, "config_hash": code_hash,
+                             "triggers": [f.trigger for f in firings]})
+        result = replace(result, action="swept", sweep_id=sweep_id)
+
+    summary = _sweep(config, store, home, version, sweep_id, address, note)
+    work.event("sweep_finished", f"sweep {sweep_id} {summary['status']}: {summary['ok']} ok, "
+               f"{summary['failed']} failed", sweep_id=sweep_id,
+               evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash})
+    result = _gate_and_act(work, result, watch, sweep_id, note)
+    return replace(result, event_ids=tuple(work.events))
+
+
+def _first_sweep(channel: str, watch: WatchConfig) -> Iterator[TriggerFiring]:
+    """No champion yet: every enabled trigger is due (the first sweep)."""
+    for name in watch.triggers.enabled():
+        yield TriggerFiring(name, f"channel {channel!r} has no champion yet: the first sweep is "
+                            "due", {"no_champion": True})
+
+
+def _loop_state(store: Store, channel: str, dataset: Dataset, sweeps: list[EventRecord],
+                now_s: float, code_hash: str, has_champion: bool) -> tuple[LoopState, str | None]:
+    """What the triggers look at, and the champion's candidate id (None without one)."""
+    rows_at: int | None = None
+    at_s: float | None = None
+    hash_at: str | None = None
+    done = next((e for e in sweeps if e.kind == "sweep_finished"), None)  # newest first
+    if done is not None:
+        rows_at = _int(done.evidence.get("rows"))
+        at_s = done.at.timestamp()
+        hash_at = done.evidence.get("config_hash")
+    else:  # no controller sweep yet: the newest sweep of this dataset (e.g. `shadow sweep run`)
+        sweep = next((s for s in store.list_sweeps() if s.dataset == dataset.name), None)
+        if sweep is not None:
+            rows_at, at_s = sweep.holdout.stop, sweep.created_at.timestamp()
+    state = LoopState(rows_now=dataset.n_rows, rows_at_last_sweep=rows_at, now_s=now_s,
+                      last_sweep_at_s=at_s, config_hash=code_hash,
+                      config_hash_at_last_sweep=hash_at)
+    if not has_champion:
+        return state, None
+    from shadow.loop.drift import DriftWatch
+    from shadow.loop.scorecard import ChampionScorer
+
+    scorer = ChampionScorer.from_store(store, channel)
+    champion_id = scorer.model.candidate_id
+    start = scorer.seen_until if scorer.seen_until is not None else dataset.n_rows
+    if start >= dataset.n_rows:
+        return replace(state, promotion_accuracy=scorer.promotion.accuracy), champion_id
+    # Every row the champion never saw, each pass (kept simple: no record of what was scored).
+    batch = scorer.score(dataset.features[start:], dataset.labels[start:],
+                         columns=dataset.feature_names, classes=dataset.classes,
+                         first_row=start, batch_id=f"rows {start}-{dataset.n_rows - 1}")
+    drift = DriftWatch().update(batch.errors)
+    return replace(
+        state, live_correct=batch.correct, live_total=batch.rows,
+        promotion_accuracy=scorer.promotion.accuracy, drift_fired=drift.fired,
+        drift_detail=drift.to_dict() if drift.fired else {},
+    ), champion_id
+
+
+def _sweep(config: SweepConfig, store: Store, home: Home, version: str, sweep_id: str,
+           address: str | None, note: Note) -> dict[str, Any]:
+    """Run (or resume, if the store has it) sweep ``sweep_id`` on data ``version``; its counts."""
+    from shadow.sweep import prepare_sweep, run_sweep
+
+    prepared = prepare_sweep(config, sweep_id=sweep_id, home=home, data_version=version)
+    try:
+        store.get_sweep(sweep_id)
+        resume = True  # the store has it: only the candidates not yet stored run
+    except NotFoundError:
+        resume = False  # stopped before the sweep was recorded: start it under the same id
+    note(f"sweep {sweep_id}: {'resuming' if resume else 'starting'} on "
+         f"{prepared.dataset.n_rows} rows ({len(prepared.slices)} slices)")
+    summary = run_sweep(prepared, store, address=address, resume=resume)
+    status = store.get_sweep(sweep_id).status
+    note(f"sweep {sweep_id} {status}: {summary.ok} ok, {summary.failed} failed in "
+         f"{summary.seconds:.1f} s")
+    return {"status": status, "planned": summary.planned, "skipped": summary.skipped,
+            "ok": summary.ok, "failed": summary.failed, "seconds": round(summary.seconds, 2),
+            "best_candidate_id": summary.best_candidate_id,
+            "best_accuracy": summary.best_accuracy}
+
+
+def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str,
+                  note: Note) -> PassResult:
+    """Gate the sweep's rank 1 against the champion; promote (auto) or propose on a pass."""
+    from selection.gate.decision import evaluate_gate, promote_through_gate
+    from selection.leaderboard.frame import best_candidate
+
+    store, channel = work.store, work.channel
+    try:
+        challenger = best_candidate(store, sweep=sweep_id)  # the sweep's own [ranking] policy
+    except NotFoundError as exc:  # no eligible candidate: the champion keeps serving
+        work.event("error", f"no challenger from sweep {sweep_id}: the champion keeps serving",
+                   sweep_id=sweep_id, evidence={"error": " ".join(str(exc).split())})
+        note(f"no eligible candidate in sweep {sweep_id}: nothing to gate")
+        return replace(result, gate_passed=False, detail="no eligible candidate")
+    decision = evaluate_gate(store, challenger, channel=channel)
+    verdict = "passed" if decision.passed else "refused: " + "; ".join(decision.reasons)
+    work.event("gate", f"the gate {verdict}", sweep_id=sweep_id, candidate_id=challenger,
+               evidence=decision.to_json())
+    note(f"gate on {challenger}: {verdict}")
+    result = replace(result, challenger_id=challenger, gate_passed=decision.passed,
+                     gate_reasons=tuple(decision.reasons))
+    if not decision.passed:
+        return result
+    if watch.mode == "propose":
+        proposal = work.event(
+            "proposal", f"{challenger} passed the gate for channel {channel!r}; awaiting a "
+            "decision (mode = propose)", sweep_id=sweep_id, candidate_id=challenger,
+            evidence={"refit": watch.refit, "decision": decision.to_json()})
+        note(f"proposal {proposal.event_id}: {challenger} awaits approval")
+        return replace(result, proposal_event_id=proposal.event_id)
+    refit = _refit_step(store, note) if watch.refit else None
+    try:
+        # The gate runs again inside promote_through_gate (the one promotion path; the data it
+        # judges on has not changed since, so it decides the same).
+        record = promote_through_gate(store, challenger, channel=channel, refit=refit,
+                                      reason=f"shadow watch: sweep {sweep_id} on data version "
+                                      f"{work.data_version[:12]}")
+    except ShadowError as exc:  # GateRefused (a race), a refit that failed its checks, ...
+        work.event("error", f"promotion of {challenger} refused: nothing changed",
+                   sweep_id=sweep_id, candidate_id=challenger,
+                   evidence={"error": " ".join(str(exc).split())})
+        note(f"promotion refused: {exc}")
+        return replace(result, detail=" ".join(str(exc).split()))
+    # promote() runs its own transaction and takes no connection, so the promotion event is
+    # stored right after it commits (not in the same transaction). A controller killed in that
+    # gap leaves a history row without its event; the history row itself is never lost.
+    work.event("promotion", f"promoted {record.candidate_id} into channel {channel!r}",
+               sweep_id=sweep_id, candidate_id=record.candidate_id,
+               history_id=record.history_id,
+               evidence={"previous_candidate_id": record.previous_candidate_id,
+                         "sha256": record.sha256, "refit_of": challenger if refit else None})
+    note(f"promoted {record.candidate_id} into channel {channel!r} (history "
+         f"{record.history_id})")
+    return replace(result, promoted_id=record.candidate_id, history_id=record.history_id)
+
+
+def _refit_step(store: Store, note: Note) -> Callable[[str], str]:
+    from shadow.sweep.refit import refit_candidate
+
+    def refit(parent_id: str) -> str:
+        note(f"gate passed: refitting {parent_id} on its slice plus the holdout")
+        return refit_candidate(store, parent_id).candidate_id
+    return refit
+
+
+def _code_version() -> str:
+    """The package version and git commit (not its dirty flag: edits elsewhere would flip it)."""
+    from shadow import __version__
+    from shadow.sweep.lineage import git_commit
+
+    commit = git_commit()
+    return f"{__version__}+{commit['commit'] if commit else 'nogit'}"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,181 @@
+"""The loop's controller, one pass at a time, through the CLI (`shadow watch CONFIG --once`).
+
+Real sweeps on Ray (the session's shared cluster), a real SQLite store and home, a tiny
+separable dataset and a two-candidate grid, so each sweep takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selection.channels.promotion import current
+from selection.home import Home
+from selection.records import EventRecord
+from selection.store import Store
+from shadow.data.catalog import find_manifest
+from shadow.data.loader import load_dataset
+from shadow.loop.controller import controller_lock
+from shadow.sweep.plan import new_sweep_id
+from tests.bad_inputs.contract import assert_user_error, run_cli, shadow, snapshot
+from tests.selection.conftest import backend_url  # noqa: F401  (fixture: SQLite, PostgreSQL)
+from tests.shadow.conftest import separable_frame, write_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+SWEEP = """\
+[sweep]
+name = "watched"
+dataset = "{dataset}"
+seed = 1
+
+[holdout]
+rows = 60
+
+[[slices]]
+strategy = "all"
+
+[model]
+family = "mlp"
+
+[model.params]
+width = [4, 8]
+epochs = 2
+
+[watch]
+channel = "production"
+mode = "{mode}"
+
+[watch.triggers]
+new_rows = 50
+"""
+
+
+def setup(tmp_path: Path, mode: str) -> tuple[Path, Path, Path]:
+    """A 300-row dataset, a sweep file watching it in ``mode``, and an empty home."""
+    manifest = write_dataset(tmp_path / "catalog", separable_frame(n=300), name="toy")
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP.format(dataset=manifest, mode=mode))
+    return manifest, config, tmp_path / "home"
+
+
+def watch(capsys: pytest.CaptureFixture[str], config: Path, home: Path,
+          url: str | None = None) -> dict:
+    store = ["--store", url] if url else []
+    outcome = run_cli(capsys, "watch", str(config), "--once", "--home", str(home),
+                      "--format", "json", *store)
+    assert outcome.code == 0, outcome.stderr
+    return json.loads(outcome.stdout)
+
+
+def events(home: Path, url: str | None = None) -> list[EventRecord]:
+    """The channel's events, oldest first."""
+    with Store.open(home, url=url, create=False) as store:
+        return list(reversed(store.list_events(channel="production")))
+
+
+def test_auto_mode_sweeps_promotes_then_waits_for_new_rows(
+    tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest, config, home = setup(tmp_path, "auto")
+
+    # Pass 1, no champion: the first sweep is due; the gate passes the first model.
+    first = watch(capsys, config, home)
+    assert first["action"] == "swept" and first["rows"] == 300
+    assert [f["trigger"] for f in first["fired"]] == ["new_rows"]
+    assert first["fired"][0]["evidence"] == {"no_champion": True}
+    assert first["gate_passed"] is True and first["promoted_id"] == first["challenger_id"]
+    log = events(home)
+    assert [e.kind for e in log] == ["trigger", "sweep_started", "sweep_finished", "gate",
+                                     "promotion"]
+    assert [e.event_id for e in log] == first["event_ids"]
+    assert {e.data_version for e in log} == {first["data_version"]}
+    assert {e.sweep_id for e in log[1:]} == {first["sweep_id"]}
+    assert log[2].evidence["status"] == "finished" and log[2].evidence["ok"] == 2
+    assert log[3].evidence["passed"] is True and log[3].candidate_id == first["challenger_id"]
+    with Store.open(home, create=False) as store:
+        champion = current(store, "production")
+        assert champion is not None and champion.candidate_id == first["promoted_id"]
+        assert log[4].history_id == champion.history_id
+        assert [s.sweep_id for s in store.list_sweeps()] == [first["sweep_id"]]
+
+    # Pass 2, no new data: nothing fires, nothing is stored, nothing is swept.
+    before = snapshot(home)
+    second = watch(capsys, config, home)
+    assert (second["action"], second["fired"], second["event_ids"]) == ("none", [], [])
+    assert second["champion_id"] == first["promoted_id"] and second["live_total"] == 0
+    assert snapshot(home)[0] == before[0]
+
+    # A batch of 60 rows >= new_rows: the next pass sweeps the new version, scoring the
+    # champion on those 60 rows (it never saw them) first.
+    batch = tmp_path / "batch.csv"
+    separable_frame(n=60, seed=7).to_csv(batch, index=False)
+    assert run_cli(capsys, "data", "append", str(manifest), str(batch), "--home",
+                   str(home)).code == 0
+    third = watch(capsys, config, home)
+    assert third["action"] == "swept" and third["rows"] == 360
+    assert third["data_version"] != first["data_version"]
+    assert third["data_version"] == load_dataset(find_manifest(str(manifest)),
+                                                 Home(home.resolve())).fingerprint
+    assert third["live_total"] == 60 and 0 < third["live_correct"] <= 60
+    assert [f["trigger"] for f in third["fired"]] == ["new_rows"]
+    assert third["fired"][0]["evidence"]["new_rows"] == 60
+    assert third["sweep_id"] != first["sweep_id"]
+    new = [e for e in events(home) if e.event_id in third["event_ids"]]
+    assert [e.kind for e in new][:4] == ["trigger", "sweep_started", "sweep_finished", "gate"]
+    assert [e.kind for e in new][4:] in ([], ["promotion"])  # the gate may refuse
+    assert (third["promoted_id"] is not None) == (new[-1].kind == "promotion")
+    assert {e.data_version for e in new} == {third["data_version"]}
+
+
+def test_propose_mode_records_a_proposal_and_resumes_an_unfinished_sweep(
+    tmp_path: Path, ray_local: None, backend_url: str | None,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = backend_url
+    manifest, config, home = setup(tmp_path, "propose")
+    version = load_dataset(find_manifest(str(manifest))).fingerprint
+    # A controller stopped right after recording a sweep's start (before the sweep existed).
+    stalled = new_sweep_id()
+    with Store.open(home, url=url, create=True) as store:
+        store.append_event(EventRecord(channel="production", kind="sweep_started",
+                                       data_version=version, sweep_id=stalled, reason="stalled"))
+
+    first = watch(capsys, config, home, url)
+    assert (first["action"], first["sweep_id"], first["gate_passed"]) == ("resumed", stalled, True)
+    assert first["promoted_id"] is None and first["proposal_event_id"] is not None
+    log = events(home, url)
+    assert [e.kind for e in log] == ["sweep_started", "sweep_resumed", "sweep_finished", "gate",
+                                     "proposal"]
+    assert log[-1].event_id == first["proposal_event_id"]
+    assert log[-1].candidate_id == first["challenger_id"]
+    with Store.open(home, url=url, create=False) as store:
+        assert current(store, "production") is None  # propose changes no channel
+        assert [s.sweep_id for s in store.list_sweeps()] == [stalled]  # never started twice
+    assert not (home / "channels" / "production").exists()
+
+    # Still no champion, so the first sweep stays due, but this version is swept: no second one.
+    second = watch(capsys, config, home, url)
+    assert second["action"] == "already_swept" and second["event_ids"] == []
+    assert events(home, url) == log
+    with Store.open(home, url=url, create=False) as store:
+        assert [s.sweep_id for s in store.list_sweeps()] == [stalled]
+
+
+def test_one_controller_per_channel_and_no_continuous_mode_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, config, home = setup(tmp_path, "auto")
+    Store.open(home, create=True).close()
+    before = snapshot(home)
+    with controller_lock(Home(home.resolve()), "production"):
+        # A second controller, a real process: fails at once, one line, exit 2.
+        busy = shadow("watch", str(config), "--once", "--home", str(home))
+        assert_user_error(busy, "one controller per channel", "already watched")
+    assert snapshot(home)[0] == before[0]
+    outcome = run_cli(capsys, "watch", str(config), "--home", str(home))
+    assert outcome.code == 2 and outcome.stderr.count("\n") == 1
+    assert "continuous mode is not built yet; run --once from cron" in outcome.stderr
+    assert snapshot(home)[0] == before[0]
