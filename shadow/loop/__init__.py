@@ -1,4 +1,4 @@
-"""The continuous shadow-training loop: watch the champion, decide when to retrain, and (later) drive it.
+"""The continuous shadow-training loop: watch the champion, decide when to retrain, and drive it.
 
 This package owns the loop's pieces:
 
@@ -6,7 +6,7 @@ This package owns the loop's pieces:
   (the exact file and input handling an edge app uses) and keeps a running window of its accuracy;
 - ``drift`` watches the champion's error stream (and optionally each feature) for drift;
 - ``triggers`` turns scorecards and drift signals into a retrain decision;
-- later, the controller that runs the loop end to end.
+- ``controller`` runs one pass of the loop end to end (``shadow watch --once``).
 
 Import rules: modules here may import ``selection`` (the store, the runtime, validation, errors),
 ``shadow.data`` and ``shadow.sweep`` (the controller runs sweeps; a sweep file's ``[watch]`` table is
