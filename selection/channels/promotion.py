@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 
 from sqlalchemy import Connection
@@ -51,6 +52,7 @@ from selection.records import (
     HOST_DEVICE,
     CandidateRecord,
     DeviceResult,
+    EventRecord,
     PromotionRecord,
     utc_now,
 )
@@ -125,6 +127,7 @@ def promote(
     who: str | None = None,
     reason: str | None = None,
     decision: GateVerdict | None = None,
+    event: Callable[[PromotionRecord], EventRecord] | None = None,
 ) -> PromotionRecord:
     """Make ``candidate_id``'s model for ``device`` the model of ``channel``.
 
@@ -134,6 +137,11 @@ def promote(
     (PromotionError). ``decision``, the gate's ``GateDecision``, is stored
     with the history row as its ``to_json()`` (``{}`` without one: a
     promotion that did not go through the gate). Returns that row.
+
+    ``event``, if given, is called with the new history row (its
+    ``history_id`` assigned) and returns the event that explains it (e.g. a
+    ``promotion`` event naming that row); the event is appended in the same
+    transaction, so the row and its event commit together or not at all.
     """
     candidate, result, sha = verify_promotion(store, candidate_id, device=device, channel=channel)
     record = _new_record(channel, "promote", candidate_id, device, sha, who, reason)
@@ -153,6 +161,8 @@ def promote(
                             previous_sha256=now["sha256"],
                         )
                     record = queries.append(conn, record)
+                    if event is not None:
+                        store.append_event(event(record), conn)
                     version = prepare_version(store.home, store.artifacts, record, candidate, result)
         except SAIntegrityError as exc:
             raise _concurrent_change(channel, exc) from None

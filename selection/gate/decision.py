@@ -57,6 +57,7 @@ from selection.records import (
     HOST_DEVICE,
     CandidateRecord,
     DeviceResult,
+    EventRecord,
     PromotionRecord,
     SweepRecord,
     utc_now,
@@ -181,6 +182,8 @@ def promote_through_gate(
     channel: str = DEFAULT_CHANNEL, ranking: RankingPolicy | str | None = None,
     gate: GatePolicy | None = None, reason: str | None = None, who: str | None = None,
     force: bool = False, refit: Callable[[str], str] | None = None,
+    decision: GateDecision | None = None,
+    event: Callable[[PromotionRecord], EventRecord] | None = None,
 ) -> PromotionRecord:
     """Promote ``candidate_id`` only if the gate passes; the decision is stored with it.
 
@@ -193,9 +196,21 @@ def promote_through_gate(
     plus the holdout, e.g. ``shadow.sweep.refit.refit_candidate``); that refit is
     what ships, on the parent's decision, which records it. Nothing is trained
     when the gate refuses.
+
+    ``decision``, if given, is a decision :func:`evaluate_gate` just made for
+    ``candidate_id`` on ``channel`` (a caller that stored it already, such as
+    the loop's controller): it is used instead of judging again. ``event`` is
+    passed to :func:`~selection.channels.promotion.promote`: the event it
+    returns commits with the history row.
     """
-    decision = evaluate_gate(store, candidate_id, device=device, channel=channel,
-                             ranking=ranking, gate=gate)
+    if decision is None:
+        decision = evaluate_gate(store, candidate_id, device=device, channel=channel,
+                                 ranking=ranking, gate=gate)
+    elif decision.challenger.candidate_id != candidate_id:
+        raise ConfigError(
+            f"a gate decision is passed for the candidate it judged; this one judged "
+            f"{decision.challenger.candidate_id!r}, not {candidate_id!r}; pass that candidate's "
+            "decision or none (the gate then judges again)")
     if not decision.passed and not force:
         raise GateRefused(
             f"the gate refused {candidate_id} for channel {channel!r}: "
@@ -211,7 +226,7 @@ def promote_through_gate(
         shipped = refit(candidate_id)
         decision = replace(decision, refit=_refit_summary(store, candidate_id, shipped))
     return promote(store, shipped, device=device, channel=channel, who=who,
-                   reason=reason, decision=decision)
+                   reason=reason, decision=decision, event=event)
 
 
 def _refit_summary(store: Store, parent_id: str, refit_id: str) -> dict[str, Any]:

@@ -6,7 +6,8 @@
    second fails at once (:class:`ControllerBusyError`).
 2. Read the dataset's latest version (its fingerprint and rows), under the home's appended batches.
 3. If a sweep of this channel was started on this version and never finished (a controller
-   stopped mid-sweep), resume it: the same sweep id, only the candidates not yet stored run.
+   stopped mid-sweep), resume it: the same sweep id, only the candidates not yet stored run;
+   if it finished but its pass stopped before the end, finish the pass (see below).
 4. Otherwise build a :class:`~shadow.loop.triggers.LoopState` (the last sweep's rows, time and
    config hash; the champion's live accuracy on every row past its holdout stop, scored as
    deployed; ADWIN over that error stream) and :func:`~shadow.loop.triggers.evaluate` the
@@ -15,7 +16,15 @@
    ``trigger`` event per firing, ``sweep_started``, run the sweep on Ray, ``sweep_finished``.
 6. The gate judges the sweep's rank 1 against the champion (``gate`` event, the decision as
    evidence). If it passes: ``mode = "auto"`` promotes (refit first when configured) and stores a
-   ``promotion`` event; ``mode = "propose"`` stores a ``proposal`` event and changes nothing.
+   ``promotion`` event in the promotion's own transaction; ``mode = "propose"`` stores a
+   ``proposal`` event and changes nothing.
+
+A controller stopped at any point (even by SIGKILL) loses nothing: each step is an event, and
+the next pass takes up the version's sweep where it stopped (:func:`_unfinished_step`): an
+unfinished sweep is resumed; a finished one never gated is gated now; a gate that passed with
+nothing after it is acted on now (a promotion the history already holds is not repeated). The
+``promotion`` event commits in the same transaction as its history row, so one never exists
+without the other; :func:`check_consistency` states the invariant.
 
 A version is never swept twice by one channel's controller: a finished sweep of it ends the
 pass (a trigger that fires again on the same data, such as the schedule, stores nothing then:
@@ -34,17 +43,18 @@ from typing import TYPE_CHECKING, Any
 
 from selection.atomic import exclusive_lock
 from selection.errors import ConfigError, NotFoundError, ShadowError
-from selection.records import EventKind, EventRecord
+from selection.records import EventKind, EventRecord, PromotionRecord
 from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
 
 if TYPE_CHECKING:
+    from selection.gate.record import GateDecision
     from selection.home import Home
     from selection.store import Store
     from shadow.data.loader import Dataset
     from shadow.sweep.config import SweepConfig
     from shadow.sweep.watch_config import WatchConfig
 
-__all__ = ["ControllerBusyError", "PassResult", "controller_lock", "run_once"]
+__all__ = ["ControllerBusyError", "PassResult", "check_consistency", "controller_lock", "run_once"]
 
 #: Folder under $SHADOW_HOME holding one lock file per watched channel.
 LOCKS_DIR = "watch"
@@ -58,7 +68,11 @@ class ControllerBusyError(ShadowError, RuntimeError):
 
 @dataclass(frozen=True)
 class PassResult:
-    """What one pass did. ``action``: none, already_swept, swept or resumed."""
+    """What one pass did. ``action``: none, already_swept, swept, resumed or recovered.
+
+    ``recovered``: a pass a stopped controller left after its sweep finished (the gate, then
+    the promotion or proposal, run now) or after its gate passed (the promotion or proposal).
+    """
 
     channel: str
     mode: str
@@ -162,19 +176,32 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                       data_version=version, rows=dataset.n_rows, action="none")
     note(f"channel {channel!r}: dataset {dataset.name!r} version {version[:12]}, "
          f"{dataset.n_rows} rows")
-    sweeps = store.list_events(channel=channel, kinds=["sweep_started", "sweep_finished"])
-    started = {e.sweep_id for e in sweeps if e.kind == "sweep_started" and e.data_version == version}
-    finished = {e.sweep_id for e in sweeps if e.kind == "sweep_finished"}
-    unfinished = sorted(s for s in started - finished if s is not None)
+    log = store.list_events(channel=channel, kinds=list(_STEP_KINDS))
+    sweeps = [e for e in log if e.kind in ("sweep_started", "sweep_finished")]
     code_hash = config_hash(config.raw, _code_version())
+    sweep_id, step, gate = _unfinished_step(log, version)
 
-    if unfinished:
+    if step == "act" and gate is not None and sweep_id is not None:
+        # Stopped after the gate passed, before its promotion or proposal was stored.
+        note(f"sweep {sweep_id}: the gate passed {gate.candidate_id} but nothing followed; "
+             "acting on it now")
+        result = replace(base, action="recovered", sweep_id=sweep_id,
+                         challenger_id=gate.candidate_id, gate_passed=True)
+        result = _act(work, result, watch, sweep_id, gate.candidate_id or "",
+                      gate.evidence, None, note)
+        return replace(result, event_ids=tuple(work.events))
+    if step == "sweep":
         # A controller stopped mid-sweep on this very version: take it up, never start another.
-        sweep_id = unfinished[-1]
         note(f"resuming sweep {sweep_id}, started on this version and never finished")
         work.event("sweep_resumed", f"resuming sweep {sweep_id} on data version {version[:12]}",
                    sweep_id=sweep_id)
         result = replace(base, action="resumed", sweep_id=sweep_id)
+    elif step == "gate" and sweep_id is not None:
+        # Stopped after the sweep finished, before the gate judged it: judge it now.
+        note(f"sweep {sweep_id} finished on this version but was never gated; gating it now")
+        result = replace(base, action="recovered", sweep_id=sweep_id)
+        result = _gate_and_act(work, result, watch, sweep_id, note)
+        return replace(result, event_ids=tuple(work.events))
     else:
         champion = current(store, channel)
         state, champion_id = _loop_state(store, channel, dataset, sweeps, now_s, code_hash,
@@ -206,12 +233,93 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                              "triggers": [f.trigger for f in firings]})
         result = replace(result, action="swept", sweep_id=sweep_id)
 
+    assert sweep_id is not None
     summary = _sweep(config, store, home, version, sweep_id, address, note)
     work.event("sweep_finished", f"sweep {sweep_id} {summary['status']}: {summary['ok']} ok, "
                f"{summary['failed']} failed", sweep_id=sweep_id,
                evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash})
     result = _gate_and_act(work, result, watch, sweep_id, note)
     return replace(result, event_ids=tuple(work.events))
+
+
+#: The event kinds that mark a pass's steps (what a restarted controller reads to resume).
+_STEP_KINDS = ("sweep_started", "sweep_finished", "gate", "promotion", "proposal", "error")
+
+
+def _unfinished_step(log: list[EventRecord], version: str
+                     ) -> tuple[str | None, str | None, EventRecord | None]:
+    """Where the newest controller sweep of ``version`` stopped: (sweep id, step, gate event).
+
+    ``step``: "sweep" (started, never finished), "gate" (finished, never gated), "act" (the gate
+    passed, no promotion, proposal or error followed), or None (no sweep of this version, or
+    its pass ran to the end).
+    """
+    started = next((e for e in log if e.kind == "sweep_started" and e.data_version == version),
+                   None)  # newest first
+    if started is None or started.sweep_id is None:
+        return None, None, None
+    sweep_id = started.sweep_id
+    mine = [e for e in log if e.sweep_id == sweep_id]
+    kinds = {e.kind for e in mine}
+    if "sweep_finished" not in kinds:
+        return sweep_id, "sweep", None
+    if kinds & {"promotion", "proposal", "error"}:
+        return sweep_id, None, None
+    gate = next((e for e in mine if e.kind == "gate"), None)
+    if gate is None:
+        return sweep_id, "gate", None
+    if gate.evidence.get("passed") is True and gate.candidate_id:
+        return sweep_id, "act", gate
+    return sweep_id, None, None
+
+
+#: How the history rows the controller makes start their reason (the invariant tells them apart).
+REASON_PREFIX = "shadow watch: "
+
+
+def check_consistency(store: Store, channel: str) -> list[str]:
+    """What is wrong between ``channel``'s events and its history (empty: consistent).
+
+    Every promotion event names an existing history row of the channel, for the candidate it
+    names, and no row is named twice; every history row the controller made has its promotion
+    event; a data version has at most one ``sweep_started`` (a stopped sweep is resumed, with
+    ``sweep_resumed``, never started again); a sweep has at most one ``sweep_finished``, one
+    ``gate`` and one ``promotion`` or ``proposal``.
+    """
+    from collections import Counter
+
+    from selection.channels.promotion import history
+
+    problems: list[str] = []
+    rows = {r.history_id: r for r in history(store, channel=channel)}
+    log = store.list_events(channel=channel)
+    promotions = [e for e in log if e.kind == "promotion"]
+    named = Counter(e.history_id for e in promotions)
+    for event in promotions:
+        row = rows.get(event.history_id) if event.history_id is not None else None
+        if row is None:
+            problems.append(f"promotion event {event.event_id} names history row "
+                            f"{event.history_id}, which does not exist")
+        elif row.candidate_id != event.candidate_id:
+            problems.append(f"promotion event {event.event_id} names {event.candidate_id!r} but "
+                            f"history row {row.history_id} promoted {row.candidate_id!r}")
+    problems += [f"history row {h} is named by {n} promotion events"
+                 for h, n in named.items() if n > 1]
+    for row in rows.values():
+        if (row.action == "promote" and (row.reason or "").startswith(REASON_PREFIX)
+                and named[row.history_id] == 0):
+            problems.append(f"history row {row.history_id} (made by the controller) has no "
+                            "promotion event")
+    started = Counter(e.data_version for e in log if e.kind == "sweep_started")
+    problems += [f"data version {v} has {n} sweep_started events" for v, n in started.items()
+                 if n > 1]
+    for kind in ("sweep_finished", "gate"):
+        per = Counter(e.sweep_id for e in log if e.kind == kind)
+        problems += [f"sweep {s} has {n} {kind} events" for s, n in per.items() if n > 1]
+    acted = Counter(e.sweep_id for e in log if e.kind in ("promotion", "proposal") and e.sweep_id)
+    problems += [f"sweep {s} has {n} promotion/proposal events" for s, n in acted.items()
+                 if n > 1]
+    return problems
 
 
 def _first_sweep(channel: str, watch: WatchConfig) -> Iterator[TriggerFiring]:
@@ -287,7 +395,7 @@ def _sweep(config: SweepConfig, store: Store, home: Home, version: str, sweep_id
 def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str,
                   note: Note) -> PassResult:
     """Gate the sweep's rank 1 against the champion; promote (auto) or propose on a pass."""
-    from selection.gate.decision import evaluate_gate, promote_through_gate
+    from selection.gate.decision import evaluate_gate
     from selection.leaderboard.frame import best_candidate
 
     store, channel = work.store, work.channel
@@ -307,34 +415,59 @@ def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id:
                      gate_reasons=tuple(decision.reasons))
     if not decision.passed:
         return result
+    return _act(work, result, watch, sweep_id, challenger, decision.to_json(), decision, note)
+
+
+def _act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str, challenger: str,
+         evidence: dict[str, Any], decision: GateDecision | None, note: Note) -> PassResult:
+    """After a passed gate: promote (auto) or store a proposal (propose).
+
+    ``decision`` None (a restarted controller acting on a stored gate event): the gate judges
+    again inside the promotion, against the champion of now. A history row the controller
+    already made for this challenger (or its refit) means it was promoted: nothing is repeated.
+    """
+    from selection.channels.promotion import history
+    from selection.gate.decision import promote_through_gate
+
+    store, channel = work.store, work.channel
     if watch.mode == "propose":
         proposal = work.event(
             "proposal", f"{challenger} passed the gate for channel {channel!r}; awaiting a "
             "decision (mode = propose)", sweep_id=sweep_id, candidate_id=challenger,
-            evidence={"refit": watch.refit, "decision": decision.to_json()})
+            evidence={"refit": watch.refit, "decision": evidence})
         note(f"proposal {proposal.event_id}: {challenger} awaits approval")
         return replace(result, proposal_event_id=proposal.event_id)
+    done = None if decision is not None else next(
+        (r for r in history(store, channel=channel) if r.action == "promote"
+         and (r.candidate_id == challenger
+              or (r.decision.get("refit") or {}).get("of") == challenger)), None)
+    if done is not None:
+        note(f"{challenger} was already promoted (history row {done.history_id}): nothing to do")
+        return replace(result, promoted_id=done.candidate_id, history_id=done.history_id,
+                       detail="already promoted")
     refit = _refit_step(store, note) if watch.refit else None
+    reason = f"{REASON_PREFIX}sweep {sweep_id} on data version {work.data_version[:12]}"
+
+    def event(record: PromotionRecord) -> EventRecord:
+        # Appended inside promote's transaction: the history row and this event commit together.
+        return EventRecord(
+            channel=channel, kind="promotion", data_version=work.data_version,
+            reason=f"promoted {record.candidate_id} into channel {channel!r}",
+            sweep_id=sweep_id, candidate_id=record.candidate_id, history_id=record.history_id,
+            evidence={"previous_candidate_id": record.previous_candidate_id,
+                      "sha256": record.sha256, "refit_of": challenger if refit else None})
     try:
-        # The gate runs again inside promote_through_gate (the one promotion path; the data it
-        # judges on has not changed since, so it decides the same).
         record = promote_through_gate(store, challenger, channel=channel, refit=refit,
-                                      reason=f"shadow watch: sweep {sweep_id} on data version "
-                                      f"{work.data_version[:12]}")
+                                      reason=reason, decision=decision, event=event)
     except ShadowError as exc:  # GateRefused (a race), a refit that failed its checks, ...
         work.event("error", f"promotion of {challenger} refused: nothing changed",
                    sweep_id=sweep_id, candidate_id=challenger,
                    evidence={"error": " ".join(str(exc).split())})
         note(f"promotion refused: {exc}")
         return replace(result, detail=" ".join(str(exc).split()))
-    # promote() runs its own transaction and takes no connection, so the promotion event is
-    # stored right after it commits (not in the same transaction). A controller killed in that
-    # gap leaves a history row without its event; the history row itself is never lost.
-    work.event("promotion", f"promoted {record.candidate_id} into channel {channel!r}",
-               sweep_id=sweep_id, candidate_id=record.candidate_id,
-               history_id=record.history_id,
-               evidence={"previous_candidate_id": record.previous_candidate_id,
-                         "sha256": record.sha256, "refit_of": challenger if refit else None})
+    stored = store.list_events(channel=channel, kinds="promotion", limit=1)
+    if stored and stored[0].history_id == record.history_id and stored[0].event_id is not None:
+        work.events.append(stored[0].event_id)
     note(f"promoted {record.candidate_id} into channel {channel!r} (history "
          f"{record.history_id})")
     return replace(result, promoted_id=record.candidate_id, history_id=record.history_id)

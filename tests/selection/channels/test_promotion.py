@@ -317,3 +317,32 @@ def test_an_unusable_signing_key_refuses_before_anything_changes(store: Store, t
     assert history(store) == before
     assert keys.public.read_bytes() == public_before
     assert _production_sha(store) == three[0].onnx_sha256
+
+
+def test_the_event_hook_commits_with_the_history_row(store: Store, three) -> None:
+    from selection.records import EventRecord
+
+    def event(record) -> EventRecord:
+        return EventRecord(channel=record.channel, kind="promotion", reason="hook",
+                           candidate_id=record.candidate_id, history_id=record.history_id)
+
+    record = promote(store, "c-1", event=event)
+    [stored] = store.list_events(channel=DEFAULT_CHANNEL)
+    assert (stored.kind, stored.history_id, stored.candidate_id) == ("promotion", record.history_id,
+                                                                     "c-1")
+    assert record.history_id > 0
+
+    # A hook whose event cannot be stored rolls the history row back with it: nothing changes.
+    def bad(record) -> EventRecord:
+        return EventRecord(channel=record.channel, kind="promotion", reason="bad",
+                           evidence={"not json": object()})
+
+    with pytest.raises(ConfigError):
+        promote(store, "c-2", event=bad)
+    assert [r.history_id for r in history(store)] == [record.history_id]
+    assert current(store).candidate_id == "c-1"
+    assert len(store.list_events(channel=DEFAULT_CHANNEL)) == 1
+    # A refused promotion (already the channel's model) never calls the hook.
+    with pytest.raises(PromotionError):
+        promote(store, "c-1", event=bad)
+    assert len(store.list_events(channel=DEFAULT_CHANNEL)) == 1

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from selection.channels.promotion import current
+from selection.channels.promotion import current, history, promote
 from selection.home import Home
 from selection.records import EventRecord
 from selection.store import Store
+from selection.testing import add_tiny_candidates
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
-from shadow.loop.controller import controller_lock
+from shadow.loop.controller import REASON_PREFIX, check_consistency, controller_lock
 from shadow.sweep.plan import new_sweep_id
 from tests.bad_inputs.contract import assert_user_error, run_cli, shadow, snapshot
 from tests.selection.conftest import backend_url  # noqa: F401  (fixture: SQLite, PostgreSQL)
@@ -179,3 +180,50 @@ def test_one_controller_per_channel_and_no_continuous_mode_yet(
     assert outcome.code == 2 and outcome.stderr.count("\n") == 1
     assert "continuous mode is not built yet; run --once from cron" in outcome.stderr
     assert snapshot(home)[0] == before[0]
+
+
+def test_a_passed_gate_whose_promotion_is_in_history_is_not_promoted_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest, config, home = setup(tmp_path, "auto")
+    version = load_dataset(find_manifest(str(manifest))).fingerprint
+    with Store.open(home, create=True) as store:
+        add_tiny_candidates(store, ["c-1"])
+        promote(store, "c-1", channel="production", reason="promoted by hand meanwhile")
+        for kind in ("sweep_started", "sweep_finished", "gate"):
+            store.append_event(EventRecord(
+                channel="production", kind=kind, data_version=version, sweep_id="sw-tiny",
+                candidate_id="c-1" if kind == "gate" else None, reason="a stopped pass",
+                evidence={"passed": True} if kind == "gate" else {}))
+        before = store.list_events(channel="production")
+
+    # The gate passed and nothing followed, but the history holds c-1: nothing is repeated.
+    result = watch(capsys, config, home)
+    assert (result["action"], result["detail"]) == ("recovered", "already promoted")
+    assert result["event_ids"] == [] and result["promoted_id"] == "c-1"
+    with Store.open(home, create=False) as store:
+        assert len(history(store, channel="production")) == 1
+        assert store.list_events(channel="production") == before
+
+
+def test_check_consistency_names_each_break_of_the_invariant(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "home", create=True) as store:
+        add_tiny_candidates(store, ["c-1", "c-2"])
+        assert check_consistency(store, "production") == []
+        row = promote(store, "c-1", channel="production", reason=REASON_PREFIX + "sweep s")
+        promote(store, "c-2", channel="production", reason="by hand")  # needs no event
+
+        def add(kind: str, **ids: object) -> None:
+            store.append_event(EventRecord(channel="production", kind=kind,  # type: ignore[arg-type]
+                                           reason="test", **ids))  # type: ignore[arg-type]
+
+        add("sweep_started", data_version="v1", sweep_id="s1")
+        add("sweep_started", data_version="v1", sweep_id="s2")
+        add("promotion", candidate_id="c-1", history_id=999)
+        add("promotion", candidate_id="c-2", history_id=row.history_id)
+        problems = check_consistency(store, "production")
+    assert problems == [
+        f"promotion event 4 names 'c-2' but history row {row.history_id} promoted 'c-1'",
+        "promotion event 3 names history row 999, which does not exist",
+        "data version v1 has 2 sweep_started events",
+    ]
