@@ -1,8 +1,11 @@
-"""``shadow watch CONFIG --once``: one pass of the continuous loop for a channel."""
+"""``shadow watch CONFIG``: the continuous loop for a channel (``--once``: one pass)."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
 from typing import Any
 
 from selection.errors import ConfigError
@@ -11,6 +14,7 @@ from shadow.cli.output import note, render_mapping
 
 WATCH_EPILOG = """\
 examples:
+  shadow watch sweep.toml                             # continuous: a pass every [watch] poll_s
   shadow watch sweep.toml --once                      # one pass; run it from cron
   shadow watch sweep.toml --once --channel staging    # another channel than [watch] channel
   shadow watch sweep.toml --once --format json        # what the pass did, for a script
@@ -29,12 +33,12 @@ A data version is swept at most once per channel; a sweep a stopped pass left
 unfinished is resumed by the next pass, not started again. One controller per
 channel: a second `shadow watch` on the same channel fails at once (exit 2).
 
-Not built yet: the continuous mode (without --once) and the verbs that settle a
-proposal (`shadow approve ID`, `shadow reject ID`); proposals are stored and
-listed by `shadow events --kind proposal`.
+Without --once the controller runs until stopped: a pass, then [watch] poll_s
+seconds' wait, again. SIGTERM or Ctrl-C stops it cleanly after the current pass
+(at once while it waits) with exit 0 and a `controller` event "stopped". A
+controller killed outright loses nothing: the next pass (or the next
+`shadow watch`) finishes what it left, never sweeping or promoting twice.
 """
-
-CONTINUOUS_NOT_BUILT = "continuous mode is not built yet; run --once from cron"
 
 
 def add_parsers(verbs: Any) -> None:
@@ -55,11 +59,9 @@ def add_parsers(verbs: Any) -> None:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    if not args.once:
-        raise ConfigError(CONTINUOUS_NOT_BUILT)
     from selection.channels.names import check_channel
     from selection.home import Home
-    from shadow.loop.controller import run_once
+    from shadow.loop.controller import PassResult, run_forever, run_once
     from shadow.sweep import load_config
 
     if args.channel is not None:
@@ -69,13 +71,31 @@ def run_watch(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config} has no [watch] table; add one with at least one "
                           "trigger, e.g. `[watch.triggers]` `new_rows = 1000`")
     home = Home.resolve(args.home)
+
+    def show(result: PassResult) -> None:
+        summary = result.to_dict()
+        if args.format == "table":
+            summary = {k: v for k, v in summary.items() if k not in ("fired", "event_ids")}
+            summary["fired"] = ", ".join(f["trigger"] for f in result.fired) or "-"
+            summary["events"] = len(result.event_ids)
+        render_mapping(summary, args.format)
+        sys.stdout.flush()
+
     with open_store(args, create=True) as store:
-        result = run_once(config, store, home, channel=args.channel, address=args.address,
-                          on_note=note)
-    summary = result.to_dict()
-    if args.format == "table":
-        summary = {k: v for k, v in summary.items() if k not in ("fired", "event_ids")}
-        summary["fired"] = ", ".join(f["trigger"] for f in result.fired) or "-"
-        summary["events"] = len(result.event_ids)
-    render_mapping(summary, args.format)
+        if args.once:
+            show(run_once(config, store, home, channel=args.channel, address=args.address,
+                          on_note=note))
+            return 0
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            note(f"{signal.Signals(signum).name}: stopping after the current pass")
+            stop.set()
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            run_forever(config, store, home, stop, channel=args.channel, address=args.address,
+                        on_pass=show, on_note=note)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     return 0

@@ -35,6 +35,7 @@ Library code: it never prints; ``on_note`` receives progress lines (the CLI puts
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
     from shadow.sweep.config import SweepConfig
     from shadow.sweep.watch_config import WatchConfig
 
-__all__ = ["ControllerBusyError", "PassResult", "check_consistency", "controller_lock", "run_once"]
+__all__ = ["ControllerBusyError", "PassResult", "check_consistency", "controller_lock", "run_forever",
+           "run_once"]
 
 #: Folder under $SHADOW_HOME holding one lock file per watched channel.
 LOCKS_DIR = "watch"
@@ -152,15 +154,62 @@ def run_once(
     address: str | None = None, now_s: float | None = None, on_note: Note | None = None,
 ) -> PassResult:
     """One pass of the loop for ``config``'s ``[watch]`` channel (or ``channel``); see the module."""
-    watch = config.watch
-    if watch is None:
-        where = config.path or "the sweep config"
-        raise ConfigError(f"{where} has no [watch] table; add one with a channel and at least one "
-                          'trigger, e.g. `[watch.triggers]` `new_rows = 1000`')
+    watch = _watch_of(config)
     channel = channel or watch.channel
     with controller_lock(home, channel):
         return _run(config, watch, store, home, channel, address,
                     time.time() if now_s is None else now_s, on_note or (lambda _: None))
+
+
+def run_forever(
+    config: SweepConfig, store: Store, home: Home, stop: threading.Event, *,
+    channel: str | None = None, address: str | None = None, on_pass: Callable[[PassResult], None]
+    | None = None, on_note: Note | None = None,
+) -> int:
+    """Continuous mode: a pass, then ``poll_s`` seconds' wait, again, until ``stop`` is set.
+
+    Holds the channel's controller lock the whole time. ``stop`` set during a pass ends the
+    loop after that pass (a pass is never cut short); set during the wait, at once. A pass that
+    fails with a :class:`ShadowError` stores an ``error`` event and the loop carries on (the
+    next pass resumes what it left). ``controller`` events mark the start and the clean stop.
+    Returns the number of passes run.
+    """
+    watch = _watch_of(config)
+    channel = channel or watch.channel
+    note = on_note or (lambda _: None)
+    passes = 0
+
+    def mark(kind: EventKind, reason: str, **evidence: Any) -> None:
+        store.append_event(EventRecord(channel=channel, kind=kind, reason=reason,
+                                       evidence=evidence))
+    with controller_lock(home, channel):
+        mark("controller", f"started watching channel {channel!r} every {watch.poll_s:g} s",
+             state="started", poll_s=watch.poll_s)
+        while True:
+            try:
+                result = _run(config, watch, store, home, channel, address, time.time(), note)
+            except ShadowError as exc:
+                message = " ".join(str(exc).split())
+                mark("error", f"a pass failed; the controller carries on: {message}",
+                     error=message)
+                note(f"pass failed: {message}")
+            else:
+                if on_pass is not None:
+                    on_pass(result)
+            passes += 1
+            if stop.is_set() or stop.wait(watch.poll_s):
+                break
+        mark("controller", f"stopped after {passes} pass(es), on request", state="stopped",
+             passes=passes)
+    return passes
+
+
+def _watch_of(config: SweepConfig) -> WatchConfig:
+    if config.watch is None:
+        where = config.path or "the sweep config"
+        raise ConfigError(f"{where} has no [watch] table; add one with a channel and at least one "
+                          'trigger, e.g. `[watch.triggers]` `new_rows = 1000`')
+    return config.watch
 
 
 def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, channel: str,

@@ -7,11 +7,17 @@ separable dataset and a two-candidate grid, so each sweep takes seconds.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from selection.channels.promotion import current, history, promote
+from selection.errors import ShadowError
 from selection.home import Home
 from selection.records import EventRecord
 from selection.store import Store
@@ -20,7 +26,7 @@ from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
 from shadow.loop.controller import REASON_PREFIX, check_consistency, controller_lock
 from shadow.sweep.plan import new_sweep_id
-from tests.bad_inputs.contract import assert_user_error, run_cli, shadow, snapshot
+from tests.bad_inputs.contract import REPO, assert_user_error, run_cli, shadow, snapshot
 from tests.selection.conftest import backend_url  # noqa: F401  (fixture: SQLite, PostgreSQL)
 from tests.shadow.conftest import separable_frame, write_dataset
 
@@ -165,9 +171,7 @@ def test_propose_mode_records_a_proposal_and_resumes_an_unfinished_sweep(
         assert [s.sweep_id for s in store.list_sweeps()] == [stalled]
 
 
-def test_one_controller_per_channel_and_no_continuous_mode_yet(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_one_controller_per_channel(tmp_path: Path) -> None:
     _, config, home = setup(tmp_path, "auto")
     Store.open(home, create=True).close()
     before = snapshot(home)
@@ -175,11 +179,50 @@ def test_one_controller_per_channel_and_no_continuous_mode_yet(
         # A second controller, a real process: fails at once, one line, exit 2.
         busy = shadow("watch", str(config), "--once", "--home", str(home))
         assert_user_error(busy, "one controller per channel", "already watched")
+        continuous = shadow("watch", str(config), "--home", str(home))  # continuous: the same
+        assert_user_error(continuous, "one controller per channel", "already watched")
     assert snapshot(home)[0] == before[0]
-    outcome = run_cli(capsys, "watch", str(config), "--home", str(home))
-    assert outcome.code == 2 and outcome.stderr.count("\n") == 1
-    assert "continuous mode is not built yet; run --once from cron" in outcome.stderr
-    assert snapshot(home)[0] == before[0]
+
+
+def test_continuous_mode_stops_cleanly_after_the_current_pass_on_sigterm(
+    tmp_path: Path, ray_local: None,
+) -> None:
+    import ray
+
+    _, config, home = setup(tmp_path, "auto")
+    config.write_text(config.read_text().replace('mode = "auto"', 'mode = "auto"\npoll_s = 0.2'))
+    address = ray.get_runtime_context().gcs_address
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "shadow", "watch", str(config), "--home", str(home),
+         "--address", address, "--format", "json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while controller.poll() is None and time.monotonic() < deadline:
+            try:
+                if any(e.kind == "sweep_started" for e in events(home)):
+                    break
+            except ShadowError:
+                pass  # the store is not created yet
+            time.sleep(0.02)
+        controller.send_signal(signal.SIGTERM)  # mid-pass: the pass still runs to its end
+        out, err = controller.communicate(timeout=60)
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait(timeout=30)
+    assert controller.returncode == 0, err
+    assert "SIGTERM: stopping after the current pass" in err
+    log = events(home)
+    assert [e.kind for e in log] == ["controller", "trigger", "sweep_started", "sweep_finished",
+                                     "gate", "promotion", "controller"]
+    assert [e.evidence["state"] for e in (log[0], log[-1])] == ["started", "stopped"]
+    assert log[-1].evidence["passes"] == 1
+    passes = [json.loads(chunk) for chunk in out.replace("}\n{", "}\x00{").split("\x00")]
+    assert len(passes) == 1 and passes[0]["action"] == "swept"
+    assert passes[0]["promoted_id"] == log[-2].candidate_id
 
 
 def test_a_passed_gate_whose_promotion_is_in_history_is_not_promoted_again(
