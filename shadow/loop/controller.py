@@ -20,11 +20,11 @@
    ``proposal`` event and changes nothing.
 
 A controller stopped at any point (even by SIGKILL) loses nothing: each step is an event, and
-the next pass takes up the version's sweep where it stopped (:func:`_unfinished_step`): an
+the next pass takes up the version's sweep where it stopped (:func:`~shadow.loop.journal.unfinished_step`): an
 unfinished sweep is resumed; a finished one never gated is gated now; a gate that passed with
 nothing after it is acted on now (a promotion the history already holds is not repeated). The
 ``promotion`` event commits in the same transaction as its history row, so one never exists
-without the other; :func:`check_consistency` states the invariant.
+without the other; :func:`~shadow.loop.journal.check_consistency` states the invariant.
 
 A version is never swept twice by one channel's controller: a finished sweep of it ends the
 pass (a trigger that fires again on the same data, such as the schedule, stores nothing then:
@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from selection.atomic import exclusive_lock
 from selection.errors import ConfigError, NotFoundError, ShadowError
 from selection.records import EventKind, EventRecord, PromotionRecord
+from shadow.loop.journal import REASON_PREFIX, STEP_KINDS, unfinished_step
 from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from shadow.sweep.config import SweepConfig
     from shadow.sweep.watch_config import WatchConfig
 
-__all__ = ["ControllerBusyError", "PassResult", "check_consistency", "controller_lock", "run_forever",
+__all__ = ["ControllerBusyError", "PassResult", "controller_lock", "run_forever",
            "run_once"]
 
 #: Folder under $SHADOW_HOME holding one lock file per watched channel.
@@ -225,10 +226,10 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                       data_version=version, rows=dataset.n_rows, action="none")
     note(f"channel {channel!r}: dataset {dataset.name!r} version {version[:12]}, "
          f"{dataset.n_rows} rows")
-    log = store.list_events(channel=channel, kinds=list(_STEP_KINDS))
+    log = store.list_events(channel=channel, kinds=list(STEP_KINDS))
     sweeps = [e for e in log if e.kind in ("sweep_started", "sweep_finished")]
     code_hash = config_hash(config.raw, _code_version())
-    sweep_id, step, gate = _unfinished_step(log, version)
+    sweep_id, step, gate = unfinished_step(log, version)
 
     if step == "act" and gate is not None and sweep_id is not None:
         # Stopped after the gate passed, before its promotion or proposal was stored.
@@ -289,86 +290,6 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash})
     result = _gate_and_act(work, result, watch, sweep_id, note)
     return replace(result, event_ids=tuple(work.events))
-
-
-#: The event kinds that mark a pass's steps (what a restarted controller reads to resume).
-_STEP_KINDS = ("sweep_started", "sweep_finished", "gate", "promotion", "proposal", "error")
-
-
-def _unfinished_step(log: list[EventRecord], version: str
-                     ) -> tuple[str | None, str | None, EventRecord | None]:
-    """Where the newest controller sweep of ``version`` stopped: (sweep id, step, gate event).
-
-    ``step``: "sweep" (started, never finished), "gate" (finished, never gated), "act" (the gate
-    passed, no promotion, proposal or error followed), or None (no sweep of this version, or
-    its pass ran to the end).
-    """
-    started = next((e for e in log if e.kind == "sweep_started" and e.data_version == version),
-                   None)  # newest first
-    if started is None or started.sweep_id is None:
-        return None, None, None
-    sweep_id = started.sweep_id
-    mine = [e for e in log if e.sweep_id == sweep_id]
-    kinds = {e.kind for e in mine}
-    if "sweep_finished" not in kinds:
-        return sweep_id, "sweep", None
-    if kinds & {"promotion", "proposal", "error"}:
-        return sweep_id, None, None
-    gate = next((e for e in mine if e.kind == "gate"), None)
-    if gate is None:
-        return sweep_id, "gate", None
-    if gate.evidence.get("passed") is True and gate.candidate_id:
-        return sweep_id, "act", gate
-    return sweep_id, None, None
-
-
-#: How the history rows the controller makes start their reason (the invariant tells them apart).
-REASON_PREFIX = "shadow watch: "
-
-
-def check_consistency(store: Store, channel: str) -> list[str]:
-    """What is wrong between ``channel``'s events and its history (empty: consistent).
-
-    Every promotion event names an existing history row of the channel, for the candidate it
-    names, and no row is named twice; every history row the controller made has its promotion
-    event; a data version has at most one ``sweep_started`` (a stopped sweep is resumed, with
-    ``sweep_resumed``, never started again); a sweep has at most one ``sweep_finished``, one
-    ``gate`` and one ``promotion`` or ``proposal``.
-    """
-    from collections import Counter
-
-    from selection.channels.promotion import history
-
-    problems: list[str] = []
-    rows = {r.history_id: r for r in history(store, channel=channel)}
-    log = store.list_events(channel=channel)
-    promotions = [e for e in log if e.kind == "promotion"]
-    named = Counter(e.history_id for e in promotions)
-    for event in promotions:
-        row = rows.get(event.history_id) if event.history_id is not None else None
-        if row is None:
-            problems.append(f"promotion event {event.event_id} names history row "
-                            f"{event.history_id}, which does not exist")
-        elif row.candidate_id != event.candidate_id:
-            problems.append(f"promotion event {event.event_id} names {event.candidate_id!r} but "
-                            f"history row {row.history_id} promoted {row.candidate_id!r}")
-    problems += [f"history row {h} is named by {n} promotion events"
-                 for h, n in named.items() if n > 1]
-    for row in rows.values():
-        if (row.action == "promote" and (row.reason or "").startswith(REASON_PREFIX)
-                and named[row.history_id] == 0):
-            problems.append(f"history row {row.history_id} (made by the controller) has no "
-                            "promotion event")
-    started = Counter(e.data_version for e in log if e.kind == "sweep_started")
-    problems += [f"data version {v} has {n} sweep_started events" for v, n in started.items()
-                 if n > 1]
-    for kind in ("sweep_finished", "gate"):
-        per = Counter(e.sweep_id for e in log if e.kind == kind)
-        problems += [f"sweep {s} has {n} {kind} events" for s, n in per.items() if n > 1]
-    acted = Counter(e.sweep_id for e in log if e.kind in ("promotion", "proposal") and e.sweep_id)
-    problems += [f"sweep {s} has {n} promotion/proposal events" for s, n in acted.items()
-                 if n > 1]
-    return problems
 
 
 def _first_sweep(channel: str, watch: WatchConfig) -> Iterator[TriggerFiring]:

@@ -24,7 +24,8 @@ from selection.store import Store
 from selection.testing import add_tiny_candidates
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import load_dataset
-from shadow.loop.controller import REASON_PREFIX, check_consistency, controller_lock
+from shadow.loop.controller import controller_lock
+from shadow.loop.journal import REASON_PREFIX, check_consistency
 from shadow.sweep.plan import new_sweep_id
 from tests.bad_inputs.contract import REPO, assert_user_error, run_cli, shadow, snapshot
 from tests.selection.conftest import backend_url  # noqa: F401  (fixture: SQLite, PostgreSQL)

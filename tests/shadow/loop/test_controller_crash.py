@@ -22,7 +22,7 @@ import pytest
 from selection.channels.promotion import current, history
 from selection.errors import ShadowError
 from selection.store import Store
-from shadow.loop.controller import check_consistency
+from shadow.loop.journal import check_consistency
 from tests.bad_inputs.contract import REPO
 from tests.shadow.loop.test_controller import events, setup, watch
 
