@@ -103,13 +103,12 @@ def run_versions(args: argparse.Namespace) -> int:
 
     from selection.home import Home
     from shadow.data.catalog import find_manifest
-    from shadow.data.loader import base_version, load_dataset
-    from shadow.data.versions import read_ledger
+    from shadow.data.loader import list_versions
 
     manifest = find_manifest(args.name, relative_to=Path.cwd())
     home = Home.resolve(args.home)
-    # Version 0 is computed (the catalog's data as it is now), the rest read from the ledger.
-    base = base_version(load_dataset(manifest))
+    # A folder or table: listing pins the versions shown (see shadow.data.directory_source).
+    versions = list_versions(manifest, home, pin=True)
     rows = [
         {
             "version": v.version,
@@ -120,7 +119,7 @@ def run_versions(args: argparse.Namespace) -> int:
             "source": v.source or str(manifest.path),
             "new_labels": ",".join(v.new_labels) or None,
         }
-        for v in [base, *read_ledger(home, manifest.name)]
+        for v in versions
     ]
     render_frame(pd.DataFrame(rows), args.format, max_width=64)
     return 0

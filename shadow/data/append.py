@@ -25,14 +25,14 @@ import pandas as pd
 
 from selection.atomic import exclusive_lock, write_bytes_atomic
 from selection.home import Home
-from shadow.data.loader import (
+from shadow.data.frames import (
+    check_boundary,
+    check_columns,
     combined_dataset,
     parse_batch,
-    plain,
-    time_values,
     validate_frame,
-    version_frames,
 )
+from shadow.data.loader import version_frames
 from shadow.data.manifest import DatasetManifest
 from shadow.data.sources import ARRAY_SOURCES
 from shadow.data.versions import (
@@ -99,6 +99,20 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
             f"dataset {manifest.name!r} is read from {manifest.source.kind} files, which cannot "
             "grow; append to a tabular (csv or package) dataset"
         )
+    if manifest.source.kind == "directory":
+        # The folder is the dataset: a copy here would be a second truth. Say where it goes.
+        raise DatasetError(
+            f"dataset {manifest.name!r} reads its batches from the folder "
+            f"{manifest.source.location!r}: put {name!r} there instead (as a name matching "
+            f"{manifest.source.pattern!r} that sorts after the files already there); "
+            "`shadow data append` grows csv and package datasets"
+        )
+    if manifest.source.kind == "sql":
+        raise DatasetError(
+            f"dataset {manifest.name!r} reads table {manifest.source.location!r}: insert the new "
+            f"rows into that table (with {manifest.source.order_by} after the rows there); "
+            "`shadow data append` grows csv and package datasets"
+        )
     try:
         data = file.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
@@ -118,12 +132,12 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
     frame = parse_batch(data, file, manifest)
     if len(frame) == 0:
         raise DatasetError(f"{where} has no rows; append a file with at least one row")
-    _check_columns(frame, frames[0], where)
+    check_columns(frame, frames[0], where)
     frame = frame[list(frames[0].columns)]
     validate_frame(frame, manifest, where, min_rows=1)
     _check_label_type(frame[manifest.target], frames[0][manifest.target], where, manifest.target)
     if manifest.time_column:
-        _check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
+        check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
                         manifest.time_column)
     new_labels = _new_labels(frame[manifest.target], base_classes=_classes(frames, manifest))
     number = len(versions) + 1
@@ -142,24 +156,6 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
     return _Plan(versions, version, data, batch, new_labels)
 
 
-def _check_columns(frame: pd.DataFrame, base: pd.DataFrame, where: str) -> None:
-    have, want = [str(c) for c in frame.columns], [str(c) for c in base.columns]
-    missing = [c for c in want if c not in have]
-    extra = [c for c in have if c not in want]
-    if missing or extra:
-        said = []
-        if missing:
-            said.append(f"lacks column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(repr(c) for c in missing)}")
-        if extra:
-            said.append(f"has column{'s' if len(extra) > 1 else ''} "
-                        f"{', '.join(repr(c) for c in extra)} the dataset does not")
-        raise DatasetError(
-            f"{where} {' and '.join(said)}; a batch must have exactly the dataset's columns "
-            f"({', '.join(repr(c) for c in want)}): fix the file"
-        )
-
-
 def _check_label_type(batch: pd.Series, base: pd.Series, where: str, name: str) -> None:
     # 1 and 1.0 would become two classes ("1" and "1.0"): the label must keep its kind.
     kinds = {"i": "integer", "u": "integer", "f": "float", "b": "boolean"}
@@ -168,24 +164,6 @@ def _check_label_type(batch: pd.Series, base: pd.Series, where: str, name: str) 
             f"{where}: label column {name!r} holds {kinds.get(batch.dtype.kind, 'text')} values "
             f"(dtype {batch.dtype}) but the dataset's are {kinds.get(base.dtype.kind, 'text')} "
             f"(dtype {base.dtype}); write the labels as the dataset does"
-        )
-
-
-def _check_boundary(before: pd.Series, batch: pd.Series, where: str, name: str) -> None:
-    last = time_values(before, "the dataset", name).iloc[-1]
-    first = time_values(batch, where, name).iloc[0]
-    try:
-        backwards = bool(first < last)
-    except TypeError:
-        raise DatasetError(
-            f"{where}: time column {name!r} holds {type(first).__name__} values but the dataset's "
-            f"are {type(last).__name__}; write times as the dataset does"
-        ) from None
-    if backwards:
-        raise DatasetError(
-            f"{where}: time goes backwards: its first row has {name} = {plain(batch.iloc[0])!r}, "
-            f"before the dataset's last row ({plain(before.iloc[-1])!r}); append only rows newer "
-            "than those already stored"
         )
 
 

@@ -18,6 +18,7 @@ from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 _TOP = [
     Param("name", str),
@@ -55,12 +56,28 @@ _SOURCE_SKLEARN = [
     Param("kind", str, choices=("sklearn",)),
     Param("loader", str, choices=("load_digits",)),
 ]
+_SOURCE_DIRECTORY = [
+    Param("kind", str, choices=("directory",)),
+    Param("path", str, help="the folder of batch files, relative to the manifest's folder"),
+    Param("pattern", str, default="*",
+          help="glob over the file names in the folder (e.g. '*.parquet'); names starting "
+               "with '.' are never read"),
+    Param("index_col", int, default=None, low=0, help="index column of CSV batch files"),
+]
+_SOURCE_SQL = [
+    Param("kind", str, choices=("sql",)),
+    Param("url", str, help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/db"),
+    Param("table", str, help="the table (or schema.table) holding the rows"),
+    Param("order_by", str, help="time or id column: rows are read in its order, versions cut on it"),
+]
+_SOURCE_KINDS = ("package", "csv", "idx", "sklearn", "directory", "sql")
 _DRIFT = [Param("from_row", int, default=None, low=0), Param("note", str, default="")]
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Where the table's bytes come from: a file in a package, or a CSV path."""
+    """Where the rows come from: a file in a package, a CSV path, array files, a folder of
+    batch files (``location`` is the folder) or a SQL table (``location`` is the table)."""
 
     kind: str
     location: str
@@ -69,6 +86,11 @@ class DatasetSource:
     images: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     install_hint: str = ""
+    #: directory: the glob the batch files' names match.
+    pattern: str = "*"
+    #: sql: the SQLAlchemy URL (``location`` is the table) and the column rows are ordered by.
+    url: str = ""
+    order_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,7 +185,8 @@ class DatasetManifest:
 
 def _parse_source(table: Any, where: str, base: Path) -> DatasetSource:
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: missing [source] table (kind = \"package\" or \"csv\").")
+        raise ConfigError(f"{where}: missing [source] table (kind = one of "
+                          f"{', '.join(repr(k) for k in _SOURCE_KINDS)}).")
     kind = table.get("kind")
     if kind == "package":
         s = parse_table(table, _SOURCE_PACKAGE, where)
@@ -184,8 +207,25 @@ def _parse_source(table: Any, where: str, base: Path) -> DatasetSource:
     if kind == "sklearn":
         s = parse_table(table, _SOURCE_SKLEARN, where)
         return DatasetSource("sklearn", s["loader"], package="sklearn.datasets")
+    if kind == "directory":
+        s = parse_table(table, _SOURCE_DIRECTORY, where)
+        if not s["pattern"] or "/" in s["pattern"]:
+            raise ConfigError(f"{where}: 'pattern' must be a glob over file names in the folder "
+                              f"(no '/'), e.g. '*.csv'; got {s['pattern']!r}.")
+        return DatasetSource("directory", str((base / s["path"]).resolve()),
+                             index_col=s["index_col"], pattern=s["pattern"])
+    if kind == "sql":
+        s = parse_table(table, _SOURCE_SQL, where)
+        for key in ("url", "table", "order_by"):
+            if not s[key].strip():
+                raise ConfigError(f"{where}: '{key}' must not be empty.")
+        if not _SQL_NAME.match(s["table"]) or not _SQL_NAME.match(s["order_by"]):
+            bad = s["table"] if not _SQL_NAME.match(s["table"]) else s["order_by"]
+            raise ConfigError(f"{where}: {bad!r} is not a plain SQL name (letters, digits, '_', "
+                              "one '.' for schema.table); name the table and column as they are.")
+        return DatasetSource("sql", s["table"], url=s["url"], order_by=s["order_by"])
     raise ConfigError(
-        f"{where}: 'kind' must be one of 'package', 'csv', 'idx', 'sklearn'; got {kind!r}."
+        f"{where}: 'kind' must be one of {', '.join(repr(k) for k in _SOURCE_KINDS)}; got {kind!r}."
     )
 
 

@@ -136,14 +136,41 @@ def write_ledger(home: Home, name: str, versions: list[DatasetVersion]) -> None:
 def pick_version(
     versions: list[DatasetVersion], base: DatasetVersion, wanted: str | None, name: str,
 ) -> DatasetVersion:
-    """The latest version, or the one whose fingerprint (or number) is ``wanted``."""
+    """The latest version, or the one ``wanted`` names (see :func:`match_version`)."""
     every = [base, *versions]
     if wanted is None:
         return every[-1]
-    for version in every:
-        if wanted in (version.fingerprint, str(version.version)):
-            return version
+    return every[match_version([(v.version, v.fingerprint) for v in every], wanted, name)]
+
+
+#: A fingerprint prefix shorter than this could be mistaken for a version number, or match many.
+MIN_PREFIX = 6
+
+
+def match_version(numbered: list[tuple[int, str]], wanted: str, name: str) -> int:
+    """The index in ``numbered`` (version number, fingerprint) of the version ``wanted`` names.
+
+    ``wanted`` is a version number, a whole fingerprint, or a prefix of one of at
+    least :data:`MIN_PREFIX` characters that only one version has. Raises
+    :class:`VersionNotFoundError` naming what exists.
+    """
+    wanted = wanted.strip()
+    for i, (number, fingerprint) in enumerate(numbered):
+        if wanted in (str(number), fingerprint):
+            return i
+    hits = [i for i, (_, fp) in enumerate(numbered)
+            if len(wanted) >= MIN_PREFIX and fp.startswith(wanted.lower())]
+    if len(hits) == 1:
+        return hits[0]
+    span = (f"versions {numbered[0][0]}-{numbered[-1][0]}" if numbered else "no versions")
+    if hits:
+        raise VersionNotFoundError(
+            f"dataset {name!r}: fingerprint prefix {wanted!r} matches versions "
+            f"{', '.join(str(numbered[i][0]) for i in hits)}; give more of the fingerprint "
+            f"(see `shadow data versions {name}`)"
+        )
     raise VersionNotFoundError(
-        f"dataset {name!r} has no version {wanted[:16]!r}; it has versions 0-{len(every) - 1} "
-        f"(see `shadow data versions {name}`)"
+        f"dataset {name!r} has no version {wanted[:16]!r}; it has {span}: give a version number "
+        f"or a fingerprint (or a prefix of {MIN_PREFIX}+ characters) from "
+        f"`shadow data versions {name}`"
     )

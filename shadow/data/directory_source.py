@@ -1,0 +1,289 @@
+"""A dataset that grows where the user keeps it: a folder of batch files (``kind = "directory"``).
+
+Each file in the folder whose name matches ``[source] pattern`` is one
+immutable batch of rows (CSV or Parquet), read in name order (so name the
+files as time goes: ``2026-11-01.csv``, ``000042.parquet``). Names starting
+with ``.`` are never read: write a batch as ``.name.tmp`` and rename it in, and
+no reader sees half a file. Version N is the first N files; its fingerprint is
+a sha256 over how the manifest reads the rows (target, features, segment and
+time columns) and the content sha256 of each of those files, in order, so it
+names the exact rows.
+
+How versions are recorded, and why. The folder is the truth of what exists
+now, but it cannot say what it held before, so a ledger under the home
+(``data/<name>/directory.json``) records each file of every version that
+something depends on: a sweep that trained on it (recorded by
+:func:`record_version`, which the sweep runner calls when it stores the sweep)
+or a listing that showed it (``shadow data versions``). Every later load checks
+the folder against the ledger first: a recorded file that changed, disappeared,
+or had a new file sorted in before it is refused with one line naming the file
+and the fix, before any row is parsed. Loading itself writes nothing, so a
+refused sweep leaves the home as it was; the files are hashed, not copied (the
+folder may be large and it is the user's), which is why a changed file can
+only be restored, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from selection.atomic import exclusive_lock, write_bytes_atomic
+from selection.home import Home
+from shadow.data.frames import (
+    Dataset,
+    check_boundary,
+    check_columns,
+    combined_dataset,
+    parse_batch,
+    validate_frame,
+)
+from shadow.data.manifest import DatasetManifest
+from shadow.data.versions import (
+    BATCH_SUFFIXES,
+    Batch,
+    DatasetVersion,
+    dataset_dir,
+    match_version,
+    version_fingerprint,
+)
+from shadow.errors import DatasetError, IntegrityError, StoreError
+
+LEDGER_FORMAT = 1
+LEDGER_NAME = "directory.json"
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """One batch file as found in the folder: its name, bytes and content hash."""
+
+    name: str
+    data: bytes
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One ledger entry: a file some version held, as it was then."""
+
+    name: str
+    sha256: str
+    rows: int
+    recorded_at: str
+
+
+def ledger_path(home: Home, name: str) -> Path:
+    """Where the files of a directory dataset's recorded versions are listed."""
+    return dataset_dir(home, name) / LEDGER_NAME
+
+
+def base_fingerprint(manifest: DatasetManifest) -> str:
+    """What the fingerprint of every version starts from: how the manifest reads a file."""
+    reading = [manifest.target, *manifest.features, "\x1e", *manifest.segment_columns, "\x1e",
+               manifest.time_column or "", str(manifest.source.index_col)]
+    return hashlib.sha256(("shadow directory source\x1e" + "\x1f".join(reading)).encode()).hexdigest()
+
+
+def scan(manifest: DatasetManifest) -> list[BatchFile]:
+    """The batch files in the folder, in name order, hashed; refuses anything else matching."""
+    source = manifest.source
+    folder = Path(source.location)
+    where = f"dataset {manifest.name!r}"
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{where}: batch folder {str(folder)!r} does not exist; create it and drop CSV or "
+            f"Parquet batch files there, or fix [source] path in {manifest.path}"
+        )
+    found = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or not fnmatch.fnmatchcase(path.name, source.pattern):
+            continue
+        if not path.is_file() or path.suffix.lower() not in BATCH_SUFFIXES:
+            raise DatasetError(
+                f"{where}: {path.name!r} in batch folder {str(folder)!r} is not a batch file "
+                f"(.csv or .parquet); move it out of the folder, or set [source] pattern (now "
+                f"{source.pattern!r}) to match only batch files"
+            )
+        data = path.read_bytes()
+        found.append(BatchFile(path.name, data, hashlib.sha256(data).hexdigest()))
+    if not found:
+        raise DatasetError(
+            f"{where}: batch folder {str(folder)!r} holds no file matching {source.pattern!r}; "
+            "drop CSV or Parquet batch files there"
+        )
+    return found
+
+
+def read_ledger(home: Home, manifest: DatasetManifest) -> list[Recorded]:
+    """The files recorded for ``manifest``'s dataset in ``home``; empty if none was."""
+    path = ledger_path(home, manifest.name)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"the directory ledger {path} is not valid JSON ({exc}); it is only "
+                             "ever replaced whole: restore it from a backup") from None
+    if not isinstance(raw, dict) or raw.get("format") != LEDGER_FORMAT or raw.get("dataset") != manifest.name:
+        raise IntegrityError(f"{path} is not a format-{LEDGER_FORMAT} directory ledger of dataset "
+                             f"{manifest.name!r}; restore it from a backup")
+    if raw.get("base_fingerprint") != base_fingerprint(manifest):
+        raise DatasetError(
+            f"dataset {manifest.name!r}: the manifest reads the batch files differently since "
+            f"versions were recorded (target, features, segment, time or index columns changed; "
+            f"ledger {path}); restore those manifest keys, or move the ledger away to record "
+            "versions afresh"
+        )
+    try:
+        return [Recorded(str(e["name"]), str(e["sha256"]), int(e["rows"]), str(e["recorded_at"]))
+                for e in raw["files"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"the directory ledger {path} has a malformed entry ({exc}); "
+                             "restore it from a backup") from None
+
+
+def check_recorded(files: list[BatchFile], recorded: list[Recorded], manifest: DatasetManifest,
+                   home: Home) -> None:
+    """Every recorded file is still there, unchanged, at its place in name order."""
+    names = [f.name for f in files]
+    folder, where = manifest.source.location, f"dataset {manifest.name!r}"
+    fix = (f"batch files are immutable once a version holds them: restore it, put new rows in a "
+           f"new file named to sort after {recorded[-1].name!r}, or move the ledger "
+           f"{ledger_path(home, manifest.name)} away to record versions afresh")
+    for i, entry in enumerate(recorded):
+        if entry.name not in names:
+            raise IntegrityError(
+                f"{where}: batch file {entry.name!r} (version {i + 1}, sha256 "
+                f"{entry.sha256[:12]}) is gone from {folder!r}; {fix}"
+            )
+        if names[i] != entry.name:
+            raise IntegrityError(
+                f"{where}: file {names[i]!r} in {folder!r} sorts before {entry.name!r}, which "
+                f"version {i + 1} already holds; a new batch must sort after the last recorded "
+                f"one ({recorded[-1].name!r}): rename it (e.g. with a date or zero-padded number)"
+            )
+        if files[i].sha256 != entry.sha256:
+            raise IntegrityError(
+                f"{where}: batch file {entry.name!r} in {folder!r} changed since version {i + 1} "
+                f"was recorded (sha256 {files[i].sha256[:12]} now, {entry.sha256[:12]} then); {fix}"
+            )
+
+
+def fingerprints(manifest: DatasetManifest, files: list[BatchFile]) -> list[str]:
+    """The fingerprint of each version 1..N (the first N files)."""
+    base, shas = base_fingerprint(manifest), [f.sha256 for f in files]
+    return [version_fingerprint(base, shas[:n]) for n in range(1, len(files) + 1)]
+
+
+def read_frames(manifest: DatasetManifest, files: list[BatchFile]) -> list[pd.DataFrame]:
+    """Each file parsed and held to the table rules, with time order across files."""
+    frames: list[pd.DataFrame] = []
+    folder = Path(manifest.source.location)
+    for file in files:
+        where = f"batch file {file.name!r} of dataset {manifest.name!r}"
+        frame = parse_batch(file.data, folder / file.name, manifest)
+        if len(frame) == 0:
+            raise DatasetError(f"{where} has no rows; remove it or write its rows")
+        if frames:
+            check_columns(frame, frames[0], where)
+            frame = frame[list(frames[0].columns)]
+        validate_frame(frame, manifest, where, min_rows=1)
+        if frames and manifest.time_column:
+            check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
+                           manifest.time_column)
+        frames.append(frame)
+    return frames
+
+
+def _chosen(manifest: DatasetManifest, files: list[BatchFile], version: str | None) -> int:
+    """How many files the version ``version`` (None: the latest) holds."""
+    if version is None:
+        return len(files)
+    numbered = list(enumerate(fingerprints(manifest, files), start=1))
+    return match_version(numbered, version, manifest.name) + 1
+
+
+def _files(manifest: DatasetManifest, home: Home | None) -> list[BatchFile]:
+    files = scan(manifest)
+    if home is not None:
+        recorded = read_ledger(home, manifest)
+        if recorded:
+            check_recorded(files, recorded, manifest, home)
+    return files
+
+
+def load_directory(manifest: DatasetManifest, home: Home | None, version: str | None) -> Dataset:
+    """Version ``version`` (a number, fingerprint or prefix; None: the latest) of the folder."""
+    files = _files(manifest, home)
+    count = _chosen(manifest, files, version)
+    frames = read_frames(manifest, files[:count])
+    return combined_dataset(frames, manifest, fingerprints(manifest, files[:count])[-1])
+
+
+def read_all(manifest: DatasetManifest) -> pd.DataFrame:
+    """Every row in the folder now, as one table (the files in name order)."""
+    frames = read_frames(manifest, scan(manifest))
+    return pd.concat(frames, ignore_index=True)
+
+
+def directory_versions(manifest: DatasetManifest, home: Home | None) -> list[DatasetVersion]:
+    """Every version the folder holds now (1..N), checked against the ledger."""
+    files = _files(manifest, home)
+    recorded = {e.name: e.recorded_at for e in (read_ledger(home, manifest) if home else [])}
+    frames = read_frames(manifest, files)
+    base, out, rows = base_fingerprint(manifest), [], 0
+    batches: list[Batch] = []
+    for file, frame, fingerprint in zip(files, frames, fingerprints(manifest, files)):
+        rows += len(frame)
+        batches.append(Batch(file.sha256, file.name, len(frame), file.name))
+        out.append(DatasetVersion(len(batches), fingerprint, base, tuple(batches), rows,
+                                  recorded.get(file.name, ""), file.name))
+    return out
+
+
+def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | None) -> int:
+    """Pin the files of the version named ``fingerprint`` (None: the latest); returns its number.
+
+    Idempotent. Everything is checked before the home is touched, then again
+    under a per-dataset lock, so a refusal writes nothing and two recorders
+    cannot disagree.
+    """
+    count, body = _record_plan(manifest, home, fingerprint)  # refuses before any write
+    if body is None:
+        return count
+    folder = dataset_dir(home.check_folder(), manifest.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / ".lock", lambda holder: StoreError(
+            f"another process is recording versions of dataset {manifest.name!r} ({holder}); "
+            "wait for it, then run again")):
+        count, body = _record_plan(manifest, home, fingerprint)
+        if body is not None:
+            write_bytes_atomic(ledger_path(home, manifest.name),
+                               (json.dumps(body, indent=1) + "\n").encode())
+        return count
+
+
+def _record_plan(manifest: DatasetManifest, home: Home,
+                 fingerprint: str | None) -> tuple[int, dict[str, Any] | None]:
+    """The version's number, and the new ledger (None if it is recorded already)."""
+    files = _files(manifest, home)
+    count = _chosen(manifest, files, fingerprint)
+    recorded = read_ledger(home, manifest)
+    frames = read_frames(manifest, files[:count])  # each file held to the rules before pinning
+    if count <= len(recorded):
+        return count, None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    entries = [*({"name": e.name, "sha256": e.sha256, "rows": e.rows,
+                  "recorded_at": e.recorded_at} for e in recorded),
+               *({"name": f.name, "sha256": f.sha256, "rows": len(frame), "recorded_at": now}
+                 for f, frame in zip(files[len(recorded):count], frames[len(recorded):]))]
+    return count, {"format": LEDGER_FORMAT, "dataset": manifest.name,
+                   "folder": manifest.source.location,
+                   "base_fingerprint": base_fingerprint(manifest), "files": entries}
