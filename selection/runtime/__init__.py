@@ -14,7 +14,8 @@ Usable without the store or the ``shadow`` package: it only reads
 from selection.runtime.channel import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.errors import BadInputError, ModelLoadError, NoModelError
 from selection.runtime.inputs import MAX_ROWS, parse_rows
-from selection.runtime.model import LoadedModel, load_version
+from selection.runtime.model import LoadedModel, load_model_bytes, load_model_file, load_version
+from selection.runtime.shadows import ShadowScorer
 
 __all__ = [
     "DEFAULT_POLL_S",
@@ -25,6 +26,9 @@ __all__ = [
     "ModelLoadError",
     "NoModelError",
     "RuntimeEvent",
+    "ShadowScorer",
+    "load_model_bytes",
+    "load_model_file",
     "load_version",
     "parse_rows",
 ]

@@ -45,11 +45,12 @@ permissions).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,9 +64,12 @@ from selection.channels.layout import (
     resolve_target,
 )
 from selection.errors import IntegrityError
+from selection.live.ids import new_request_id
+from selection.live.log import PredictionLog
 from selection.runtime.errors import ModelLoadError, NoModelError
 from selection.runtime.inputs import parse_rows
 from selection.runtime.model import LoadedModel, load_version
+from selection.runtime.shadows import ShadowScorer
 from selection.signing import SIGNATURE_FILE, PublicKey, TrustedKeys
 
 #: A caller's extra check of a loaded model before it may answer, given the model serving now
@@ -108,8 +112,13 @@ class ChannelRuntime:
     ``trusted_keys`` (paths of PEM public key files, loaded ``PublicKey``
     objects or a ``TrustedKeys``): when given, only versions whose manifest
     one of them signed are served (SigningKeyError here if a key file is bad
-    or the list is empty). Use as a context manager, or call :meth:`start`
-    and :meth:`stop`.
+    or the list is empty). ``log`` (a ``selection.live.PredictionLog``, or a
+    path for one this runtime opens and closes) records every answer;
+    ``shadows`` (a :class:`~selection.runtime.shadows.ShadowScorer`, or
+    loaded models, e.g. ``load_model_file``) score the same inputs in the
+    background and log theirs: the edge form of ``shadow serve --shadows``,
+    whose log ``shadow feedback`` ingests later. Use as a context manager, or
+    call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
@@ -123,6 +132,8 @@ class ChannelRuntime:
         on_event: Callable[[RuntimeEvent], None] | None = None,
         verify: Verifier | None = None,
         trusted_keys: TrustedKeys | Iterable[str | os.PathLike[str] | PublicKey] | None = None,
+        log: PredictionLog | str | os.PathLike[str] | None = None,
+        shadows: ShadowScorer | Sequence[LoadedModel] | None = None,
     ) -> None:
         self.channels_dir = Path(channels_dir)
         self.channel = channel
@@ -140,6 +151,14 @@ class ChannelRuntime:
         self._counts = {"swaps": 0, "refused": 0}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # A log named by path is this runtime's to close; a PredictionLog object is the caller's.
+        self._owns_log = log is not None and not isinstance(log, PredictionLog)
+        self.log: PredictionLog | None = (
+            None if log is None else log if isinstance(log, PredictionLog)
+            else PredictionLog(log, channel=channel))
+        self.shadows: ShadowScorer | None = (
+            None if shadows is None else shadows if isinstance(shadows, ShadowScorer)
+            else ShadowScorer(shadows, self.log))
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -154,6 +173,9 @@ class ChannelRuntime:
             )
         model = self._load(target)
         self._model, self._loaded_target = model, target
+        if self.shadows is not None:
+            self.shadows.follow_swap(None, model)  # the champion never shadows itself
+            self.shadows.start()
         self._emit(RuntimeEvent("loaded", _now(), model.version, model.candidate_id,
                                 model.sha256, load_ms=model.load_ms))
         if self.reload and self._thread is None:
@@ -164,11 +186,22 @@ class ChannelRuntime:
         return model
 
     def stop(self) -> None:
-        """Stop watching (the current model keeps answering :meth:`predict`)."""
+        """Stop watching (the current model keeps answering :meth:`predict`).
+
+        Shadows score what they have queued and stop; the prediction log is
+        flushed (and closed when it was given as a path).
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.shadows is not None:
+            self.shadows.stop()
+        if self.log is not None:
+            if self._owns_log:
+                self.log.close()
+            else:
+                self.log.flush()
 
     def __enter__(self) -> ChannelRuntime:
         self.start()
@@ -189,12 +222,30 @@ class ChannelRuntime:
                                "call start() first")
         return model
 
-    def predict(self, payload: Any) -> dict[str, Any]:
-        """Answer one request (``{"rows": [...]}``, see ``runtime.inputs``) on one model."""
+    def predict(self, payload: Any, request_id: str | None = None) -> dict[str, Any]:
+        """Answer one request (``{"rows": [...]}``, see ``runtime.inputs``) on one model.
+
+        The answer carries ``request_id`` (a new uuid4 hex unless given: the
+        key its label comes back with). With a log, the champion's predicted
+        labels are logged; with shadows, the batch is queued for them (or
+        skipped when they are behind), never waited for.
+        """
         model = self.model  # read once: this request finishes on this model, swap or not
         batch = parse_rows(payload, n_features=model.n_features, features=model.features,
                            dtype=model.dtype)
-        return model.predict(batch)
+        answer = model.predict(batch)
+        rid = request_id if request_id is not None else new_request_id()
+        answer["request_id"] = rid
+        if self.log is not None:
+            digest = hashlib.sha256(batch.tobytes()).hexdigest()
+            if not self.log.log_champion(rid, model.ref, answer["predictions"], digest) \
+                    and self.log.closed:
+                # Stopping: an answer that could not be logged is not given (no lost evidence).
+                raise NoModelError("the server is stopping and its prediction log is closed; "
+                                   "retry the request (on its restart)")
+        if self.shadows is not None:
+            self.shadows.submit(rid, batch, model)
+        return answer
 
     def status(self) -> dict[str, Any]:
         """The current model, counters and recent events (JSON-able)."""
@@ -206,6 +257,8 @@ class ChannelRuntime:
             # The key ids a version must be signed by; None: signatures are not checked.
             "trusted_keys": sorted(self.trusted_keys) if self.trusted_keys is not None else None,
             **self._counts,
+            "log": self.log.stats() if self.log is not None else None,
+            "shadows": self.shadows.stats() if self.shadows is not None else None,
             "events": [e.as_dict() for e in self._events],
         }
 
@@ -236,6 +289,8 @@ class ChannelRuntime:
         self._loaded_target = target
         self._refused = None
         self._counts["swaps"] += 1
+        if self.shadows is not None:
+            self.shadows.follow_swap(previous, model)
         self._emit(RuntimeEvent("swapped", _now(), model.version, model.candidate_id,
                                 model.sha256, previous.candidate_id if previous else None,
                                 load_ms=model.load_ms))

@@ -42,12 +42,13 @@ import numpy as np
 from selection.artifacts.external_data import ExternalDataError, check_self_contained
 from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, read_regular, version_name
 from selection.errors import IntegrityError
+from selection.live.log import ModelRef
 from selection.runtime.errors import ModelLoadError
 from selection.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_KEY, ModelSignature, SignatureError
 from selection.signing import PublicKey, verify_version
 
 __all__ = ["DEFAULT_INPUT", "DEFAULT_OUTPUT", "MANIFEST_FILE", "MODEL_FILE", "LoadedModel",
-           "load_version"]
+           "load_model_bytes", "load_model_file", "load_version"]
 
 #: Graph names the sweep exports; used when a manifest records no signature.
 DEFAULT_INPUT = INPUT_NAME
@@ -96,6 +97,11 @@ class LoadedModel:
             "candidate_id": self.candidate_id,
             "sha256": self.sha256,
         }
+
+    @property
+    def ref(self) -> ModelRef:
+        """Who answered, as the prediction log records it."""
+        return ModelRef(self.candidate_id, self.sha256, self.classes)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /model`` shows: identity, io contract, when it was loaded."""
@@ -156,6 +162,37 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1,
     except ExternalDataError as exc:
         raise ModelLoadError(f"refusing version {version_dir.name}: {exc}") from None
     signature = _signature(manifest, version_dir / MANIFEST_FILE)
+    model = load_model_bytes(data, candidate_id=str(manifest.get("candidate_id", "unknown")),
+                             sha256=sha, channel=channel, signature=signature,
+                             version=version_dir.name, manifest=manifest, threads=threads,
+                             where=model_path, smoke=False)
+    _smoke(model, model_path)
+    # Last, so a version that is damaged as well reports the damage (the repair is the same).
+    _check_bound(manifest, version_dir, channel, sha)
+    return _with_load_ms(model, (time.perf_counter() - start) * 1000)
+
+
+def load_model_bytes(data: bytes, *, candidate_id: str, sha256: str | None = None,
+                     channel: str = "", signature: ModelSignature | None = None,
+                     version: str = "", manifest: dict[str, Any] | None = None,
+                     threads: int = 1, where: Path | str = "model", smoke: bool = True
+                     ) -> LoadedModel:
+    """A model from its bytes (a shadow from the artifact store, or an edge app's own file).
+
+    The same session, io contract and smoke test as a channel version; the
+    caller vouches for the bytes (``sha256``, if given, must match them).
+    """
+    start = time.perf_counter()
+    actual = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and actual != sha256:
+        raise ModelLoadError(f"{where} must hash to {sha256}; its bytes hash to {actual}; "
+                             "refusing it")
+    model_path = Path(where)
+    if manifest is None:
+        try:
+            check_self_contained(data, str(model_path))
+        except ExternalDataError as exc:
+            raise ModelLoadError(f"refusing {where}: {exc}") from None
     session = _session(data, model_path, threads)
     input_name = _pick(signature.input if signature else None,
                        [i.name for i in session.get_inputs()], DEFAULT_INPUT, "input", model_path)
@@ -172,26 +209,26 @@ def load_version(version_dir: Path, *, channel: str, threads: int = 1,
             f"{node.type}; export the model with a float32 input"
         )
     model = LoadedModel(
-        channel=channel,
-        version=version_dir.name,
-        candidate_id=str(manifest.get("candidate_id", "unknown")),
-        sha256=sha,
-        manifest=manifest,
-        signature=signature,
-        input_name=input_name,
-        output_name=output_name,
-        n_features=n_features,
-        features=features,
+        channel=channel, version=version, candidate_id=candidate_id, sha256=actual,
+        manifest=manifest if manifest is not None else {"candidate_id": candidate_id,
+                                                        "sha256": actual},
+        signature=signature, input_name=input_name, output_name=output_name,
+        n_features=n_features, features=features,
         classes=(signature.classes or None) if signature else None,
-        dtype=dtype,
-        session=session,
-        loaded_at=datetime.now(UTC),
-        load_ms=0.0,
+        dtype=dtype, session=session, loaded_at=datetime.now(UTC), load_ms=0.0,
     )
-    _smoke(model, model_path)
-    # Last, so a version that is damaged as well reports the damage (the repair is the same).
-    _check_bound(manifest, version_dir, channel, sha)
-    return _with_load_ms(model, (time.perf_counter() - start) * 1000)
+    if smoke:
+        _smoke(model, model_path)
+        return _with_load_ms(model, (time.perf_counter() - start) * 1000)
+    return model
+
+
+def load_model_file(path: str | Path, *, candidate_id: str | None = None,
+                    signature: ModelSignature | None = None, threads: int = 1) -> LoadedModel:
+    """An ONNX file as a model (an edge app's shadow); its candidate id defaults to the file stem."""
+    model_path = Path(path)
+    return load_model_bytes(_read(model_path), candidate_id=candidate_id or model_path.stem,
+                            signature=signature, threads=threads, where=model_path)
 
 
 def _check_bound(manifest: dict[str, Any], version_dir: Path, channel: str, sha: str) -> None:

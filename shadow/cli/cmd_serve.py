@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 # slim install (no store, no training stack); the store is optional here.
 from selection.channels.names import check_channel
 from selection.home import Home
+from selection.live.db import live_log_path
+from selection.live.log import DEFAULT_FLUSH_INTERVAL_S, PredictionLog
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
+from selection.runtime.shadows import DEFAULT_QUEUE_SIZE, ShadowScorer
 from shadow.cli.common import (
     STORE_ENV,
     MissingExtraError,
@@ -25,13 +28,22 @@ from shadow.cli.common import (
 from shadow.cli.output import note
 
 if TYPE_CHECKING:
+    from selection.runtime.model import LoadedModel
     from selection.store import Store
+
+#: Most shadows one server scores (each costs one inference per request batch).
+MAX_SHADOWS = 16
 
 EPILOG = """\
 endpoints (JSON in, JSON out):
   POST /predict   {"rows": [[0.1, 0.2, ...], ...]}           values in the model's feature order
                   {"rows": [{"temp": 0.1, "dew": 0.2, ...}]}  or objects keyed by feature name
                   -> {"predictions": [...], "probabilities": [[...]], "candidate_id": ..., "sha256": ...}
+                  every answer carries "request_id" (your X-Request-Id header if valid, else new)
+  POST /feedback  {"request_id": "...", "label": "rain"} or a list of them: the labels that
+                  came back (404 unknown id, 409 a different label for a labelled request,
+                  422 a label the model cannot predict; the same label twice is fine)
+  GET  /metrics   Prometheus text format: requests, errors, latency, shadows, swaps, model
   GET  /model     the model answering now (features, classes, version), swap counters, events
   GET  /healthz   200 {"status": "ok", ...} while a model is loaded
   bad requests get a 4xx JSON {"error": "...", "status": N}; at most 10,000 rows per request.
@@ -40,6 +52,8 @@ endpoints (JSON in, JSON out):
 
 examples:
   shadow serve                                  # production on http://127.0.0.1:8000
+  shadow serve --shadows 4                      # + the latest sweep's top 4 as shadows
+  shadow serve --shadow cand-a --shadow cand-b  # these two as shadows
   shadow serve --channel canary --port 8001
   curl -s localhost:8000/predict -d '{"rows": [[0, 0, 0, 0, 0, 0, 0, 0]]}'
 
@@ -59,6 +73,19 @@ only lag the database (an interrupted change) are served with a warning.
 A store that is named (--store, $SHADOW_STORE) or whose shadow.db is in the
 home must open, else serve refuses to start (exit 2); only with neither does it
 serve without a store, and its start line says which checks then apply.
+
+shadow traffic: with --shadows K (or --shadow ID, repeatable) up to K challengers
+score the same inputs off the request path, with the artifact of the champion's
+device (the numerics the champion runs): a bounded queue (--shadow-queue) and a
+low-priority worker; when the queue is full the shadows skip the request and
+count it: the champion's answer never waits. --shadows K picks the latest sweep's
+top K on that device (leaderboard rank, eligible, not the champion). After a
+promotion the new champion stops shadowing and the old one takes its place.
+Every answer (champion and shadows) is logged with its request id, model id and
+sha256 in $SHADOW_HOME/live/<channel>.db (SQLite, WAL), in batches committed every
+--log-flush-ms (fsync'd): SIGTERM or Ctrl-C writes everything answered; a SIGKILL
+loses at most the last flush interval's answers. `shadow leaderboard --live`
+compares the models on the requests whose labels came back.
 
 signed manifests: with --trust-key PUBFILE (repeatable; or $SHADOW_TRUST_KEYS,
 files separated by ':') a version is served only if its manifest.sig is a valid
@@ -106,6 +133,20 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--trust-key", action="append", metavar="PUBFILE", default=None,
                    help="serve only versions whose manifest this public key signed; repeat to "
                    "trust several (rotation) (default: $SHADOW_TRUST_KEYS, else no check)")
+    p.add_argument("--shadows", type=int_arg(0, MAX_SHADOWS, example=4), default=None,
+                   metavar="K", help="score requests with the latest sweep's top K challengers "
+                   "too, off the request path (needs the store)")
+    p.add_argument("--shadow", action="append", default=None, metavar="CANDIDATE_ID",
+                   help="a shadow by id (repeatable; instead of the --shadows pick)")
+    p.add_argument("--shadow-queue", type=int_arg(1, 1_000_000, example=256),
+                   default=DEFAULT_QUEUE_SIZE, metavar="N",
+                   help=f"requests waiting for the shadows before they skip "
+                   f"(default: {DEFAULT_QUEUE_SIZE})")
+    p.add_argument("--no-log", action="store_true",
+                   help="keep no prediction log (then /feedback is refused)")
+    p.add_argument("--log-flush-ms", type=float, default=DEFAULT_FLUSH_INTERVAL_S * 1000,
+                   metavar="MS", help="commit the prediction log at least this often "
+                   f"(default: {DEFAULT_FLUSH_INTERVAL_S * 1000:g}; the most a SIGKILL loses)")
     add_store_options(p)
     p.set_defaults(handler=run_serve)
 
@@ -120,6 +161,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--poll-ms must be in 0.5..60000; got {args.poll_ms:g}; e.g. 5")
     if args.threads < 1:
         raise ConfigError(f"--threads must be at least 1; got {args.threads}")
+    if not 1 <= args.log_flush_ms <= 60_000:
+        raise ConfigError(f"--log-flush-ms must be in 1..60000; got {args.log_flush_ms:g}; "
+                          "e.g. 50")
     limits = _limits(args)
     home = Home.resolve(args.home)
     store = _open_store_if_any(args)
@@ -139,16 +183,35 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
 
         _warn_if_files_lag(store, args.channel)
         verify = store_verifier(store, args.channel)  # serve only what the store recorded
+    wanted = args.shadow is not None or bool(args.shadows)
+    if wanted and store is None:
+        raise ConfigError("--shadows/--shadow load the challengers from the store, and this home "
+                          "has none; run serve where the store is (--home/--store), or embed "
+                          "ChannelRuntime(shadows=...) on the device")
+    shadows = _load_shadows(store, args) if wanted and store is not None else []
+    log = None if args.no_log else PredictionLog(
+        live_log_path(home.root, args.channel), channel=args.channel,
+        flush_interval_s=args.log_flush_ms / 1000)
+    scorer = (ShadowScorer(shadows, log, queue_size=args.shadow_queue, max_models=len(shadows))
+              if wanted else None)
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
                              reload=not args.no_reload, threads=args.threads, on_event=_log_event,
-                             verify=verify, trusted_keys=_trust_keys(args))
-    model = runtime.start()
+                             verify=verify, trusted_keys=_trust_keys(args), log=log,
+                             shadows=scorer)
+    try:
+        model = runtime.start()
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
     try:
         server = make_server(runtime, args.host, args.port,
                              log=note if args.access_log else None, limits=limits,
                              error_log=note)
     except OSError as exc:
         runtime.stop()
+        if log is not None:
+            log.close()
         raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
                           "pick another --port (0 = any free one)") from None
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -161,16 +224,72 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
          + ("" if args.no_reload else f"; watching for promotions every {args.poll_ms:g} ms")
          + ("" if runtime.trusted_keys is None else
             f"; manifests must be signed by key {' or '.join(sorted(runtime.trusted_keys))}")
-         + ("" if store is not None else _edge_checks(runtime.trusted_keys)))
+         + ("" if store is not None else _edge_checks(runtime.trusted_keys))
+         + ("" if scorer is None else "; shadows: " + (", ".join(
+             m.candidate_id for m in scorer.models) or "none"))
+         + ("" if log is None else f"; logging to {log.path}"))
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-        runtime.stop()
-    note("stopped")
+        runtime.stop()  # shadows finish their queue, then every answer is committed
+        if log is not None:
+            log.close()
+    note("stopped" + ("" if log is None else f" ({log.counts['logged']} records logged, "
+                                             f"{log.counts['dropped']} dropped)"))
     return 0
+
+
+def _load_shadows(store: Store, args: argparse.Namespace) -> list[LoadedModel]:
+    """The shadows' models: each candidate's artifact for the champion's device, verified."""
+    from selection.channels.promotion import artifact_for, current
+    from selection.errors import ConfigError
+    from selection.runtime.model import load_model_bytes
+    from selection.signature import ModelSignature
+
+    now = current(store, args.channel)
+    if now is None:
+        raise ConfigError(f"channel {args.channel!r} has no champion in the store, so shadows "
+                          "have nothing to ride along with; promote a model first")
+    ids = list(dict.fromkeys(args.shadow)) if args.shadow else _top_k(store, now.device,
+                                                                   now.candidate_id, args.shadows)
+    if args.shadow and args.shadows is not None and len(ids) > args.shadows:
+        raise ConfigError(f"--shadows {args.shadows} allows {args.shadows} shadows, but "
+                          f"--shadow named {len(ids)}; name fewer or raise --shadows")
+    if len(ids) > MAX_SHADOWS:
+        raise ConfigError(f"at most {MAX_SHADOWS} shadows; got {len(ids)}")
+    models = []
+    for cid in ids:
+        candidate = store.get_candidate(cid)  # NotFoundError names it
+        result = candidate.device(now.device)
+        if result is None or result.status != "ok":
+            raise ConfigError(
+                f"shadow {cid!r} must have run ok on the champion's device {now.device!r} (same "
+                f"numerics); it {'has no result there' if result is None else 'failed there'}; "
+                f"pick one from `shadow leaderboard --device {now.device} --status ok`")
+        sha = artifact_for(candidate, result) or ""
+        if sha == now.sha256:
+            continue  # the champion itself
+        models.append(load_model_bytes(
+            store.artifacts.read_verified(sha), candidate_id=cid, sha256=sha,
+            channel=args.channel, signature=ModelSignature.from_lineage(candidate.lineage),
+            threads=args.threads, where=f"shadow {cid} ({sha[:12]})"))
+    return models
+
+
+def _top_k(store: Store, device: str, champion_id: str, k: int) -> list[str]:
+    """The latest sweep's best ``k`` eligible candidates on ``device``, the champion left out."""
+    from selection.leaderboard.frame import leaderboard
+
+    if k <= 0:
+        return []
+    frame = leaderboard(store, sweep="latest", device=device, status="ok")
+    if frame.empty:
+        return []
+    frame = frame[frame["eligible"].astype(bool) & (frame["candidate_id"] != champion_id)]
+    return [str(c) for c in frame.sort_values("rank")["candidate_id"].head(k)]
 
 
 def _trust_keys(args: argparse.Namespace) -> list[str] | None:

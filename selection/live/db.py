@@ -1,0 +1,87 @@
+"""The live log's SQLite file: where it lives, its tables, and how every reader opens it.
+
+One file per channel, ``$SHADOW_HOME/live/<channel>.db``. WAL, so the server's
+writer, ``shadow feedback`` and ``shadow leaderboard --live`` work at once;
+``synchronous=FULL``, so a committed batch survives a power cut, not just a
+crash. What is stored, and why:
+
+- ``models``: each model that answered (sha256, candidate id, class labels), so
+  a label can be checked against the classes the champion could predict;
+- ``requests``: one row per answered request: id, time, row count, the sha256 of
+  the model's input bytes (a digest, not the inputs: the gate and the
+  leaderboard need predictions and labels only, the log stays small, and
+  no request payload is kept on disk), and the champion's sha256;
+- ``predictions``: the predicted label of every model, per request row (the
+  champion's and each shadow's), so paired outcomes are a join;
+- ``labels``: the labels that came back, one per request row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+LIVE_DIR = "live"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS models (sha256 TEXT PRIMARY KEY, candidate_id TEXT NOT NULL, "
+    "classes TEXT)",
+    "CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, received_at REAL NOT NULL, "
+    "n_rows INTEGER NOT NULL, inputs_sha256 TEXT NOT NULL, champion_sha256 TEXT NOT NULL) "
+    "WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
+    "sha256 TEXT NOT NULL, role TEXT NOT NULL, predicted TEXT NOT NULL, "
+    "PRIMARY KEY (request_id, row, sha256)) WITHOUT ROWID",
+    # The gate's pairs: every row a given model answered, by model.
+    "CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (sha256, request_id, row, "
+    "predicted)",
+    "CREATE TABLE IF NOT EXISTS labels (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
+    "label TEXT NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (request_id, row)) WITHOUT ROWID",
+)
+
+
+def live_log_path(home: str | Path, channel: str) -> Path:
+    """``<home>/live/<channel>.db``: the channel's prediction log under a ``SHADOW_HOME``."""
+    return Path(home) / LIVE_DIR / f"{channel}.db"
+
+
+def connect(path: str | Path, *, channel: str | None = None, create: bool = True
+            ) -> sqlite3.Connection:
+    """Open (and, with ``create``, set up) a live log; ``channel`` is recorded on first use.
+
+    Autocommit mode: callers open their own ``BEGIN IMMEDIATE`` transactions.
+    """
+    path = Path(path)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file():
+        raise FileNotFoundError(str(path))
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if create:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    if create:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+            if channel is not None:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('channel', ?)", (channel,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+    return conn
+
+
+def log_channel(conn: sqlite3.Connection) -> str | None:
+    """The channel a log was written for (None if it never recorded one)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'channel'").fetchone()
+    return None if row is None else str(row[0])

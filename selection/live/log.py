@@ -1,0 +1,235 @@
+"""``PredictionLog``: durable, batched logging of every model's predictions, off the request path.
+
+A request thread only appends a tuple to a list under a lock (about a
+microsecond); one writer thread per log commits what has gathered as one
+SQLite transaction (WAL, ``synchronous=FULL``: fsync'd) when ``batch_size``
+records are waiting or ``flush_interval_s`` has passed, whichever comes
+first. So:
+
+- :meth:`close` (``shadow serve`` calls it on SIGTERM or Ctrl-C, after the
+  server stopped taking requests) writes everything accepted: nothing is lost;
+- a SIGKILL or power cut loses at most what was accepted since the last commit:
+  the records of one flush interval (plus the batch being committed), and never
+  more than ``max_pending`` (:data:`DEFAULT_MAX_PENDING`). Past that bound new
+  records are dropped and counted (``dropped``) rather than letting memory grow
+  or delaying the champion's answer.
+
+Feedback goes through the same writer, after every prediction accepted before
+it, so a label sent right after its answer finds the request it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selection.live.db import connect
+from selection.live.feedback import Feedback, FeedbackResult, apply_feedback
+
+DEFAULT_BATCH_SIZE = 512
+DEFAULT_FLUSH_INTERVAL_S = 0.05
+DEFAULT_MAX_PENDING = 100_000
+
+CHAMPION = "champion"
+SHADOW = "shadow"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model answered: its candidate id, the sha256 of the bytes served, its classes."""
+
+    candidate_id: str
+    sha256: str
+    classes: tuple[str, ...] | None = None
+
+
+class _Waiter:
+    """A flush or feedback job the writer finishes and the caller waits for."""
+
+    def __init__(self, items: Sequence[Feedback] | None = None) -> None:
+        self.items = items
+        self.done = threading.Event()
+        self.result: FeedbackResult | None = None
+        self.error: BaseException | None = None
+
+
+class PredictionLog:
+    """The channel's prediction log, written by one background thread (thread-safe to call).
+
+    Use as a context manager or call :meth:`close`; records accepted before
+    ``close`` are all written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, channel: str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self.path = Path(path)
+        self.channel = channel
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending
+        self._conn = connect(self.path, channel=channel)  # fails here, not in the thread
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: list[Any] = []
+        self._known: set[str] = set()  # model sha256s already in ``models``
+        self._closed = False
+        self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0}
+        self._thread = threading.Thread(target=self._run, name=f"prediction-log-{self.path.stem}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- what request threads call ------------------------------------------------------
+
+    def log_champion(self, request_id: str, model: ModelRef, predicted: Sequence[object],
+                     inputs_sha256: str, received_at: float | None = None) -> bool:
+        """Record the champion's answer to a request; False if the log is full (dropped)."""
+        return self._append(("c", request_id, model, [str(p) for p in predicted], inputs_sha256,
+                             time.time() if received_at is None else received_at))
+
+    def log_shadow(self, request_id: str, model: ModelRef, predicted: Sequence[object]) -> bool:
+        """Record a shadow's predictions for a request the champion answered."""
+        return self._append(("s", request_id, model, [str(p) for p in predicted]))
+
+    def add_feedback(self, items: Sequence[Feedback], timeout: float = 30.0) -> FeedbackResult:
+        """Apply labels (all or none) after every prediction accepted so far; raises their error."""
+        job = _Waiter(items)
+        self._submit(job)
+        if not job.done.wait(timeout):
+            raise TimeoutError(f"the prediction log did not answer within {timeout:g} s")
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything accepted so far is committed; False on timeout."""
+        job = _Waiter()
+        self._submit(job)
+        return job.done.wait(timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Write everything accepted, stop the writer and close the file (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self._conn.close()
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (records are then refused)."""
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Records accepted and not yet committed."""
+        return len(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (JSON-able) for ``GET /model`` and metrics."""
+        return {"path": str(self.path), "pending": self.pending, **self.counts,
+                "batch_size": self.batch_size, "flush_interval_ms": self.flush_interval_s * 1000}
+
+    # -- the writer -----------------------------------------------------------------------
+
+    def _append(self, record: tuple[Any, ...]) -> bool:
+        with self._lock:
+            if self._closed or len(self._pending) >= self.max_pending:
+                self.counts["dropped"] += 1
+                return False
+            self._pending.append(record)
+            full = len(self._pending) >= self.batch_size
+        if full:
+            self._wake.set()
+        return True
+
+    def _submit(self, job: _Waiter) -> None:
+        with self._lock:
+            if self._closed:
+                job.error = RuntimeError("the prediction log is closed")
+                job.done.set()
+                return
+            self._pending.append(job)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            with self._lock:
+                self._wake.clear()
+                batch, self._pending = self._pending, []
+                closing = self._closed
+            if batch:
+                self._write(batch)
+            if closing:
+                with self._lock:
+                    if not self._pending:
+                        return
+
+    def _write(self, batch: list[Any]) -> None:
+        records = [r for r in batch if isinstance(r, tuple)]
+        jobs = [r for r in batch if isinstance(r, _Waiter)]
+        if records:
+            try:
+                self._commit(records)
+                self.counts["logged"] += len(records)
+                self.counts["batches"] += 1
+            except sqlite3.Error:
+                # Disk full or a broken file: count it; the server keeps answering.
+                self.counts["errors"] += 1
+        for job in jobs:  # after the predictions queued before them are in
+            if job.items is not None:
+                try:
+                    job.result = apply_feedback(self._conn, job.items)
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    job.error = exc
+            job.done.set()
+
+    def _commit(self, records: list[tuple[Any, ...]]) -> None:
+        conn = self._conn
+        models: dict[str, ModelRef] = {}
+        requests: list[tuple[Any, ...]] = []
+        predictions: list[tuple[Any, ...]] = []
+        for record in records:
+            kind, request_id, model, predicted = record[:4]
+            if model.sha256 not in self._known:
+                models[model.sha256] = model
+            if kind == "c":
+                requests.append((request_id, record[5], len(predicted), record[4], model.sha256))
+                role = CHAMPION
+            else:
+                role = SHADOW
+            predictions.extend((request_id, i, model.sha256, role, p)
+                               for i, p in enumerate(predicted))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR IGNORE INTO models VALUES (?, ?, ?)",
+                [(m.sha256, m.candidate_id, None if m.classes is None else json.dumps(m.classes))
+                 for m in models.values()])
+            # A reused request id keeps its first answer (the one its labels will describe).
+            conn.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?)", requests)
+            conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?)",
+                             predictions)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._known.update(models)
