@@ -158,7 +158,7 @@ def _check(conn: sqlite3.Connection) -> None:
             "SELECT DISTINCT m.classes, f.label, f.is_int FROM feedback_in f JOIN requests r ON "
             "r.request_id = f.request_id JOIN models m ON m.sha256 = r.champion_sha256"):
         allowed = None if classes is None else json.loads(classes)
-        if allowed is None and not is_int:
+        if allowed is None and not (is_int or label.lstrip("-").isdigit()):
             raise BadLabelError(f"label {label!r} must be a class index (an integer): the model "
                                 "that answered has no class labels (nothing was stored)")
         if allowed is not None and (is_int or label not in allowed):

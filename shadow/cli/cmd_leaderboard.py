@@ -29,6 +29,8 @@ examples:
   shadow leaderboard --sweep all --format csv > all.csv
   shadow leaderboard --format parquet --out board.parquet
   shadow leaderboard --format json | jq '.[0].candidate_id'
+  shadow leaderboard --live                # champion and shadows on labelled live requests
+  shadow leaderboard --live --channel canary --format csv
 
 rank is per sweep and device among *eligible* candidates (ran ok and met the
 ranking policy's hard constraints: no CPU fallback, within the memory budget,
@@ -37,7 +39,15 @@ higher holdout accuracy first, then lower latency, then smaller size. Each
 row says whether it is eligible and, if not, why. Filters (--where, --slice,
 --family) choose the rows shown, never the ranks. --where takes comparisons
 on columns (< <= > >= == !=, 'text', true/false, is null) joined by and/or.
+
+--live reads the channel's prediction log ($SHADOW_HOME/live/<channel>.db, written
+by `shadow serve`, labels from POST /feedback or `shadow feedback`): one row per
+model (role champion or shadow) paired with the champion on exactly the labelled
+request rows both answered: n, accuracy with its Wilson 95% interval, the
+champion's accuracy on those same rows, the difference, and agreement.
 """
+LIVE_COLUMNS = ["candidate_id", "role", "n", "accuracy", "ci_low", "ci_high",
+                "champion_accuracy", "delta", "agreement", "sha256"]
 
 def add_parsers(verbs: Any) -> None:
     parser = verbs.add_parser(
@@ -69,11 +79,53 @@ def add_parsers(verbs: Any) -> None:
                         "parquet needs --out")
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="write to FILE instead of stdout (required for parquet)")
+    parser.add_argument("--live", action="store_true",
+                        help="rank on live requests whose labels came back (the prediction "
+                        "log) instead of the holdout")
+    parser.add_argument("--channel", default=None,
+                        help="with --live: the channel (default: production)")
     add_store_options(parser)
     parser.set_defaults(handler=run)
 
 
+def run_live(args: argparse.Namespace) -> int:
+    """``--live``: the channel's log, aggregated in SQL (no store needed)."""
+    import pandas as pd
+
+    from selection.channels.names import check_channel
+    from selection.home import Home
+    from selection.live.board import live_board
+    from selection.live.db import connect, live_log_path
+    from selection.records import DEFAULT_CHANNEL
+
+    if args.format == "parquet":
+        raise ConfigError("--live prints table, csv or json; drop --format parquet")
+    channel = args.channel or DEFAULT_CHANNEL
+    check_channel(channel)
+    path = live_log_path(Home.resolve(args.home).root, channel)
+    try:
+        conn = connect(path, create=False)
+    except FileNotFoundError:
+        raise ConfigError(f"channel {channel!r} has no prediction log yet ({path} is missing); "
+                          f"serve it (`shadow serve --channel {channel} --shadows 2`) and send "
+                          "labels back, or pass the right --home/--channel") from None
+    try:
+        rows = live_board(conn)
+    finally:
+        conn.close()
+    frame = pd.DataFrame([r.as_dict() for r in rows], columns=LIVE_COLUMNS)
+    if args.format == "table":
+        frame = frame.assign(sha256=frame["sha256"].str[:12])
+    render_frame(frame, args.format, table_columns=LIVE_COLUMNS)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.live:
+        return run_live(args)
+    if args.channel is not None:
+        raise ConfigError("--channel goes with --live (the holdout leaderboard is per sweep); "
+                          "add --live or drop --channel")
     if args.format == "parquet" and args.out is None:
         # Binary on a terminal helps nobody; a file is what parquet readers take.
         raise ConfigError("--format parquet writes a file: add --out FILE.parquet")

@@ -78,6 +78,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("approve", "shadow.cli.cmd_approve",
             "approve a pending proposal: promote its candidate (mode = propose)"),
     Command("reject", "shadow.cli.cmd_approve", "reject a pending proposal; no channel changes"),
+    Command("feedback", "shadow.cli.cmd_feedback",
+            "store labels that came back (CSV/JSONL) or merge a device's prediction log"),
     Command("serve", "shadow.cli.cmd_serve",
             "serve a channel's model over HTTP, hot-swapping it on promotion"),
     Command("datasets", "shadow.cli.cmd_catalog", "list the dataset catalog"),
