@@ -16,11 +16,20 @@ examples:
   shadow sweep run my-sweep.toml --address auto          # an existing Ray cluster
   shadow sweep run my-sweep.toml --format json > summary.json
   shadow sweep run my-sweep.toml --resume s-20261122-093015-a1f3   # after a crash or Ctrl-C
+  shadow sweep run my-sweep.toml --data-version 3        # an earlier version of a growing dataset
+  shadow sweep run my-sweep.toml --data-version 9f2c4e1a # ... named by its fingerprint (prefix)
 
 The config names the dataset, the holdout (the most recent rows, never trained
 on), the slice strategies (all, recent, window, bootstrap), the model family
 with its hyper-parameter grid, and the devices. See datasets/noaa-weather/sweep.toml.
 Nothing is started or stored until the whole config and dataset are valid.
+
+Data versions: a dataset that grows (`shadow data append`, a folder of batch
+files, a SQL table) has versions; `shadow data versions NAME` lists them. A
+sweep trains on the latest unless --data-version names another, and records
+the version's fingerprint. --resume continues on the version the sweep started
+on, checked row for row; a version that no longer loads, or a --data-version
+other than the sweep's, is refused before Ray starts.
 """
 
 
@@ -46,6 +55,12 @@ def add_parsers(verbs: Any) -> None:
         help="finish a sweep that was interrupted: same CONFIG, only candidates not yet "
         "stored run (ids are deterministic, so nothing is recomputed or duplicated)",
     )
+    run.add_argument(
+        "--data-version", metavar="N|FP", default=None,
+        help="train on this version of the dataset: its number or its fingerprint (or a prefix "
+        "of 6+ characters) from `shadow data versions NAME` (default: the latest; with "
+        "--resume: the version the sweep started on)",
+    )
     run.add_argument("--quiet", action="store_true", help="no per-candidate progress lines")
     add_format_option(run)
     add_store_options(run)
@@ -58,6 +73,12 @@ def add_parsers(verbs: Any) -> None:
     add_format_option(listing)
     add_store_options(listing)
     listing.set_defaults(handler=list_sweeps_command)
+
+
+def _resumed_version(args: argparse.Namespace) -> str:
+    """The data version a stored sweep started on: a resume trains on it, even if data grew."""
+    with open_store(args, create=False) as store:
+        return store.get_sweep(args.resume).dataset_fingerprint
 
 
 def list_sweeps_command(args: argparse.Namespace) -> int:
@@ -88,12 +109,26 @@ def list_sweeps_command(args: argparse.Namespace) -> int:
 def run_sweep_command(args: argparse.Namespace) -> int:
     # torch, onnx and ray load only here: the other verbs stay quick to start.
     from selection.home import Home
+    from shadow.data.versions import VersionNotFoundError
     from shadow.sweep import load_config, prepare_sweep, run_sweep
 
     config = load_config(args.config)
+    home = Home.resolve(args.home)
+    data_version = args.data_version
+    if args.resume is not None and data_version is None:
+        data_version = _resumed_version(args)
     # Every user error surfaces here, before Ray starts or the store changes. The home
-    # holds the dataset's appended batches (`shadow data append`): train on its latest version.
-    prepared = prepare_sweep(config, sweep_id=args.resume, home=Home.resolve(args.home))
+    # holds the dataset's versions (`shadow data append`, recorded folder/table versions).
+    try:
+        prepared = prepare_sweep(config, sweep_id=args.resume, home=home, data_version=data_version)
+    except VersionNotFoundError as exc:
+        if args.resume is None or args.data_version is not None:
+            raise
+        raise VersionNotFoundError(
+            f"cannot resume sweep {args.resume!r}: the data version it started on "
+            f"({data_version[:12] if data_version else ''}) no longer loads ({exc}); restore "
+            "the rows it trained on, or start a new sweep (drop --resume)"
+        ) from None
     store = open_store(args, create=args.resume is None)
     with store:
         def announce(todo: int, skipped: int) -> None:
@@ -105,7 +140,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 f"sweep {prepared.sweep_id}: {todo} candidates to run"
                 + (f" ({skipped} already stored)" if skipped else "")
                 + f" ({len(prepared.slices)} slices x {per_slice}) on dataset "
-                f"{prepared.dataset.name!r}, {prepared.dataset.n_rows} rows, holdout rows "
+                f"{prepared.dataset.name!r} version {prepared.dataset.fingerprint[:12]}, "
+                f"{prepared.dataset.n_rows} rows, holdout rows "
                 f"{prepared.holdout.start}-{prepared.holdout.stop - 1}; devices "
                 f"{', '.join(config.devices)}"
             )
@@ -126,6 +162,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             raise
     result = {
         "sweep_id": summary.sweep_id,
+        "data_version": prepared.dataset.fingerprint,
         "planned": summary.planned,
         "skipped": summary.skipped,
         "ok": summary.ok,

@@ -52,6 +52,8 @@ class PreparedSweep:
     slices: list[Slice]
     #: Grid candidates, known up front (empty when Optuna asks them as it goes).
     candidates: list[CandidateSpec]
+    #: Where the dataset's versions are kept (appended batches, recorded folder/table versions).
+    home: Home | None = None
 
     @property
     def n_planned(self) -> int:
@@ -77,8 +79,9 @@ def prepare_sweep(
 
     ``home`` is where appended batches of the dataset live (``shadow data
     append``): with it the sweep trains on the dataset's latest version (or
-    ``data_version``, a version fingerprint), and records that version's
-    fingerprint; without it, on the catalog's rows alone.
+    ``data_version``: a version number, fingerprint or fingerprint prefix),
+    and records that version's fingerprint; without it, on the catalog's rows
+    alone (a folder or table source: its latest version, nothing recorded).
     """
     manifest = find_manifest(config.dataset, relative_to=config.base_dir)
     dataset = load_dataset(manifest, home, data_version)
@@ -89,7 +92,7 @@ def prepare_sweep(
     candidates = [] if config.search else plan_candidates(
         sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed
     )
-    return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates)
+    return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates, home)
 
 
 def make_planner(prepared: PreparedSweep, stored: list[CandidateRecord]) -> Planner:
@@ -169,9 +172,16 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateReco
     """
     stored = store.get_sweep(prepared.sweep_id)
     planned = sweep_record(prepared)
+    if stored.dataset_fingerprint != planned.dataset_fingerprint:
+        raise ConfigError(
+            f"cannot resume sweep {prepared.sweep_id!r}: it was started on data version "
+            f"{stored.dataset_fingerprint[:12]} of dataset {stored.dataset!r} and this run would "
+            f"train on {planned.dataset_fingerprint[:12]}; resume it on its own version "
+            f"(--data-version {stored.dataset_fingerprint[:12]}, or no --data-version), or start "
+            "a new sweep (drop --resume)."
+        )
     changes = [
         what for what, same in (
-            ("dataset", stored.dataset_fingerprint == planned.dataset_fingerprint),
             ("holdout", stored.holdout == planned.holdout),
             ("config", stored.config == json.loads(json.dumps(planned.config))),
         ) if not same

@@ -3,9 +3,12 @@
 Order of work, and why:
 1. :mod:`shadow.sweep.prepare` loads and validates the dataset, cuts the
    holdout and the slices and plans the candidates: all user errors surface
-   there, before Ray starts or the store changes.
-2. Connect to Ray; only then record the sweep and its slices' lineage in the
-   store (one transaction), so an unreachable cluster changes nothing.
+   there, before Ray starts or the store changes. A resume is checked against
+   the stored sweep (same data version, holdout and config) before Ray too.
+2. Connect to Ray; only then pin the data version (a folder or table source,
+   :func:`shadow.data.loader.record_version`) and record the sweep and its
+   slices' lineage in the store (one transaction), so an unreachable cluster
+   changes nothing.
 3. Put the data into Ray's object store once; every task reads it zero-copy.
 4. Keep at most ``max_in_flight`` tasks running; collect with ``ray.wait`` as
    each finishes and write it right away (only the driver writes the store).
@@ -22,6 +25,7 @@ from typing import Any
 
 from selection.records import CandidateRecord, SweepStatus
 from selection.store import Store
+from shadow.data.loader import record_version
 from shadow.sweep.cluster import cluster_cpus, ray_session
 from shadow.sweep.plan import CandidateSpec
 from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's public API)
@@ -84,11 +88,16 @@ def run_sweep(
     with its id): only candidates not yet stored run.
     """
     started = time.perf_counter()
+    stored: list[CandidateRecord] = []
+    if resume:  # a resume that does not match is refused before Ray starts
+        stored = check_resumable(prepared, store)
     # Connect first: a cluster that cannot be reached must leave the store untouched.
     with ray_session(address):
-        stored: list[CandidateRecord] = []
+        if prepared.home is not None:
+            # A folder or table source pins the version it trains on (idempotent; refuses if
+            # its rows changed since they were loaded): later edits to those rows are caught.
+            record_version(prepared.dataset, prepared.home)
         if resume:
-            stored = check_resumable(prepared, store)
             store.reopen_sweep(prepared.sweep_id)
         else:
             store.artifacts.put(prepared.holdout_data)
