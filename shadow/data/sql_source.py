@@ -157,25 +157,13 @@ def current_versions(manifest: DatasetManifest, home: Home | None,
     frame = read_all(manifest) if frame is None else frame
     recorded = read_ledger(home, manifest) if home is not None else []
     order = manifest.source.order_by
-    cuts = [v.rows for v in recorded if v.rows <= len(frame)]
-    for version, now in zip(recorded, _fingerprints(manifest, frame, cuts)):
+    kept = [v for v in recorded if v.rows <= len(frame)]
+    for version, now in zip(kept, _fingerprints(manifest, frame, [v.rows for v in kept])):
         last = str(frame[order].iloc[version.rows - 1]) if version.rows else ""
         if now != version.fingerprint or last != version.watermark:
-            raise IntegrityError(
-                f"dataset {manifest.name!r}: the rows of table {manifest.source.location!r} up to "
-                f"{order} = {version.watermark} changed since version {version.version} was "
-                f"recorded ({version.rows} rows, fingerprint {version.fingerprint[:12]}); rows a "
-                f"version holds must not be edited, deleted or inserted among: restore them, or "
-                f"move the ledger {ledger_path(home, manifest.name) if home else ''} away to record "
-                "versions afresh"
-            )
-    if len(cuts) < len(recorded):
-        gone = recorded[len(cuts)]
-        raise IntegrityError(
-            f"dataset {manifest.name!r}: table {manifest.source.location!r} has {len(frame)} rows, "
-            f"fewer than version {gone.version} recorded ({gone.rows}, up to {order} = "
-            f"{gone.watermark}); restore the deleted rows, or move the ledger away"
-        )
+            raise _changed(manifest, home, version, "")
+    if len(kept) < len(recorded):
+        raise _changed(manifest, home, recorded[len(kept)], f"; the table has {len(frame)} rows now")
     versions = list(recorded)
     if len(frame) and (not recorded or len(frame) > recorded[-1].rows):
         fingerprint = _fingerprints(manifest, frame, [len(frame)])[0]
@@ -185,6 +173,19 @@ def current_versions(manifest: DatasetManifest, home: Home | None,
         raise DatasetError(f"dataset {manifest.name!r}: table {manifest.source.location!r} is "
                            "empty; insert rows first")
     return frame, versions
+
+
+def _changed(manifest: DatasetManifest, home: Home | None, version: SqlVersion,
+             detail: str) -> IntegrityError:
+    where = ledger_path(home, manifest.name) if home is not None else "of the home"
+    return IntegrityError(
+        f"dataset {manifest.name!r}: the rows of table {manifest.source.location!r} up to "
+        f"{manifest.source.order_by} = {version.watermark} changed since version "
+        f"{version.version} was recorded ({version.rows} rows, fingerprint "
+        f"{version.fingerprint[:12]}{detail}); rows a version holds must not be edited, deleted "
+        f"or inserted among: restore them, or move the ledger {where} away to record versions "
+        "afresh"
+    )
 
 
 def _pick(manifest: DatasetManifest, versions: list[SqlVersion], wanted: str | None) -> SqlVersion:
