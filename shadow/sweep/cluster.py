@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -52,6 +54,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     # Under `ray job submit` the driver runs beside a cluster that RAY_ADDRESS names:
     # join it rather than start a private one.
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # ray.init replaces this process's SIGTERM handler (sys.exit) and ray.shutdown leaves
+    # SIGTERM at the default (death): put the caller's back after each (`shadow watch`).
+    sigterm = signal.getsignal(signal.SIGTERM)
+    restore = sigterm is not None and threading.current_thread() is threading.main_thread()
     if address is None:
         init_local_ray(num_cpus)
     else:
@@ -64,10 +70,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                 "(auto, HOST:PORT or ray://HOST:10001), that the cluster runs, and that "
                 "RAY_AUTH_MODE matches the cluster's."
             ) from None
+    if restore:
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:
         ray.shutdown()
+        if restore:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def probe(address: str, timeout_s: float = 5.0) -> None:
