@@ -75,6 +75,8 @@ COMMANDS: tuple[Command, ...] = (
             "list what the controller did and why: triggers, sweeps, decisions, promotions"),
     Command("watch", "shadow.cli.cmd_watch",
             "watch a channel: when a trigger fires, sweep, gate and promote (or propose)"),
+    Command("backtest", "shadow.cli.cmd_backtest",
+            "run the loop's controller over a dataset's history and compare it with simpler rules"),
     Command("approve", "shadow.cli.cmd_approve",
             "approve a pending proposal: promote its candidate (mode = propose)"),
     Command("reject", "shadow.cli.cmd_approve", "reject a pending proposal; no channel changes"),

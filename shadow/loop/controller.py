@@ -14,6 +14,9 @@
    triggers. With no champion yet every enabled trigger is due: that is the first sweep.
 5. If anything fired and this version has no finished sweep of this channel: store one
    ``trigger`` event per firing, ``sweep_started``, run the sweep on Ray, ``sweep_finished``.
+   Each sweep has its own seed (the config's plus the channel's sweeps before it, recorded in
+   ``sweep_started`` so a resume uses it), and both events carry the caller's clock (``at_s``):
+   the schedule trigger measures on that clock, so a backtest in simulated time runs it too.
 6. The gate judges the sweep's rank 1 against the champion (``gate`` event, the decision as
    evidence). If it passes: ``mode = "auto"`` promotes (refit first when configured) and stores a
    ``promotion`` event in the promotion's own transaction; ``mode = "propose"`` stores a
@@ -230,6 +233,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
     sweeps = [e for e in log if e.kind in ("sweep_started", "sweep_finished")]
     code_hash = config_hash(config.raw, _code_version())
     sweep_id, step, gate = unfinished_step(log, version)
+    seed: int | None = None  # the sweep's own seed, as its sweep_started event recorded it
 
     if step == "act" and gate is not None and sweep_id is not None:
         # Stopped after the gate passed, before its promotion or proposal was stored.
@@ -246,6 +250,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
         work.event("sweep_resumed", f"resuming sweep {sweep_id} on data version {version[:12]}",
                    sweep_id=sweep_id)
         result = replace(base, action="resumed", sweep_id=sweep_id)
+        seed = _started_seed(log, sweep_id) if sweep_id is not None else None
     elif step == "gate" and sweep_id is not None:
         # Stopped after the sweep finished, before the gate judged it: judge it now.
         note(f"sweep {sweep_id} finished on this version but was never gated; gating it now")
@@ -276,18 +281,21 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
         from shadow.sweep.plan import new_sweep_id
 
         sweep_id = new_sweep_id()
-        # Stored before the sweep starts: a controller stopped from here on resumes this id.
+        # Stored before the sweep starts: a controller stopped from here on resumes this id,
+        # with this seed (each sweep its own, or every study would ask the same trials again).
+        seed = config.seed + sum(e.kind == "sweep_started" for e in sweeps)
         work.event("sweep_started", f"sweep {sweep_id} on data version {version[:12]} "
                    f"({dataset.n_rows} rows)", sweep_id=sweep_id,
-                   evidence={"rows": dataset.n_rows, "config_hash": code_hash,
-                             "triggers": [f.trigger for f in firings]})
+                   evidence={"rows": dataset.n_rows, "config_hash": code_hash, "seed": seed,
+                             "at_s": now_s, "triggers": [f.trigger for f in firings]})
         result = replace(result, action="swept", sweep_id=sweep_id)
 
     assert sweep_id is not None
-    summary = _sweep(config, store, home, version, sweep_id, address, note)
+    summary = _sweep(_seeded(config, seed), store, home, version, sweep_id, address, note)
     work.event("sweep_finished", f"sweep {sweep_id} {summary['status']}: {summary['ok']} ok, "
                f"{summary['failed']} failed", sweep_id=sweep_id,
-               evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash})
+               evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash,
+                         "at_s": now_s})
     result = _gate_and_act(work, result, watch, sweep_id, note)
     return replace(result, event_ids=tuple(work.events))
 
@@ -308,7 +316,10 @@ def _loop_state(store: Store, channel: str, dataset: Dataset, sweeps: list[Event
     done = next((e for e in sweeps if e.kind == "sweep_finished"), None)  # newest first
     if done is not None:
         rows_at = _int(done.evidence.get("rows"))
-        at_s = done.at.timestamp()
+        # The caller's clock at the time (simulated in a backtest); the event's own time else.
+        at = done.evidence.get("at_s")
+        at_s = float(at) if isinstance(at, int | float) and not isinstance(at, bool) \
+            else done.at.timestamp()
         hash_at = done.evidence.get("config_hash")
     else:  # no controller sweep yet: the newest sweep of this dataset (e.g. `shadow sweep run`)
         sweep = next((s for s in store.list_sweeps() if s.dataset == dataset.name), None)
@@ -450,6 +461,20 @@ def _refit_step(store: Store, note: Note) -> Callable[[str], str]:
         note(f"gate passed: refitting {parent_id} on its slice plus the holdout")
         return refit_candidate(store, parent_id).candidate_id
     return refit
+
+
+def _started_seed(log: list[EventRecord], sweep_id: str) -> int | None:
+    """The seed the ``sweep_started`` event of ``sweep_id`` recorded (None: an older event)."""
+    started = next((e for e in log if e.kind == "sweep_started" and e.sweep_id == sweep_id), None)
+    return _int(started.evidence.get("seed")) if started is not None else None
+
+
+def _seeded(config: SweepConfig, seed: int | None) -> SweepConfig:
+    """``config`` with the sweep's own seed (also in its raw form, which the sweep record keeps)."""
+    if seed is None or seed == config.seed:
+        return config
+    raw = {**config.raw, "sweep": {**config.raw.get("sweep", {}), "seed": seed}}
+    return replace(config, seed=seed, raw=raw)
 
 
 def _code_version() -> str:

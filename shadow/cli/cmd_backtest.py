@@ -1,0 +1,173 @@
+"""``shadow backtest``: the loop's controller over a dataset's history, in simulated time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from selection.errors import ConfigError
+from shadow.cli.common import add_format_option
+from shadow.cli.output import note, render_frame, render_mapping
+
+BACKTEST_EPILOG = """\
+examples:
+  shadow backtest sweep.toml --period 365                  # your sweep file, a period = 365 rows
+  shadow backtest sweep.toml --period 365 --quick          # fewer boundaries, 1 trial per slice
+  shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
+  shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
+
+What it does: the dataset's rows up to the first boundary become a dataset of
+their own in a new home (OUT/home); at each boundary the next period's rows
+arrive as a batch (`shadow data append`), and the controller that `shadow
+watch` runs makes one pass: the sweep file's [watch] triggers decide whether to
+sweep, the gate judges the sweep's rank 1 against the champion, and it is
+promoted (refit first when [watch] refit = true). A sweep file without [watch]
+sweeps every period; mode = "propose" runs as "auto". The period after each
+boundary, which no model has seen, scores the channel's production file as an
+edge app loads it, beside: the first champion (static), every fixed retraining
+rule (one per slice: its best candidate, refit), rank 1 always promoted, the
+hindsight oracles, river's ARF and Hoeffding tree (prequential), no-change (the
+previous label) and the majority class.
+
+Written to OUT (default ./backtest-<dataset>): backtest.json (the summary and
+every period), backtest.md (the table), backtest.png (the plot), home/ (the
+store: `shadow events --home OUT/home` shows what the controller did and why).
+--format json prints the summary (keys as the drift replay's: system_post,
+static_post, arf_post, regret, ...; accuracies are fractions, margins and regret
+accuracy points). "post" means after the dataset's documented drift ([drift]
+from_row in its dataset.toml); without one, every period.
+
+Time: the simulated clock (what [watch.triggers] schedule_s measures) is the
+time column at the last arrived row, or rows x --row-seconds without one.
+"""
+
+
+def add_parsers(verbs: Any) -> None:
+    p = verbs.add_parser(
+        "backtest", help="run the loop's controller over a dataset's history and compare it",
+        description="Replay a dataset's history through the continuous loop, period by period.",
+        epilog=BACKTEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", nargs="?", default=None,
+                   help="sweep TOML file (its dataset, slices, model, gate and [watch])")
+    p.add_argument("--dataset", metavar="NAME|PATH", default=None,
+                   help="instead of CONFIG: the drift replay's sweep file over this dataset")
+    p.add_argument("--period", type=int, required=True, metavar="ROWS",
+                   help="rows that arrive at each boundary (e.g. 365 for a year of daily rows)")
+    p.add_argument("--start", type=int, default=None, metavar="ROW",
+                   help="first boundary row, rounded up to a period (default: the earliest "
+                   "where the holdout and slices fit)")
+    p.add_argument("--periods", type=int, default=None, metavar="N",
+                   help="score at most N periods")
+    p.add_argument("--quick", action="store_true",
+                   help="start 4 periods before the documented drift (mid-data without one), "
+                   "1 Optuna trial per slice")
+    p.add_argument("--row-seconds", type=float, default=1.0, metavar="S",
+                   help="simulated seconds per row without a time column (default 1)")
+    p.add_argument("--recent-rows", type=int, default=None, metavar="N",
+                   help="the recent window retrain-recent deploys (default: the middle one)")
+    p.add_argument("--no-online", action="store_true",
+                   help="skip river's online learners (minutes on long streams)")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="skip the strict-gate ablation channels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the preset and river (default 0)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="results folder (default ./backtest-<dataset>); must not hold a home")
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="Ray cluster for the sweeps (default: a private local instance)")
+    add_format_option(p)
+    p.set_defaults(handler=run_backtest_verb)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from shadow.loop.backtest import replay_config
+    from shadow.sweep import load_config
+    from shadow.sweep.config import config_from_dict
+
+    if (args.config is None) == (args.dataset is None):
+        raise ConfigError("name a sweep file (CONFIG) or a dataset (--dataset NAME), not both "
+                          "and not neither; e.g. `shadow backtest sweep.toml --period 365`")
+    if args.config is not None:
+        return load_config(args.config)
+    return config_from_dict(replay_config(args.dataset, args.period, seed=args.seed))
+
+
+def run_backtest_verb(args: argparse.Namespace) -> int:
+    from shadow.loop.backtest import BacktestSettings, markdown, plot, run_backtest, summarize
+
+    settings = BacktestSettings(
+        period=args.period, start=args.start, periods=args.periods, quick=args.quick,
+        row_seconds=args.row_seconds, recent_rows=args.recent_rows, seed=args.seed,
+        online=not args.no_online, ablations=not args.no_ablations)
+    config = _config(args)
+    out: Path = args.out or Path(f"backtest-{Path(config.dataset).parent.name}"
+                                 if "/" in config.dataset else f"backtest-{config.dataset}")
+    home = out / "home"
+    if (home / "shadow.db").exists() or (home / "channels").exists():
+        raise ConfigError(f"{out} already holds a backtest's home; pass --out with a new folder "
+                          "(the earlier results stay as they are)")
+    command = _command(args)
+    result = run_backtest(config, settings, home, out / "data", address=args.address,
+                          on_progress=note)
+    summary = summarize(result)
+    summary["quick"] = args.quick
+    record = {"command": command, "settings": asdict(result.settings), "config": result.config,
+              "summary": summary, "periods": [
+                  {"start": p.start, "stop": p.stop, "post_drift": p.post_drift,
+                   "serving": p.serving_id, "serving_slice": p.serving_slice,
+                   "chosen_slices": p.chosen, "accuracy": p.accuracy, **asdict(p.step)}
+                  for p in result.periods]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "backtest.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / "backtest.md").write_text(markdown(result, summary, command), encoding="utf-8")
+    plot(result, out / "backtest.png")
+    note(f"wrote {out / 'backtest.json'}, {out / 'backtest.md'}, {out / 'backtest.png'}; "
+         f"the controller's events: shadow events --home {home}")
+    if args.format == "json":
+        json.dump(summary, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    _table(result, summary, args.format)
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (for the report's header)."""
+    words = [args.config] if args.config else ["--dataset", args.dataset]
+    words += ["--period", str(args.period)]
+    for flag in ("start", "periods", "recent_rows", "out"):
+        if getattr(args, flag) is not None:
+            words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    words += [f"--{f.replace('_', '-')}" for f in ("quick", "no_online", "no_ablations")
+              if getattr(args, f)]
+    return "shadow backtest " + shlex.join(words)
+
+
+def _table(result: Any, summary: dict[str, Any], fmt: str) -> None:
+    import pandas as pd
+
+    from shadow.loop.backtest.report import accuracies
+
+    columns = ["system", "static", "retrain_all", "retrain_recent", "oracle", "arf", "no_change"]
+    rows = []
+    for period in result.periods:
+        acc = accuracies(result, period)
+        rows.append({"rows": f"{period.start}-{period.stop - 1}",
+                     "post": "yes" if period.post_drift else "",
+                     "pass": period.step.action, "promoted": period.step.promoted,
+                     "serving": period.serving_slice,
+                     **{c: round(acc[c], 4) if c in acc else None for c in columns}})
+    render_frame(pd.DataFrame(rows), fmt)
+    if fmt == "table":
+        keep = ["periods", "post_periods", "system_post", "static_post", "retrain_all_post",
+                "retrain_recent_post", "best_rule", "best_rule_post", "oracle_post",
+                "oracle_refit_post", "arf_post", "no_change_post", "regret", "regret_refit",
+                "margin_vs_best_rule", "margin_vs_no_change", "margin_vs_arf", "sweeps",
+                "promotions"]
+        sys.stdout.write("\n")
+        render_mapping({k: summary.get(k) for k in keep}, "table")

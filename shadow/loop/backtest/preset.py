@@ -1,0 +1,63 @@
+"""The drift replay's sweep file, for any time-ordered dataset: slices measured in periods.
+
+``shadow backtest`` runs the user's own sweep file. This preset is the one the drift replay
+(``benchmarks/drift_replay.py``) has always run, written as data a user could have written:
+all history, recent windows of 2, 3 and 5 periods, an expanding slice that stops 5 periods
+before the holdout, an MLP searched with a small Optuna budget per slice, the newest period as
+holdout, the no-regression gate (it suits refits, which are a holdout fresher than the
+candidate the gate judged) and a ``[watch]`` table that sweeps when a period's rows arrived,
+promotes automatically and refits the winner on its slice plus the holdout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Recent windows offered as slices, in periods (2, 3 and 5 years for daily rows).
+WINDOWS = (2, 3, 5)
+#: The expanding slice stops this many periods before the holdout.
+EXPANDING_GAP = 5
+
+
+def replay_config(
+    dataset: str, period: int, *, trials: int = 3, epochs: int = 10, seed: int = 0,
+    latency_guard: float | None = None, refit: bool = True, require: str | None = None,
+    channel: str = "production", windows: tuple[int, ...] = WINDOWS,
+    expanding_gap: int = EXPANDING_GAP,
+) -> dict[str, Any]:
+    """The preset as a raw sweep config (``shadow.sweep.config_from_dict`` validates it).
+
+    ``require`` None: "no-regression" with refit, "improvement" (strict) without.
+    ``latency_guard``: allowed latency regression in % (None: off; host latencies of
+    microsecond MLPs on a shared machine are noise). ``windows`` (recent slices) and
+    ``expanding_gap`` are in periods.
+    """
+    guards = {} if latency_guard is None else {"latency_ms": latency_guard}
+    slices: list[dict[str, Any]] = [{"strategy": "all"}]
+    slices += [{"strategy": "recent", "rows": w * period} for w in windows]
+    # Expanding slices grow from the oldest row; with count = 2 the larger one is all history
+    # (deduplicated by the sweep) and the other ends `expanding_gap` periods earlier.
+    slices.append({"strategy": "expanding", "min_rows": period, "step": expanding_gap * period,
+                   "count": 2})
+    return {
+        "sweep": {"name": f"backtest-{period}", "dataset": dataset, "devices": ["host-cpu"],
+                  "seed": seed},
+        "holdout": {"rows": period},
+        "slices": slices,
+        "model": {"family": "mlp", "params": {"epochs": epochs}},
+        "search": {
+            "trials": trials,
+            # One generation per slice: with a handful of trials TPE is still in its random
+            # start-up phase, so waiting between generations would only idle cores.
+            "parallel": trials,
+            "space": {
+                "width": {"low": 8, "high": 64},
+                "lr": {"low": 1e-3, "high": 3e-2, "log": True},
+                "hidden_layers": {"choices": [1, 2]},
+            },
+        },
+        "gate": {"min_improvement": 0.0, "alpha": 0.05, "guards": guards,
+                 "require": require or ("no-regression" if refit else "improvement")},
+        "watch": {"channel": channel, "mode": "auto", "refit": refit,
+                  "triggers": {"new_rows": period}},
+    }
