@@ -11,7 +11,8 @@ here, so the stored shape is written once:
      "gate_policy", "challenger", "champion", "holdout", "test", "improvement",
      "guards", "checks", "reasons",
      ["forced_reason", "forced_by", "gate_passed"]  # only when forced
-     ["refit"]}                                     # only when a refit ships
+     ["refit"],                                     # only when a refit ships
+     ["evidence"]}                                  # only when judged on live requests
 
 Readers use the attributes (``decision.passed``, ``decision.check("improvement")``);
 the JSON is only the stored form, read back with :meth:`GateDecision.from_json`.
@@ -192,6 +193,9 @@ class GateDecision:
     guards: tuple[GuardResult, ...] = ()
     override: Override | None = None
     refit: Mapping[str, Any] | None = field(default=None)
+    #: Set when the gate judged on live requests instead of a holdout (``selection.gate.live``):
+    #: ``{"kind": "live", "log", "rows", "champion_sha256", "challenger_sha256"}``.
+    evidence: Mapping[str, Any] | None = field(default=None)
 
     @property
     def passed(self) -> bool:
@@ -232,6 +236,8 @@ class GateDecision:
                        gate_passed=self.passed)
         if self.refit is not None:
             out["refit"] = dict(self.refit)
+        if self.evidence is not None:
+            out["evidence"] = dict(self.evidence)
         return out
 
     @classmethod
@@ -263,6 +269,7 @@ class GateDecision:
             guards=tuple(GuardResult.from_json(g) for g in data.get("guards") or ()),
             override=override,
             refit=None if data.get("refit") is None else dict(data["refit"]),
+            evidence=None if data.get("evidence") is None else dict(data["evidence"]),
         )
 
 

@@ -16,28 +16,37 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from selection.live.db import ROLES
+
 #: z for a two-sided 95 % interval.
 Z_95 = 1.959963984540054
 
+# One scan of the partial index over labelled predictions, already in (sha256, role) order:
+# no join and no sort, however many rows.
 _BOARD_SQL = """
-SELECT p.sha256, p.role, COUNT(*) AS n,
-       SUM(p.predicted = l.label) AS correct,
-       SUM(c.predicted = l.label) AS champion_correct,
-       SUM(p.predicted = c.predicted) AS agree
-FROM labels l
-JOIN requests r ON r.request_id = l.request_id
-JOIN predictions c ON c.request_id = l.request_id AND c.row = l.row
-                  AND c.sha256 = r.champion_sha256
-JOIN predictions p ON p.request_id = l.request_id AND p.row = l.row
-GROUP BY p.sha256, p.role
+SELECT model, role, COUNT(*), TOTAL(predicted = label), TOTAL(champion = label),
+       TOTAL(predicted = champion)
+FROM predictions INDEXED BY predictions_labelled
+WHERE label IS NOT NULL
+GROUP BY model, role
+"""
+
+#: The same figures from the labels themselves (the truth), for tests to hold the above to.
+REFERENCE_SQL = """
+SELECT p.model, p.role, COUNT(*), TOTAL(p.predicted = l.label),
+       TOTAL(p.champion = l.label), TOTAL(p.predicted = p.champion)
+FROM labels l JOIN predictions p ON p.request_id = l.request_id AND p.row = l.row
+GROUP BY p.model, p.role
 """
 
 _PAIRS_SQL = """
 SELECT a.predicted = l.label, b.predicted = l.label
-FROM predictions a
-JOIN predictions b ON b.request_id = a.request_id AND b.row = a.row AND b.sha256 = ?
-JOIN labels l ON l.request_id = a.request_id AND l.row = a.row
-WHERE a.sha256 = ?
+FROM labels l
+JOIN predictions a ON a.request_id = l.request_id AND a.row = l.row
+                  AND a.model = (SELECT model_key FROM models WHERE sha256 = ?)
+JOIN predictions b ON b.request_id = l.request_id AND b.row = l.row
+                  AND b.model = (SELECT model_key FROM models WHERE sha256 = ?)
+ORDER BY l.request_id, l.row
 """
 
 
@@ -71,14 +80,20 @@ def wilson(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def live_board(conn: sqlite3.Connection) -> list[LiveRow]:
-    """Every model that answered labelled requests, champions first, then by accuracy."""
-    names = {sha: cid for sha, cid in conn.execute("SELECT sha256, candidate_id FROM models")}
+def live_board(conn: sqlite3.Connection, *, sql: str = _BOARD_SQL) -> list[LiveRow]:
+    """Every model that answered labelled requests, champions first, then by accuracy.
+
+    ``sql``: :data:`REFERENCE_SQL` computes the same from the labels table (tests).
+    """
+    models = {key: (sha, cid) for key, sha, cid
+              in conn.execute("SELECT model_key, sha256, candidate_id FROM models")}
     rows = []
-    for sha, role, n, correct, champion_correct, agree in conn.execute(_BOARD_SQL):
+    for key, role_key, n, correct, champion_correct, agree in conn.execute(sql):
+        sha, name = models.get(key, ("unknown", "unknown"))
+        role = ROLES[role_key] if role_key in (0, 1) else str(role_key)
         low, high = wilson(int(correct), int(n))
         accuracy, theirs = correct / n, champion_correct / n
-        rows.append(LiveRow(names.get(sha, "unknown"), sha, role, int(n), accuracy, low, high,
+        rows.append(LiveRow(name, sha, role, int(n), accuracy, low, high,
                             theirs, accuracy - theirs, agree / n))
     rows.sort(key=lambda r: (r.role != "champion", -r.accuracy, r.candidate_id))
     return rows
@@ -87,7 +102,7 @@ def live_board(conn: sqlite3.Connection) -> list[LiveRow]:
 def paired_outcomes(conn: sqlite3.Connection, challenger_sha256: str, champion_sha256: str
                     ) -> tuple[list[bool], list[bool]]:
     """Per labelled row both models answered: (challenger correct, champion correct)."""
-    pairs = conn.execute(_PAIRS_SQL, (champion_sha256, challenger_sha256)).fetchall()
+    pairs = conn.execute(_PAIRS_SQL, (challenger_sha256, champion_sha256)).fetchall()
     return [bool(a) for a, _ in pairs], [bool(b) for _, b in pairs]
 
 

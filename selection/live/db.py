@@ -12,8 +12,14 @@ crash. What is stored, and why:
   leaderboard need predictions and labels only, the log stays small, and
   no request payload is kept on disk), and the champion's sha256;
 - ``predictions``: the predicted label of every model, per request row (the
-  champion's and each shadow's), so paired outcomes are a join;
-- ``labels``: the labels that came back, one per request row.
+  champion's and each shadow's), with the champion's label for that row beside
+  it (agreement without a second join), so paired outcomes are one join;
+- ``labels``: the labels that came back, one per request row: the truth.
+  Each prediction row also carries its row's label (``predictions.label``,
+  set in the same transaction that stores the label, or when a late
+  prediction is written), so the live leaderboard is one scan of a partial
+  index over the labelled predictions, grouped without a sort
+  (``selection.live.board``; a test holds it to the plain join).
 """
 
 from __future__ import annotations
@@ -23,20 +29,22 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 LIVE_DIR = "live"
+#: ``predictions.role``: 0 the champion answered, 1 a shadow scored.
+ROLES = ("champion", "shadow")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS models (sha256 TEXT PRIMARY KEY, candidate_id TEXT NOT NULL, "
-    "classes TEXT)",
+    # model_key: a small integer in each prediction row instead of a 64-character sha256.
+    "CREATE TABLE IF NOT EXISTS models (model_key INTEGER PRIMARY KEY, sha256 TEXT NOT NULL "
+    "UNIQUE, candidate_id TEXT NOT NULL, classes TEXT)",
     "CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, received_at REAL NOT NULL, "
     "n_rows INTEGER NOT NULL, inputs_sha256 TEXT NOT NULL, champion_sha256 TEXT NOT NULL) "
     "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
-    "sha256 TEXT NOT NULL, role TEXT NOT NULL, predicted TEXT NOT NULL, "
-    "PRIMARY KEY (request_id, row, sha256)) WITHOUT ROWID",
-    # The gate's pairs: every row a given model answered, by model.
-    "CREATE INDEX IF NOT EXISTS predictions_by_model ON predictions (sha256, request_id, row, "
-    "predicted)",
+    "model INTEGER NOT NULL, role INTEGER NOT NULL, predicted TEXT NOT NULL, "
+    "champion TEXT NOT NULL, label TEXT, PRIMARY KEY (request_id, row, model)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS predictions_labelled ON predictions (model, role, label, "
+    "predicted, champion) WHERE label IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS labels (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
     "label TEXT NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (request_id, row)) WITHOUT ROWID",
 )
@@ -61,6 +69,9 @@ def connect(path: str | Path, *, channel: str | None = None, create: bool = True
     conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None,
                            check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
+    # The leaderboard reads every labelled row's predictions: keep the pages in memory.
+    conn.execute("PRAGMA cache_size = -131072")
+    conn.execute("PRAGMA mmap_size = 1073741824")
     if create:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")

@@ -131,6 +131,10 @@ def apply_feedback(conn: sqlite3.Connection, items: Sequence[Feedback],
         conn.execute("INSERT OR IGNORE INTO labels SELECT request_id, row, label, ? FROM "
                      "feedback_in GROUP BY request_id, row", (received_at,))
         added = conn.total_changes - before
+        # The leaderboard's copy of the label on each prediction of those rows.
+        conn.execute("UPDATE predictions SET label = f.label FROM feedback_in f WHERE "
+                     "predictions.request_id = f.request_id AND predictions.row = f.row AND "
+                     "predictions.label IS NULL")
         conn.execute("DELETE FROM feedback_in")
         conn.execute("COMMIT")
     except BaseException:

@@ -112,10 +112,26 @@ def merge_log(log_path: Path, source: Path, channel: str) -> MergeResult:
                 raise LabelConflictError(f"{source} labels rows differently from this log: "
                                          f"{shown}; nothing was merged")
             counts = []
-            for table in ("models", "requests", "predictions", "labels"):
+            for statement in (
+                "INSERT OR IGNORE INTO main.models (sha256, candidate_id, classes) "
+                "SELECT sha256, candidate_id, classes FROM src.models",
+                "INSERT OR IGNORE INTO main.requests SELECT * FROM src.requests",
+                # Model keys are per file: translate them by sha256. predictions.label is
+                # this log's copy of its labels, rebuilt below, never taken as is.
+                "INSERT OR IGNORE INTO main.predictions SELECT p.request_id, p.row, "
+                "mm.model_key, p.role, p.predicted, p.champion, NULL FROM src.predictions p "
+                "JOIN src.models sm ON sm.model_key = p.model "
+                "JOIN main.models mm ON mm.sha256 = sm.sha256",
+                "INSERT OR IGNORE INTO main.labels SELECT * FROM src.labels",
+            ):
                 before = conn.total_changes
-                conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM src.{table}")
+                conn.execute(statement)
                 counts.append(conn.total_changes - before)
+            conn.execute(
+                "UPDATE main.predictions SET label = (SELECT l.label FROM main.labels l WHERE "
+                "l.request_id = predictions.request_id AND l.row = predictions.row) WHERE "
+                "label IS NULL AND (request_id, row) IN (SELECT request_id, row FROM src.labels "
+                "UNION SELECT request_id, row FROM src.predictions)")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -37,8 +37,8 @@ DEFAULT_BATCH_SIZE = 512
 DEFAULT_FLUSH_INTERVAL_S = 0.05
 DEFAULT_MAX_PENDING = 100_000
 
-CHAMPION = "champion"
-SHADOW = "shadow"
+CHAMPION = 0  # predictions.role (selection.live.db.ROLES)
+SHADOW = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: list[Any] = []
-        self._known: set[str] = set()  # model sha256s already in ``models``
+        self._keys: dict[str, int] = {}  # sha256 -> models.model_key
         self._closed = False
         self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0}
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{self.path.stem}",
@@ -95,9 +95,28 @@ class PredictionLog:
         return self._append(("c", request_id, model, [str(p) for p in predicted], inputs_sha256,
                              time.time() if received_at is None else received_at))
 
-    def log_shadow(self, request_id: str, model: ModelRef, predicted: Sequence[object]) -> bool:
-        """Record a shadow's predictions for a request the champion answered."""
-        return self._append(("s", request_id, model, [str(p) for p in predicted]))
+    def log_shadow(self, request_id: str, model: ModelRef, predicted: Sequence[object],
+                   champion: Sequence[object]) -> bool:
+        """Record a shadow's predictions for a request (``champion``: what the champion said)."""
+        return self._append(("s", request_id, model, [str(p) for p in predicted],
+                             [str(p) for p in champion]))
+
+    def log_shadow_many(self, model: ModelRef,
+                        answers: Sequence[tuple[str, Sequence[object], Sequence[object]]]) -> int:
+        """Record one shadow's predictions for many requests at once; returns how many fit.
+
+        ``answers``: (request id, the shadow's labels, the champion's labels) per request.
+        """
+        records = [("s", rid, model, [str(p) for p in predicted], [str(p) for p in champion])
+                   for rid, predicted, champion in answers]
+        with self._lock:
+            room = 0 if self._closed else max(0, self.max_pending - len(self._pending))
+            self._pending.extend(records[:room])
+            self.counts["dropped"] += len(records) - min(room, len(records))
+            full = len(self._pending) >= self.batch_size
+        if full:
+            self._wake.set()
+        return min(room, len(records))
 
     def add_feedback(self, items: Sequence[Feedback], timeout: float = 30.0) -> FeedbackResult:
         """Apply labels (all or none) after every prediction accepted so far; raises their error."""
@@ -204,32 +223,46 @@ class PredictionLog:
 
     def _commit(self, records: list[tuple[Any, ...]]) -> None:
         conn = self._conn
-        models: dict[str, ModelRef] = {}
         requests: list[tuple[Any, ...]] = []
         predictions: list[tuple[Any, ...]] = []
-        for record in records:
-            kind, request_id, model, predicted = record[:4]
-            if model.sha256 not in self._known:
-                models[model.sha256] = model
-            if kind == "c":
-                requests.append((request_id, record[5], len(predicted), record[4], model.sha256))
-                role = CHAMPION
-            else:
-                role = SHADOW
-            predictions.extend((request_id, i, model.sha256, role, p)
-                               for i, p in enumerate(predicted))
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO models VALUES (?, ?, ?)",
-                [(m.sha256, m.candidate_id, None if m.classes is None else json.dumps(m.classes))
-                 for m in models.values()])
+            keys = self._model_keys({r[2].sha256: r[2] for r in records})
+            for record in records:
+                kind, request_id, model, predicted = record[:4]
+                if kind == "c":
+                    requests.append((request_id, record[5], len(predicted), record[4],
+                                     model.sha256))
+                    role, champion = CHAMPION, predicted
+                else:
+                    role, champion = SHADOW, record[4]
+                key = keys[model.sha256]
+                predictions.extend((request_id, i, key, role, p, c) for i, (p, c)
+                                   in enumerate(zip(predicted, champion, strict=False)))
             # A reused request id keeps its first answer (the one its labels will describe).
             conn.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?)", requests)
-            conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?)",
+            # A shadow may finish after its request's label came back: take it along.
+            conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                             "(SELECT label FROM labels WHERE request_id = ?1 AND row = ?2))",
                              predictions)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self._known.update(models)
+
+    def _model_keys(self, models: dict[str, ModelRef]) -> dict[str, int]:
+        """Each model's key (added to ``models`` first if new), inside the open transaction."""
+        conn = self._conn
+        keys = {}
+        for sha, model in models.items():
+            if sha not in self._keys:
+                conn.execute("INSERT OR IGNORE INTO models (sha256, candidate_id, classes) "
+                             "VALUES (?, ?, ?)", (sha, model.candidate_id, None if model.classes
+                                                  is None else json.dumps(model.classes)))
+                (key,) = conn.execute("SELECT model_key FROM models WHERE sha256 = ?",
+                                      (sha,)).fetchone()
+                keys[sha] = int(key)
+            else:
+                keys[sha] = self._keys[sha]
+        self._keys.update(keys)  # a rolled-back insert leaves a key that is re-checked below
+        return keys

@@ -244,7 +244,7 @@ class ChannelRuntime:
                 raise NoModelError("the server is stopping and its prediction log is closed; "
                                    "retry the request (on its restart)")
         if self.shadows is not None:
-            self.shadows.submit(rid, batch, model)
+            self.shadows.submit(rid, batch, model, answer["predictions"])
         return answer
 
     def status(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ examples:
   shadow promote --best --dry-run            # show the gate's decision, change nothing
   shadow promote c-1a2b3c4d5e6f --force --reason "rollback target for the outage"
   shadow promote --best --refit              # gate rank 1, ship it retrained on slice + holdout
+  shadow promote c-1a2b3c4d5e6f --evidence live --dry-run   # judged on live labelled requests
 
 The gate: the challenger must meet the ranking policy's constraints, beat the
 channel's champion on the same holdout rows (by at least [gate]
@@ -40,6 +41,13 @@ passes unless it is significantly worse than the champion (or, if [gate]
 max_regression is set, scores more than that below it): the rule for --refit. The
 decision is stored with the history row;
 --force --reason TEXT overrides a refusal and is recorded as forced.
+
+--evidence live: instead of the holdout, the gate pairs the champion and the
+candidate on the labelled live requests both answered (the candidate rode along
+as a shadow: `shadow serve --shadow ID`, labels via POST /feedback or `shadow
+feedback`), in $SHADOW_HOME/live/<channel>.db, on the channel's device, with the
+same checks and the same exact McNemar test; the stored decision says
+"evidence": {"kind": "live", ...}.
 
 --refit: once the gate passes, the candidate's recipe (family, parameters,
 seed) is retrained on its slice plus the holdout rows, the newest data the
@@ -80,6 +88,9 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--policy", default=None, choices=sorted(POLICIES),
                    help="ranking policy for --best and the gate's constraints "
                    "(default: the sweep file's [ranking], else 'default')")
+    p.add_argument("--evidence", choices=("holdout", "live"), default="holdout",
+                   help="what the gate judges on: the sweep's holdout rows (default) or the "
+                   "channel's labelled live requests both models answered")
     add_format_option(p)
     add_store_options(p)
     p.set_defaults(handler=run_promote)
@@ -126,8 +137,14 @@ def run_promote(args: argparse.Namespace) -> int:
             candidate_id = best_candidate(
                 store, sweep=args.sweep, device=args.device, policy=args.policy
             )
+        live = None
+        if args.evidence == "live":
+            from selection.gate.live import evaluate_live_gate
+
+            live = evaluate_live_gate(store, candidate_id, channel=args.channel,
+                                      ranking=args.policy)
         if args.dry_run:
-            decision = evaluate_gate(
+            decision = live or evaluate_gate(
                 store, candidate_id, device=args.device, channel=args.channel, ranking=args.policy
             )
             if args.force:  # what the real run would store
@@ -136,8 +153,9 @@ def run_promote(args: argparse.Namespace) -> int:
         refit = _refit_step(store) if args.refit else None
         with announce_new_key(store.home):  # promotion signs; say where a new key went
             record = promote_through_gate(
-                store, candidate_id, device=args.device, channel=args.channel,
-                ranking=args.policy, reason=args.reason, force=args.force, refit=refit,
+                store, candidate_id, device=live.device if live else args.device,
+                channel=args.channel, ranking=args.policy, reason=args.reason,
+                force=args.force, refit=refit, decision=live,
             )
         _report(store, record, args.format, "promoted")
     return 0

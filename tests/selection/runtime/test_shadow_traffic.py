@@ -104,8 +104,9 @@ def test_request_ids_logged_shadows_and_feedback(served: tuple[ModelServer, Pred
     log.flush()
     path = log.path
     by_role = dict(_rows(path, "SELECT role, COUNT(*) FROM predictions GROUP BY role"))
-    assert by_role == {"champion": 3, "shadow": 6}  # 3 rows x (champion + 2 shadows)
-    shas = {s for (s,) in _rows(path, "SELECT DISTINCT sha256 FROM predictions")}
+    assert by_role == {0: 3, 1: 6}  # 3 rows x (champion + 2 shadows); 0 = champion
+    shas = {s for (s,) in _rows(path, "SELECT DISTINCT m.sha256 FROM predictions p JOIN models "
+                                      "m ON m.model_key = p.model")}
     assert shas == {store.get_candidate(c).onnx_sha256 for c in ("c-a", "c-b", "c-c")}
     assert _rows(path, "SELECT COUNT(*) FROM labels") == [(2,)]
 
@@ -213,4 +214,4 @@ def test_cli_shadows_and_sigterm_loses_nothing(store: Store) -> None:
     path = live_log_path(store.home.root, "production")
     logged = {r for (r,) in _rows(path, "SELECT request_id FROM requests")}
     assert logged == set(ids)
-    assert _rows(path, "SELECT COUNT(*) FROM predictions WHERE role = 'shadow'") == [(100,)]
+    assert _rows(path, "SELECT COUNT(*) FROM predictions WHERE role = 1") == [(100,)]
