@@ -52,7 +52,7 @@ from shadow.data.versions import (
     DatasetVersion,
     dataset_dir,
     match_version,
-    version_fingerprint,
+    version_fingerprints,
 )
 from shadow.errors import DatasetError, IntegrityError, StoreError
 
@@ -153,12 +153,13 @@ def check_recorded(files: list[BatchFile], recorded: list[Recorded], manifest: D
                    home: Home) -> None:
     """Every recorded file is still there, unchanged, at its place in name order."""
     names = [f.name for f in files]
+    present = set(names)
     folder, where = manifest.source.location, f"dataset {manifest.name!r}"
     fix = (f"batch files are immutable once a version holds them: restore it, put new rows in a "
            f"new file named to sort after {recorded[-1].name!r}, or move the ledger "
            f"{ledger_path(home, manifest.name)} away to record versions afresh")
     for i, entry in enumerate(recorded):
-        if entry.name not in names:
+        if entry.name not in present:
             raise IntegrityError(
                 f"{where}: batch file {entry.name!r} (version {i + 1}, sha256 "
                 f"{entry.sha256[:12]}) is gone from {folder!r}; {fix}"
@@ -178,8 +179,7 @@ def check_recorded(files: list[BatchFile], recorded: list[Recorded], manifest: D
 
 def fingerprints(manifest: DatasetManifest, files: list[BatchFile]) -> list[str]:
     """The fingerprint of each version 1..N (the first N files)."""
-    base, shas = base_fingerprint(manifest), [f.sha256 for f in files]
-    return [version_fingerprint(base, shas[:n]) for n in range(1, len(files) + 1)]
+    return version_fingerprints(base_fingerprint(manifest), [f.sha256 for f in files])
 
 
 def read_frames(manifest: DatasetManifest, files: list[BatchFile]) -> list[pd.DataFrame]:

@@ -90,6 +90,17 @@ def version_fingerprint(base_fingerprint: str, batch_sha256s: list[str] | tuple[
     return digest.hexdigest()
 
 
+def version_fingerprints(base_fingerprint: str, batch_sha256s: list[str]) -> list[str]:
+    """``version_fingerprint(base, shas[:n])`` for n = 1..len(shas), in one pass."""
+    digest = hashlib.sha256(b"shadow dataset version\x1e")
+    digest.update(base_fingerprint.encode())
+    out = []
+    for sha in batch_sha256s:
+        digest.update(b"\x1f" + sha.encode())
+        out.append(digest.copy().hexdigest())
+    return out
+
+
 def dataset_dir(home: Home, name: str) -> Path:
     """Where a dataset's batches and ledger live in ``home``."""
     return home.root / "data" / name
