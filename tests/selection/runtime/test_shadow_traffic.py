@@ -215,3 +215,25 @@ def test_cli_shadows_and_sigterm_loses_nothing(store: Store) -> None:
     logged = {r for (r,) in _rows(path, "SELECT request_id FROM requests")}
     assert logged == set(ids)
     assert _rows(path, "SELECT COUNT(*) FROM predictions WHERE role = 1") == [(100,)]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{not json", {}, 400),
+        (b'{"rows": [[1, 2]]}', {}, 400),
+        (b'{"rows": [["a", "b", "c", "d", "e", "f", "g", "h"]]}', {}, 400),
+        (b"", {"Content-Length": str(16 * 1024 * 1024 + 1)}, 413),
+    ],
+)
+def test_bad_predictions_are_4xx_and_the_log_keeps_the_good_ones(
+    served: tuple[ModelServer, PredictionLog], body: bytes, headers: dict[str, str], status: int,
+) -> None:
+    srv, log = served
+    good = [_call(srv, "POST", "/predict", {"rows": [ROW]})[1]["request_id"] for _ in range(3)]
+    got, error, _ = _call(srv, "POST", "/predict", body, headers)
+    assert got == status and error["status"] == status
+    good.append(_call(srv, "POST", "/predict", {"rows": [ROW]})[1]["request_id"])
+    log.flush()
+    logged = {r for (r,) in _rows(log.path, "SELECT request_id FROM requests")}
+    assert logged == set(good)
