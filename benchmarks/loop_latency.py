@@ -11,11 +11,12 @@ Everything is the product, run as a user runs it, each piece its own process:
 
 A cycle's latency runs from the moment ``shadow data append`` returns to the first answer of
 ``shadow serve`` that names the newly promoted candidate. The breakdown comes from the event log's
-timestamps (``Store.list_events``): detect (append returned -> ``sweep_started``: the controller's
-poll, loading the new version, scoring the champion, the trigger), sweep (``sweep_started`` ->
-``sweep_finished``: Ray's start included, split into ``sweep_setup_s`` and ``sweep_run_s`` by the
-sweep's own clock), gate+promote (``sweep_finished`` -> ``promotion``) and
-swap (``promotion`` -> the client's first answer from the new model).
+timestamps (``Store.list_events``): detect (append returned -> ``sweep_started``: the
+controller's poll, loading the new version, scoring the champion, the trigger), sweep
+(``sweep_started`` -> ``sweep_finished``, split by the sweep's own clock into ``sweep_run_s``,
+Ray's start and the candidates, and ``sweep_setup_s``, preparing the slices), gate+promote
+(``sweep_finished`` -> ``promotion``) and swap (``promotion`` -> the client's first answer from
+the new model).
 
 The gate is set so promotions happen on merit, not by luck: ``require = "no-regression"`` with
 ``alpha = 0.001`` refuses only a challenger that is significantly worse than the champion on the
@@ -276,8 +277,8 @@ def cycle_record(k: int, arrived: float, outcome: str, events: dict[str, list[An
         record["sweep_s"] = round(finished - started, 2)
         evidence = events["sweep_finished"][-1].evidence
         if isinstance(evidence.get("seconds"), (int, float)):
-            # run_sweep's own clock: the candidates; the rest of sweep_s is Ray's start and
-            # preparing the slices.
+            # run_sweep's own clock (Ray's start, the candidates, their store writes); the rest
+            # of sweep_s is prepare_sweep (loading the version, cutting the slices).
             record["sweep_run_s"] = round(float(evidence["seconds"]), 2)
             record["sweep_setup_s"] = round(record["sweep_s"] - record["sweep_run_s"], 2)
         record["candidates_ok"] = evidence.get("ok")
