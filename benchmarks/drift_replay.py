@@ -74,10 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--require", choices=("no-regression", "improvement"), default=None,
                    help="what the production gate requires of a challenger (default: no-regression "
                    "with refit, improvement with --no-refit); the ablation channels run the strict gate")
+    p.add_argument("--selection", choices=("holdout", "track-record"), default="holdout",
+                   help="how the challenger is picked out of each sweep ([watch.selection] policy)")
+    p.add_argument("--ensemble", type=int, default=0, metavar="K",
+                   help="each sweep also combines its top K candidates into one (`[ensemble] "
+                   "top_k = K`; default 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", type=Path, default=None, help="SHADOW_HOME (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     args = p.parse_args(argv)
+    if args.ensemble == 1 or args.ensemble < 0:
+        p.error(f"--ensemble must be 0 (off) or at least 2; got {args.ensemble}")
     for name in ("period", "trials", "epochs", "periods"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -125,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_dict(replay_config(
             args.dataset, args.period, trials=args.trials or (1 if args.quick else 3),
             epochs=args.epochs, seed=args.seed, latency_guard=args.latency_guard,
-            refit=not args.no_refit, require=args.require))
+            refit=not args.no_refit, require=args.require, selection=args.selection,
+            ensemble=args.ensemble))
         # The trials are set above (1 with --quick), so the settings' quick only moves the start.
         settings = BacktestSettings(period=args.period, start=args.start, periods=args.periods,
                                     quick=args.quick, seed=args.seed)

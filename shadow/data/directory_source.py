@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,23 +184,66 @@ def fingerprints(manifest: DatasetManifest, files: list[BatchFile]) -> list[str]
 
 
 def read_frames(manifest: DatasetManifest, files: list[BatchFile]) -> list[pd.DataFrame]:
-    """Each file parsed and held to the table rules, with time order across files."""
+    """Each file parsed and held to the table rules, with time order across files.
+
+    The rules run once over all the rows (per file they cost more than the
+    parsing, on small files); only if they fail are the files checked one by
+    one, so the message names the file that breaks them.
+    """
     frames: list[pd.DataFrame] = []
     folder = Path(manifest.source.location)
     for file in files:
-        where = f"batch file {file.name!r} of dataset {manifest.name!r}"
-        frame = parse_batch(file.data, folder / file.name, manifest)
+        where = _where(manifest, file)
+        frame = _parse(file, folder, manifest)
         if len(frame) == 0:
             raise DatasetError(f"{where} has no rows; remove it or write its rows")
         if frames:
             check_columns(frame, frames[0], where)
-            frame = frame[list(frames[0].columns)]
-        validate_frame(frame, manifest, where, min_rows=1)
-        if frames and manifest.time_column:
-            check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
-                           manifest.time_column)
+            if list(frame.columns) != list(frames[0].columns):
+                frame = frame[list(frames[0].columns)]
         frames.append(frame)
+    if not frames:
+        return frames
+    try:
+        validate_frame(pd.concat(frames, ignore_index=True), manifest,
+                       f"dataset {manifest.name!r}", min_rows=1)
+    except DatasetError:
+        _name_the_file(manifest, files, frames)
+        raise
     return frames
+
+
+#: Parsed batch files by content: a file's rows never change while its sha256 does not, and a
+#: controller (or one sweep: load, plan, pin) reads the same files again and again.
+_PARSED: OrderedDict[tuple[str, str, int | None], pd.DataFrame] = OrderedDict()
+_PARSED_MAX = 4096
+
+
+def _parse(file: BatchFile, folder: Path, manifest: DatasetManifest) -> pd.DataFrame:
+    key = (file.sha256, Path(file.name).suffix.lower(), manifest.source.index_col)
+    frame = _PARSED.get(key)
+    if frame is None:
+        frame = parse_batch(file.data, folder / file.name, manifest)
+        _PARSED[key] = frame
+        if len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    else:
+        _PARSED.move_to_end(key)
+    return frame  # never changed in place: callers select and concatenate, which copy
+
+
+def _where(manifest: DatasetManifest, file: BatchFile) -> str:
+    return f"batch file {file.name!r} of dataset {manifest.name!r}"
+
+
+def _name_the_file(manifest: DatasetManifest, files: list[BatchFile],
+                   frames: list[pd.DataFrame]) -> None:
+    """Raise the first file's own error (or the time order across two files), if there is one."""
+    for i, (file, frame) in enumerate(zip(files, frames)):
+        validate_frame(frame, manifest, _where(manifest, file), min_rows=1)
+        if i and manifest.time_column:
+            check_boundary(frames[i - 1][manifest.time_column], frame[manifest.time_column],
+                           _where(manifest, file), manifest.time_column)
 
 
 def _chosen(manifest: DatasetManifest, files: list[BatchFile], version: str | None) -> int:

@@ -49,7 +49,9 @@ class Dataset:
 def combined_dataset(frames: list[pd.DataFrame], manifest: DatasetManifest, fingerprint: str) -> Dataset:
     """The base table followed by batches, validated as one table, named by ``fingerprint``."""
     columns = list(frames[0].columns)
-    combined = pd.concat([f[columns] for f in frames], ignore_index=True)
+    # Reordered only where a batch's columns come in another order (a copy per frame is costly).
+    combined = pd.concat([f if list(f.columns) == columns else f[columns] for f in frames],
+                         ignore_index=True)
     # 'rows' in the manifest counts the catalog's rows; the batches come on top.
     grown = replace(manifest, declared_rows=None)
     dataset = dataset_from_frame(combined, grown)

@@ -41,14 +41,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from selection.atomic import exclusive_lock
 from selection.errors import ConfigError, NotFoundError, ShadowError
 from selection.records import EventKind, EventRecord, PromotionRecord
 from shadow.loop.journal import REASON_PREFIX, STEP_KINDS, unfinished_step
+from shadow.loop.lock import ControllerBusyError, controller_lock
+from shadow.loop.outcome import PassResult
 from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
 
 if TYPE_CHECKING:
@@ -62,77 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["ControllerBusyError", "PassResult", "controller_lock", "run_forever",
            "run_once"]
 
-#: Folder under $SHADOW_HOME holding one lock file per watched channel.
-LOCKS_DIR = "watch"
-
 Note = Callable[[str], None]
-
-
-class ControllerBusyError(ShadowError, RuntimeError):
-    """Another controller holds this channel's lock."""
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """What one pass did. ``action``: none, already_swept, swept, resumed or recovered.
-
-    ``recovered``: a pass a stopped controller left after its sweep finished (the gate, then
-    the promotion or proposal, run now) or after its gate passed (the promotion or proposal).
-    """
-
-    channel: str
-    mode: str
-    dataset: str
-    data_version: str
-    rows: int
-    action: str
-    #: The triggers that fired (their JSON form), stored as events only when a sweep followed.
-    fired: tuple[dict[str, Any], ...] = ()
-    champion_id: str | None = None
-    live_correct: int = 0
-    live_total: int = 0
-    sweep_id: str | None = None
-    challenger_id: str | None = None
-    gate_passed: bool | None = None
-    gate_reasons: tuple[str, ...] = ()
-    #: The candidate that now serves the channel after this pass's promotion (a refit, if any).
-    promoted_id: str | None = None
-    history_id: int | None = None
-    proposal_event_id: int | None = None
-    #: Ids of the events this pass stored, in order.
-    event_ids: tuple[int, ...] = ()
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "channel": self.channel, "mode": self.mode, "dataset": self.dataset,
-            "data_version": self.data_version, "rows": self.rows, "action": self.action,
-            "fired": [dict(f) for f in self.fired], "champion_id": self.champion_id,
-            "live_correct": self.live_correct, "live_total": self.live_total,
-            "sweep_id": self.sweep_id, "challenger_id": self.challenger_id,
-            "gate_passed": self.gate_passed, "gate_reasons": list(self.gate_reasons),
-            "promoted_id": self.promoted_id, "history_id": self.history_id,
-            "proposal_event_id": self.proposal_event_id, "event_ids": list(self.event_ids),
-            "detail": self.detail,
-        }
-
-
-@contextmanager
-def controller_lock(home: Home, channel: str) -> Iterator[None]:
-    """One controller per channel: an exclusive, non-waiting flock under ``$SHADOW_HOME/watch``.
-
-    The kernel drops it when its holder dies (even by SIGKILL), so no stale lock survives.
-    """
-    folder = home.root / LOCKS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def busy(holder: str) -> ControllerBusyError:
-        return ControllerBusyError(
-            f"one controller per channel: channel {channel!r} is already watched by another "
-            f"process ({holder}); nothing was done; stop that one or watch another channel")
-
-    with exclusive_lock(folder / f"{channel}.lock", busy):
-        yield
+#: A failing pass waits poll_s, then twice, four times ... at most this many times poll_s.
+MAX_BACKOFF = 16
 
 
 @dataclass
@@ -175,13 +107,14 @@ def run_forever(
     Holds the channel's controller lock the whole time. ``stop`` set during a pass ends the
     loop after that pass (a pass is never cut short); set during the wait, at once. A pass that
     fails with a :class:`ShadowError` stores an ``error`` event and the loop carries on (the
-    next pass resumes what it left). ``controller`` events mark the start and the clean stop.
-    Returns the number of passes run.
+    next pass resumes what it left), after a wait that doubles with each failure in a row (up
+    to :data:`MAX_BACKOFF` times ``poll_s``), so a store or cluster that is down is not hammered.
+    ``controller`` events mark the start and the clean stop. Returns the number of passes run.
     """
     watch = _watch_of(config)
     channel = channel or watch.channel
     note = on_note or (lambda _: None)
-    passes = 0
+    passes = failures = 0
 
     def mark(kind: EventKind, reason: str, **evidence: Any) -> None:
         store.append_event(EventRecord(channel=channel, kind=kind, reason=reason,
@@ -193,15 +126,18 @@ def run_forever(
             try:
                 result = _run(config, watch, store, home, channel, address, time.time(), note)
             except ShadowError as exc:
+                failures += 1
+                wait = watch.poll_s * min(2 ** (failures - 1), MAX_BACKOFF)
                 message = " ".join(str(exc).split())
-                mark("error", f"a pass failed; the controller carries on: {message}",
-                     error=message)
-                note(f"pass failed: {message}")
+                mark("error", f"a pass failed; the controller carries on in {wait:g} s: "
+                     f"{message}", error=message, failures_in_a_row=failures, wait_s=wait)
+                note(f"pass failed ({failures} in a row; next in {wait:g} s): {message}")
             else:
+                failures, wait = 0, watch.poll_s
                 if on_pass is not None:
                     on_pass(result)
             passes += 1
-            if stop.is_set() or stop.wait(watch.poll_s):
+            if stop.is_set() or stop.wait(wait):
                 break
         mark("controller", f"stopped after {passes} pass(es), on request", state="stopped",
              passes=passes)
@@ -255,7 +191,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
         # Stopped after the sweep finished, before the gate judged it: judge it now.
         note(f"sweep {sweep_id} finished on this version but was never gated; gating it now")
         result = replace(base, action="recovered", sweep_id=sweep_id)
-        result = _gate_and_act(work, result, watch, sweep_id, note)
+        result = _gate_and_act(work, result, watch, sweep_id, dataset, note)
         return replace(result, event_ids=tuple(work.events))
     else:
         champion = current(store, channel)
@@ -296,7 +232,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                f"{summary['failed']} failed", sweep_id=sweep_id,
                evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash,
                          "at_s": now_s})
-    result = _gate_and_act(work, result, watch, sweep_id, note)
+    result = _gate_and_act(work, result, watch, sweep_id, dataset, note)
     return replace(result, event_ids=tuple(work.events))
 
 
@@ -374,14 +310,29 @@ def _sweep(config: SweepConfig, store: Store, home: Home, version: str, sweep_id
 
 
 def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str,
-                  note: Note) -> PassResult:
-    """Gate the sweep's rank 1 against the champion; promote (auto) or propose on a pass."""
+                  dataset: Dataset, note: Note) -> PassResult:
+    """Gate the sweep's challenger against the champion; promote (auto) or propose on a pass.
+
+    The challenger is the sweep's rank 1 under its own [ranking] policy, or with
+    ``[watch.selection] policy = "track-record"`` the pick of the expert with the best record
+    (:mod:`shadow.loop.track_record`), stored with the gate event as ``selection``.
+    """
     from selection.gate.decision import evaluate_gate
     from selection.leaderboard.frame import best_candidate
 
     store, channel = work.store, work.channel
+    chosen: dict[str, Any] = {"policy": "holdout"}
     try:
-        challenger = best_candidate(store, sweep=sweep_id)  # the sweep's own [ranking] policy
+        if watch.selection.policy == "track-record":
+            from shadow.loop.track_record import choose_challenger
+
+            challenger, record = choose_challenger(
+                store, channel, sweep_id, dataset.features, dataset.labels, dataset.classes,
+                discount=watch.selection.discount, min_record=watch.selection.min_record)
+            chosen = record.to_json()
+            note(f"track record: {record.reason}")
+        else:
+            challenger = best_candidate(store, sweep=sweep_id)
     except NotFoundError as exc:  # no eligible candidate: the champion keeps serving
         work.event("error", f"no challenger from sweep {sweep_id}: the champion keeps serving",
                    sweep_id=sweep_id, evidence={"error": " ".join(str(exc).split())})
@@ -390,7 +341,7 @@ def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id:
     decision = evaluate_gate(store, challenger, channel=channel)
     verdict = "passed" if decision.passed else "refused: " + "; ".join(decision.reasons)
     work.event("gate", f"the gate {verdict}", sweep_id=sweep_id, candidate_id=challenger,
-               evidence=decision.to_json())
+               evidence={**decision.to_json(), "selection": chosen})
     note(f"gate on {challenger}: {verdict}")
     result = replace(result, challenger_id=challenger, gate_passed=decision.passed,
                      gate_reasons=tuple(decision.reasons))

@@ -1,4 +1,4 @@
-"""Scoring ONNX models on rows they never saw, the way an edge app runs them.
+"""Scoring ONNX models on rows they never saw, the way an edge app runs them (backtest, record).
 
 Predictions are compared as class *labels* (text), not indices: each sweep numbers the classes
 it saw in its visible rows, and a model trained on an early past must still be judged correctly

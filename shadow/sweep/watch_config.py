@@ -19,6 +19,11 @@ Example::
     alpha = 0.01
     min_rows = 100
 
+    [watch.selection]        # how the challenger is picked out of each sweep (default: holdout)
+    policy = "track-record"  # follow the strategy that did best on the data after its choices
+    discount = 0.7           # weight of a period one sweep older than the next (recent counts most)
+    min_record = 2           # scored periods every expert needs before the record is followed
+
 Validated with ``selection.validation`` like the rest of the sweep file: unknown keys are
 errors listing the known ones, nan and inf are refused, and every message names the key,
 the value and the fix. A trigger that is absent (or ``false``) is off.
@@ -48,7 +53,28 @@ _WATCH = [
     Param("poll_s", float, default=10.0, low=0, low_open=True,
           help="seconds between looks for new data"),
     Param("triggers", dict, default={}),
+    Param("selection", dict, default={}),
 ]
+
+#: How the challenger is picked out of a sweep: its rank 1, or by the track record.
+POLICIES = ("holdout", "track-record")
+
+_SELECTION = [
+    Param("policy", str, default="holdout", choices=POLICIES),
+    # 1 weighs every past period alike; near 0 only the latest counts.
+    Param("discount", float, default=0.7, low=0, high=1, low_open=True),
+    Param("min_record", int, default=2, low=1, help="scored periods before the record is followed"),
+]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """``[watch.selection]``: ``holdout`` takes the sweep's rank 1; ``track-record`` follows the
+    expert with the best discounted record (:mod:`shadow.loop.track_record`)."""
+
+    policy: str = "holdout"
+    discount: float = 0.7
+    min_record: int = 2
 
 _TRIGGERS = [
     Param("new_rows", int, default=None, low=1, help="rows added since the last sweep"),
@@ -101,6 +127,7 @@ class WatchConfig:
     mode: str = "propose"
     refit: bool = False
     poll_s: float = 10.0
+    selection: Selection = Selection()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, in the shape of the TOML table (off triggers left out)."""
@@ -112,7 +139,9 @@ class WatchConfig:
                 if isinstance(value, SignificantDrop) else value
             )
         return {"channel": self.channel, "mode": self.mode, "refit": self.refit,
-                "poll_s": self.poll_s, "triggers": triggers}
+                "poll_s": self.poll_s, "triggers": triggers,
+                "selection": {"policy": self.selection.policy, "discount": self.selection.discount,
+                              "min_record": self.selection.min_record}}
 
 
 def watch_from_config(table: Mapping[str, Any], source: str = "sweep config") -> WatchConfig:
@@ -143,9 +172,10 @@ def watch_from_config(table: Mapping[str, Any], source: str = "sweep config") ->
             f"{where_triggers}: at least one trigger must be on; set one of "
             f"{', '.join(TRIGGER_KEYS)}; e.g. `new_rows = 1000`."
         )
+    selection = Selection(**parse_table(watch["selection"], _SELECTION, f"{source} [watch.selection]"))
     return WatchConfig(triggers=triggers, channel=channel, mode=watch["mode"],
-                       refit=watch["refit"], poll_s=watch["poll_s"])
+                       refit=watch["refit"], poll_s=watch["poll_s"], selection=selection)
 
 
-__all__ = ["MODES", "TRIGGER_KEYS", "SignificantDrop", "WatchConfig", "WatchTriggers",
-           "watch_from_config"]
+__all__ = ["MODES", "POLICIES", "TRIGGER_KEYS", "Selection", "SignificantDrop", "WatchConfig",
+           "WatchTriggers", "watch_from_config"]

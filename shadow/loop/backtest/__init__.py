@@ -4,7 +4,6 @@
 - ``preset``: the drift replay's sweep file for any dataset (slices measured in periods);
 - ``runner``: the walk (append a period, one controller pass, score the next period);
 - ``rules``: what the system is compared with (fixed retraining rules, oracles, ablations);
-- ``scoring``: models scored on unseen rows as an edge app runs them;
 - ``baselines``: river's online learners and the naive baselines;
 - ``report``: the summary (the drift replay's keys), the markdown table and the plot.
 

@@ -23,14 +23,16 @@ def replay_config(
     dataset: str, period: int, *, trials: int = 3, epochs: int = 10, seed: int = 0,
     latency_guard: float | None = None, refit: bool = True, require: str | None = None,
     channel: str = "production", windows: tuple[int, ...] = WINDOWS,
-    expanding_gap: int = EXPANDING_GAP,
+    expanding_gap: int = EXPANDING_GAP, selection: str = "holdout", ensemble: int = 0,
 ) -> dict[str, Any]:
     """The preset as a raw sweep config (``shadow.sweep.config_from_dict`` validates it).
 
     ``require`` None: "no-regression" with refit, "improvement" (strict) without.
     ``latency_guard``: allowed latency regression in % (None: off; host latencies of
     microsecond MLPs on a shared machine are noise). ``windows`` (recent slices) and
-    ``expanding_gap`` are in periods.
+    ``expanding_gap`` are in periods. ``selection``: ``[watch.selection] policy`` (how the
+    challenger is picked out of each sweep: "holdout" or "track-record"). ``ensemble``:
+    combine each sweep's top this many candidates into one more (``[ensemble] top_k``; 0: off).
     """
     guards = {} if latency_guard is None else {"latency_ms": latency_guard}
     slices: list[dict[str, Any]] = [{"strategy": "all"}]
@@ -39,7 +41,7 @@ def replay_config(
     # (deduplicated by the sweep) and the other ends `expanding_gap` periods earlier.
     slices.append({"strategy": "expanding", "min_rows": period, "step": expanding_gap * period,
                    "count": 2})
-    return {
+    config: dict[str, Any] = {
         "sweep": {"name": f"backtest-{period}", "dataset": dataset, "devices": ["host-cpu"],
                   "seed": seed},
         "holdout": {"rows": period},
@@ -59,5 +61,8 @@ def replay_config(
         "gate": {"min_improvement": 0.0, "alpha": 0.05, "guards": guards,
                  "require": require or ("no-regression" if refit else "improvement")},
         "watch": {"channel": channel, "mode": "auto", "refit": refit,
-                  "triggers": {"new_rows": period}},
+                  "triggers": {"new_rows": period}, "selection": {"policy": selection}},
     }
+    if ensemble > 0:
+        config["ensemble"] = {"top_k": ensemble}
+    return config

@@ -46,7 +46,7 @@ from shadow.loop.backtest.rules import (
     refit_all,
     slice_bests,
 )
-from shadow.loop.backtest.scoring import DeployedModel, accuracy, predict_labels, read_channel
+from shadow.loop.deployed import DeployedModel, accuracy, predict_labels, read_channel
 from shadow.sweep.config import SweepConfig, config_from_dict
 
 Log = Callable[[str], None]

@@ -209,7 +209,7 @@ def test_continuous_mode_stops_cleanly_after_the_current_pass_on_sigterm(
                 pass  # the store is not created yet
             time.sleep(0.02)
         controller.send_signal(signal.SIGTERM)  # mid-pass: the pass still runs to its end
-        out, err = controller.communicate(timeout=60)
+        out, err = controller.communicate(timeout=240)  # a loaded machine: minutes
     finally:
         if controller.poll() is None:
             os.killpg(controller.pid, signal.SIGKILL)
