@@ -158,3 +158,33 @@ def test_append_to_a_table_dataset_says_to_insert_the_rows(
     out = run_cli(capsys, "data", "append", "pg", str(batch), "--home", str(tmp_path / "home"))
     assert_user_error(out, f"reads table {table[0]!r}", "insert the new rows into that table")
     assert not (tmp_path / "home").exists()
+
+
+def test_a_timestamp_order_column_and_a_sqlite_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Order by a real timestamp column (PostgreSQL timestamptz), and the same rows from SQLite."""
+    frame = timed_frame(80)
+    frame["t"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(frame["t"], unit="h")
+    engine = sa.create_engine(PG.replace("postgresql://", "postgresql+psycopg://"))
+    name = f"shadow_src_{uuid.uuid4().hex[:12]}"
+    frame.sample(frac=1.0, random_state=1).to_sql(name, engine, index=False)
+    lite = tmp_path / "rows.db"
+    frame.assign(t=frame["t"].dt.strftime("%Y-%m-%dT%H:%M:%S")).to_sql(
+        name, sa.create_engine(f"sqlite:///{lite}"), index=False)
+    monkeypatch.setenv("SHADOW_CATALOG", str(tmp_path / "catalog"))
+    try:
+        write_sql_dataset(tmp_path / "catalog", name)
+        home = Home(tmp_path / "home")
+        first = load_dataset(find_manifest("pg"), home)
+        record_version(first, home)
+        watermark = json.loads(ledger_path(home, "pg").read_text())["versions"][0]["watermark"]
+        assert watermark == "2026-01-04 07:00:00+00:00"
+        np.testing.assert_array_equal(first.features, frame[["x0", "x1"]].to_numpy(np.float32))
+        assert load_dataset(find_manifest("pg"), home, first.fingerprint[:10]).n_rows == 80
+        write_sql_dataset(tmp_path / "catalog", name, url=f"sqlite:///{lite}")
+        from_sqlite = load_dataset(find_manifest("pg"))
+        np.testing.assert_array_equal(from_sqlite.features, first.features)
+        np.testing.assert_array_equal(from_sqlite.labels, first.labels)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        engine.dispose()
