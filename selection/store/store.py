@@ -175,6 +175,32 @@ class Store:
             with conn.begin():
                 yield conn
 
+    @contextmanager
+    def named_lock(self, name: str) -> Iterator[bool]:
+        """Try to hold the lock ``name`` for every process on this database; yields whether held.
+
+        PostgreSQL: a session advisory lock (keyed by the schema in use and ``name``) on a
+        connection of its own, kept for the with-block; the server releases it if this process
+        dies, so no stale lock survives. SQLite: always True; its file lives on one host, where
+        callers lock a file beside it. Never waits.
+        """
+        if self._url.get_backend_name() != "postgresql":
+            yield True
+            return
+        from sqlalchemy import text
+
+        key = "hashtextextended(current_schema() || ':' || :name, 0)"
+        with self._engine.connect() as conn:
+            held = bool(conn.execute(text(f"SELECT pg_try_advisory_lock({key})"),
+                                     {"name": name}).scalar())
+            conn.commit()  # end the implicit transaction; the session lock stays
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute(text(f"SELECT pg_advisory_unlock({key})"), {"name": name})
+                    conn.commit()
+
     # -- sweeps ---------------------------------------------------------------------
 
     def create_sweep(self, sweep: SweepRecord, slices: Sequence[SliceRecord]) -> None:

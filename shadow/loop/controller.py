@@ -92,7 +92,7 @@ def run_once(
     """One pass of the loop for ``config``'s ``[watch]`` channel (or ``channel``); see the module."""
     watch = _watch_of(config)
     channel = channel or watch.channel
-    with controller_lock(home, channel):
+    with controller_lock(home, channel, store):
         return _run(config, watch, store, home, channel, address,
                     time.time() if now_s is None else now_s, on_note or (lambda _: None))
 
@@ -119,7 +119,7 @@ def run_forever(
     def mark(kind: EventKind, reason: str, **evidence: Any) -> None:
         store.append_event(EventRecord(channel=channel, kind=kind, reason=reason,
                                        evidence=evidence))
-    with controller_lock(home, channel):
+    with controller_lock(home, channel, store):
         mark("controller", f"started watching channel {channel!r} every {watch.poll_s:g} s",
              state="started", poll_s=watch.poll_s)
         while True:
