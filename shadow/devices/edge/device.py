@@ -7,7 +7,8 @@ For one candidate on one profile:
    (``accuracy``, ``agreement_fp32``, per-row predictions);
 3. compile a batch-1 copy in the QNN HTP emulator for the profile's SoC, run
    the check set there (``accuracy_emulator``, ``emulator_cpu_agreement``) and
-   read which nodes fell back to the CPU; where the emulator cannot run, say
+   read which nodes fell back to the CPU and which the compiler folded away (those cost
+   nothing); where the emulator cannot run, say
    ``emulator = "cpu-reference"`` and place ops from the profile's op list;
 4. estimate latency with the cost model, and memory against the budget.
 """
@@ -24,7 +25,7 @@ from selection.records import DeviceResult
 from shadow.devices.base import Device, DeviceRun
 from shadow.devices.edge import qnn
 from shadow.devices.edge.cost_model import estimate
-from shadow.devices.edge.graph import GraphStats, analyze, peak_activation_elements
+from shadow.devices.edge.graph import GraphStats, analyze, drop_absent, peak_activation_elements
 from shadow.devices.edge.profile import ACTIVATION_BYTES, WEIGHT_BYTES, DeviceProfile
 from shadow.devices.edge.quantize import static_batch, to_numerics
 from shadow.devices.onnxruntime_session import cpu_session, measure_latency_ms, predict_proba
@@ -82,6 +83,9 @@ class EdgeDevice(Device):
             compiled = qnn.compile_model(static_batch(device_bytes), profile.qnn, numerics)
             on_device = compiled.predict(features[checks])
             fallback = compiled.cpu_nodes({n.name for n in stats.nodes})
+            # What the compiler folded away costs nothing on the device.
+            stats, dropped = drop_absent(stats, {name for _, _, name in compiled.placement})
+            extra["compiler_dropped_nodes"] = dropped
             extra.update(
                 accuracy_emulator=_share(on_device == labels[checks]),
                 emulator_cpu_agreement=_share(on_device == predictions[checks]),
@@ -95,7 +99,7 @@ class EdgeDevice(Device):
         else:
             fallback = [(n.op_type, n.name) for n in stats.nodes if not profile.supports(n.op_type)]
             compiled_sha = None
-            extra.update(accuracy_emulator=None, emulator_cpu_agreement=None,
+            extra.update(accuracy_emulator=None, emulator_cpu_agreement=None, compiler_dropped_nodes=[],
                          placement_source="profile-ops", emulator_reason=reason)
         on_cpu = {name for _, name in fallback}
         cost = estimate(stats, profile, numerics, on_cpu)

@@ -10,7 +10,7 @@ gives the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -77,6 +77,29 @@ def fix_batch(model: onnx.ModelProto, batch: int = 1) -> onnx.ModelProto:
     return fixed
 
 
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` at batch 1 as a compiler sees it: ONNX Runtime's basic optimizations applied.
+
+    Constant folding turns the shape arithmetic exporters emit (Shape -> Gather -> Concat ->
+    Reshape, thousands of nodes in a Swin transformer) into constants, so shape inference
+    reaches every MatMul and the folded nodes cost nothing; redundant nodes are eliminated.
+    The QNN EP compiles the graph after these same passes.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="shadow-fold-") as tmp:
+        out = Path(tmp) / "folded.onnx"
+        options.optimized_model_filepath = str(out)
+        ort.InferenceSession(fix_batch(model, 1).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load_model(str(out))
+
+
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     inferred = shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -124,6 +147,69 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], out_elems: i
     return float(out_elems * OPS_PER_ELEMENT.get(op, 1.0))
 
 
+def refine(stats: GraphStats) -> GraphStats:
+    """What a compiler makes of the graph beyond constant folding: GELU fused, attention classed.
+
+    A MatMul of two activations (attention's Q.K^T and A.V) has no weights to keep
+    resident in the tensor unit, so it is its own op class ("attention"). Idempotent:
+    cached statistics are refined again on load.
+    """
+    nodes = tuple(replace(n, op_class="attention") if n.op_type == "MatMul" and n.weight_elements == 0
+                  and len(n.inputs) == 2 else n for n in stats.nodes)
+    return fuse_gelu(replace(stats, nodes=nodes))
+
+
+#: Op classes whose work cannot vanish: absent from a compiled graph, they were renamed, not dropped.
+WORK_CLASSES = frozenset({"gemm", "conv", "dwconv", "attention"})
+
+
+def drop_absent(stats: GraphStats, compiled_names: set[str] | frozenset[str]) -> tuple[GraphStats, list[str]]:
+    """``stats`` with the nodes a compiler removed (absent from ``compiled_names``) costing nothing.
+
+    The QNN EP reports every node of the graph it compiled; one of ours that is not there
+    was folded (a Relu into its quantization range, an Identity, a Dropout). Nodes that
+    carry MACs are kept: a compiler renames what it fuses them into but cannot drop the work.
+    Returns the new statistics and the names of the nodes it dropped.
+    """
+    dropped = [n.name for n in stats.nodes if not n.fused and n.name not in compiled_names
+               and n.op_class not in WORK_CLASSES]
+    gone = set(dropped)
+    nodes = tuple(replace(n, fused=True) if n.name in gone else n for n in stats.nodes)
+    return replace(stats, nodes=nodes), dropped
+
+
+def fuse_gelu(stats: GraphStats) -> GraphStats:
+    """``stats`` with exporters' exact GELU, x * 0.5 * (1 + erf(x / sqrt 2)), run as one op.
+
+    Compilers (the QNN HTP backend among them) run the Div -> Erf -> Add -> Mul (-> Mul) chain
+    as one GELU: its Erf keeps a cost and the rest are marked fused. Idempotent.
+    """
+    producer = {o: i for i, n in enumerate(stats.nodes) for o in n.outputs}
+    users: dict[str, list[int]] = {}
+    for i, node in enumerate(stats.nodes):
+        for name in node.inputs:
+            users.setdefault(name, []).append(i)
+    nodes = list(stats.nodes)
+
+    def only_user(tensor: str, op: str) -> int | None:
+        found = users.get(tensor, [])
+        return found[0] if len(found) == 1 and nodes[found[0]].op_type == op else None
+
+    for erf in (n for n in stats.nodes if n.op_type == "Erf" and n.inputs):
+        div = producer.get(erf.inputs[0])
+        add = only_user(erf.outputs[0], "Add")
+        mul = only_user(nodes[add].outputs[0], "Mul") if add is not None else None
+        if div is None or add is None or mul is None or nodes[div].op_type != "Div":
+            continue
+        chain = [div, add, mul]
+        half = only_user(nodes[mul].outputs[0], "Mul")
+        if half is not None and len(nodes[half].inputs) == 1:  # times the constant 0.5
+            chain.append(half)
+        for i in chain:
+            nodes[i] = replace(nodes[i], fused=True)
+    return replace(stats, nodes=tuple(nodes))
+
+
 def analyze(model: onnx.ModelProto) -> GraphStats:
     """Per-node work of ``model`` at batch 1 (in topological order, as ONNX stores it)."""
     model = fix_batch(model, 1)
@@ -142,8 +228,10 @@ def analyze(model: onnx.ModelProto) -> GraphStats:
         in_elems = sum(elements.get(i, 0) for i in acts)
         out_elems = sum(elements.get(o, 0) for o in node.output)
         src = producer.get(node.input[0]) if node.input else None
-        fused = (node.op_type in FUSABLE and src is not None and src.op_type in FUSE_INTO
-                 and consumers.get(node.input[0], 0) == 1)
+        # A Constant is data the compiler bakes in; a Relu after its Conv is folded into it.
+        fused = node.op_type == "Constant" or (
+            node.op_type in FUSABLE and src is not None and src.op_type in FUSE_INTO
+            and consumers.get(node.input[0], 0) == 1)
         nodes.append(NodeStats(
             name=node.name or f"{node.op_type}_{index}", op_type=node.op_type,
             op_class=_classify(node, shapes), macs=_macs(node, shapes, out_elems, in_elems),
@@ -152,7 +240,7 @@ def analyze(model: onnx.ModelProto) -> GraphStats:
             inputs=tuple(acts), outputs=tuple(node.output), fused=fused,
         ))
     inputs = tuple(i.name for i in model.graph.input if i.name not in weights)
-    return GraphStats(tuple(nodes), inputs, tuple(o.name for o in model.graph.output), elements)
+    return refine(GraphStats(tuple(nodes), inputs, tuple(o.name for o in model.graph.output), elements))
 
 
 def peak_activation_elements(stats: GraphStats) -> int:

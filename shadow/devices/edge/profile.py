@@ -37,7 +37,7 @@ RATE_KEY = {"a8w8": "int8_macs_per_s", "a16w8": "int16_macs_per_s",
             "fp16": "fp16_macs_per_s", "fp32": "fp32_macs_per_s"}
 KINDS = ("npu", "cpu", "host")
 #: Op classes the cost model distinguishes (see shadow.devices.edge.graph).
-OP_CLASSES = ("gemm", "conv", "dwconv", "pool", "elementwise", "layout")
+OP_CLASSES = ("gemm", "conv", "dwconv", "attention", "pool", "elementwise", "layout")
 
 #: Every table and key a profile may hold; a key not listed is an error (typos
 #: would otherwise silently fall back to a default).
@@ -102,10 +102,11 @@ class DeviceProfile:
     def source_summary(self) -> str:
         """The public documents cited, and how many figures are assumed or fitted, for listings."""
         urls = dict.fromkeys(u.rstrip(").,;") for text in self.sources.values() for u in _URL.findall(text))
-        guessed = sum(1 for text in self.sources.values() if text.startswith(("assumed", "initial", "fitted")))
+        estimated = ("assumed", "initial", "fitted", "derived: geometric")
+        guessed = sum(1 for text in self.sources.values() if text.startswith(estimated))
         parts = list(urls)
         if guessed:
-            parts.append(f"{guessed} of {len(self.sources)} figures assumed/fitted (see [sources])")
+            parts.append(f"{guessed} of {len(self.sources)} figures assumed/fitted/derived (see [sources])")
         return "; ".join(parts)
 
 

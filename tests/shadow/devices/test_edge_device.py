@@ -135,3 +135,15 @@ def test_devices_are_picklable():
 
     device = pickle.loads(pickle.dumps(get_device("snapdragon-8-gen-2-htp")))
     assert device.name == "snapdragon-8-gen-2-htp"
+
+
+def test_nodes_the_compiler_folds_away_cost_nothing():
+    """An Identity before the Softmax: the compiled graph has no such node, so the estimate drops it."""
+    model = onnx.load_model_from_string(separable_model())
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    softmax.input[0] = "same"
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Identity", ["logits"], ["same"], name="idn"))
+    with_identity = _run("snapdragon-8-gen-2-htp", model.SerializeToString()).result.extra
+    plain = _run("snapdragon-8-gen-2-htp").result.extra
+    assert with_identity["compiler_dropped_nodes"] == ["idn"] and plain["compiler_dropped_nodes"] == []
+    assert with_identity["cost_model"]["total_ms"] == pytest.approx(plain["cost_model"]["total_ms"])

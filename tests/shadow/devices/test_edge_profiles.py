@@ -12,6 +12,8 @@ from shadow.devices import all_devices, get_device
 from shadow.devices.edge.profile import BUILTIN_DIR, load_profile, load_profiles
 from shadow.errors import ConfigError
 
+#: The SM8550 profile's per-op line, which the bad-value cases edit.
+PER_OP = "per_op_s = 1.958e-06"
 EXPECTED = {"snapdragon-8-gen-2-htp", "snapdragon-888-htp", "cortex-a55", "host-cpu"}
 
 
@@ -45,11 +47,11 @@ def _profile_text(name: str = "my-npu", extra: str = "", numerics: str = "a16w8"
     (lambda t: t.replace("[dispatch]", "[dispatch]\nper_opp_s = 1.0"),
      r"\[dispatch\]: unknown key 'per_opp_s'; known keys: .*per_op_s"),
     (lambda t: t.replace("[memory]", "[memroy]"), r"unknown key 'memroy'; known keys: .*memory"),
-    (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = nan"), r"dispatch\.per_op_s: must be >= 0 and finite, got nan"),
-    (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = inf"), r"dispatch\.per_op_s: must be >= 0 and finite, got inf"),
+    (lambda t: t.replace(PER_OP, "per_op_s = nan"), r"dispatch\.per_op_s: must be >= 0 and finite, got nan"),
+    (lambda t: t.replace(PER_OP, "per_op_s = inf"), r"dispatch\.per_op_s: must be >= 0 and finite, got inf"),
     (lambda t: t.replace('"dispatch.per_op_s" = ', '"unused" = '), r"dispatch\.per_op_s: has no source.*\[sources\]"),
     (lambda t: t.replace('kind = "npu"', 'kind = "gpu"'), r"kind: must be one of npu, cpu, host"),
-    (lambda t: t.replace("per_op_s = 3e-6", "per_op_s = -1.0"), r"dispatch\.per_op_s: must be >= 0"),
+    (lambda t: t.replace(PER_OP, "per_op_s = -1.0"), r"dispatch\.per_op_s: must be >= 0"),
     (lambda t: t.replace("[memory]", "[memory\n"), r"is not valid TOML"),
     (lambda t: t.replace('numerics = "a8w8"', 'numerics = "int4"'), r"numerics: must be one of a8w8"),
     (lambda t: t.replace("soc_model = 43\n", ""), r"\[qnn\]: needs soc_model and htp_arch"),
