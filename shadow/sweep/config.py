@@ -60,6 +60,22 @@ _SWEEP = [
           help="candidates running at once (0: twice the cluster's CPUs)"),
 ]
 _MODEL = [Param("family", str), Param("params", dict, default={})]
+#: Most members one ensemble may combine (each is one more model in the graph, on the device).
+MAX_ENSEMBLE = 16
+_ENSEMBLE = [
+    Param("top_k", int, default=3, low=2, high=MAX_ENSEMBLE,
+          help="members: the sweep's best candidates by its ranking policy, one per slice first"),
+    Param("weights", str, default="holdout", choices=("holdout", "uniform"),
+          help="'holdout': by each member's holdout error (log-odds); 'uniform': equal"),
+]
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """``[ensemble]``: after its candidates, the sweep combines its top ones into one model."""
+
+    top_k: int = 3
+    weights: str = "holdout"
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,8 @@ class SweepConfig:
     fixed_params: dict[str, Any] | None = None
     #: The continuous loop's channel, mode and triggers (``[watch]``), if configured.
     watch: WatchConfig | None = None
+    #: The ensemble of the sweep's top candidates (``[ensemble]``), if configured.
+    ensemble: EnsembleConfig | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -105,7 +123,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     where = str(path) if path else "sweep config"
     _refuse_nul(raw, where)
     check_known_keys(
-        raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch"], where
+        raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch", "ensemble"],
+        where,
     )
     # Ranking and gate settings belong to selection; it validates them, and reads
     # them back from the stored sweep config when ranking or promoting.
@@ -114,6 +133,9 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     if "gate" in raw:
         gate_from_config(raw["gate"], f"{where} [gate]")
     watch = watch_from_config(raw["watch"], where) if "watch" in raw else None
+    ensemble = None
+    if "ensemble" in raw:
+        ensemble = EnsembleConfig(**parse_table(raw["ensemble"], _ENSEMBLE, f"{where} [ensemble]"))
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
@@ -172,6 +194,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         search=search,
         fixed_params=dict(model["params"]),
         watch=watch,
+        ensemble=ensemble,
     )
 
 

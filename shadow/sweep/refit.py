@@ -26,7 +26,12 @@ and nothing is promoted:
   with 0.02 refused a sound refit that merely landed 0.025 lower by chance.
 
 The refit's id is deterministic (parent and rows), so asking twice returns the
-stored one. Training runs in this process: it is one model, and the driver
+stored one.
+
+An ensemble (:mod:`shadow.sweep.ensemble`) has no recipe of its own: its refit refits each
+member (reusing a member's stored refit), combines the refits with the ensemble's weights
+and passes the same checks against the ensemble. ``plan_refit`` on an ensemble only finds
+that stored refit (there is no single training task to hand out); ``refit_candidate`` makes it. Training runs in this process: it is one model, and the driver
 (the CLI's ``shadow promote --refit``) holds no Ray workers.
 """
 
@@ -48,11 +53,12 @@ from selection.ranking.policies import RankingPolicy
 from selection.records import CandidateRecord, DeviceResult
 from selection.store import Store
 from shadow.data.slicing.base import rows_sha256
-from shadow.data.versions import VersionNotFoundError
 from shadow.errors import RefitError
-from shadow.sweep.config import config_from_dict
+from shadow.models.ensemble import EnsembleError
+from shadow.sweep.ensemble import ENSEMBLE_FAMILY, ensemble_outcome, member_rows
 from shadow.sweep.plan import CandidateSpec
-from shadow.sweep.prepare import PreparedSweep, prepare_sweep, sweep_data
+from shadow.sweep.prepare import PreparedSweep, sweep_data
+from shadow.sweep.restore import prepare_stored_sweep
 from shadow.sweep.task import CandidateOutcome, SweepData, run_candidate
 
 #: Default for ``max_drop``: the most a refit may score below its parent on rows it trained on.
@@ -83,37 +89,6 @@ def refit_rows(prepared: PreparedSweep, slice_id: str) -> tuple[np.ndarray, int]
         holdout = holdout[values == piece.params["value"]]
     rows = np.union1d(piece.rows, holdout).astype(np.int64)
     return rows, int(len(rows) - len(np.unique(piece.rows)))
-
-
-def _prepare(store: Store, parent: CandidateRecord, config_path: Path | None) -> PreparedSweep:
-    """The parent's sweep planned again from its stored config; its data must be unchanged."""
-    sweep = store.get_sweep(parent.sweep_id)
-    raw = json.loads(json.dumps(sweep.config))
-    manifest = parent.lineage.get("dataset_manifest")
-    if config_path is None and isinstance(manifest, str) and Path(manifest).is_file():
-        raw["sweep"]["dataset"] = manifest  # where it was found at sweep time, as an absolute path
-    try:
-        # The version the sweep trained on, even if batches were appended since.
-        prepared = prepare_sweep(config_from_dict(raw, config_path), sweep_id=sweep.sweep_id,
-                                 home=store.home, data_version=sweep.dataset_fingerprint)
-    except NotFoundError as exc:
-        raise RefitError(
-            f"the dataset of sweep {sweep.sweep_id!r} cannot be loaded from here ({exc}); a "
-            "refit retrains on the sweep's own rows, so run it where the sweep's dataset is"
-        ) from None
-    except VersionNotFoundError:
-        raise RefitError(
-            f"the dataset of sweep {sweep.sweep_id!r} changed since the sweep (no version of it "
-            f"has fingerprint {sweep.dataset_fingerprint[:12]} now); a refit must train on the "
-            "rows the gate judged; run a new sweep on the new data"
-        ) from None
-    if prepared.dataset.fingerprint != sweep.dataset_fingerprint:
-        raise RefitError(
-            f"the dataset of sweep {sweep.sweep_id!r} changed since the sweep (fingerprint "
-            f"{prepared.dataset.fingerprint[:12]} now, {sweep.dataset_fingerprint[:12]} then); "
-            "a refit must train on the rows the gate judged; run a new sweep on the new data"
-        )
-    return prepared
 
 
 #: The device rules a refit must keep wherever its parent keeps them, whatever the sweep's
@@ -183,6 +158,18 @@ class RefitPlan:
     stored: CandidateRecord | None = None
 
 
+def _refittable(store: Store, candidate_id: str) -> CandidateRecord:
+    """The candidate, if it may be refit (not a refit itself, ran ok); RefitError otherwise."""
+    parent = store.get_candidate(candidate_id)
+    if parent.refit_of:
+        raise RefitError(f"candidate {candidate_id!r} is already a refit (of {parent.refit_of}); "
+                         f"promote it as it is, or refit {parent.refit_of}")
+    if parent.status != "ok":
+        raise RefitError(f"only a candidate that ran ok can be refit; {candidate_id!r} has "
+                         f"status {parent.status!r} ({parent.error or 'no error recorded'})")
+    return parent
+
+
 def plan_refit(
     store: Store, candidate_id: str, *, config_path: Path | None = None,
     prepared: PreparedSweep | None = None,
@@ -193,18 +180,19 @@ def plan_refit(
     ``prepared``, the candidate's sweep as planned in this process (a driver that
     refits several of its candidates), saves loading its dataset again.
     """
-    parent = store.get_candidate(candidate_id)
-    if parent.refit_of:
-        raise RefitError(f"candidate {candidate_id!r} is already a refit (of {parent.refit_of}); "
-                         f"promote it as it is, or refit {parent.refit_of}")
-    if parent.status != "ok":
-        raise RefitError(f"only a candidate that ran ok can be refit; {candidate_id!r} has "
-                         f"status {parent.status!r} ({parent.error or 'no error recorded'})")
+    parent = _refittable(store, candidate_id)
     if prepared is None:
-        prepared = _prepare(store, parent, config_path)
+        prepared = prepare_stored_sweep(store, parent, config_path)
     elif prepared.sweep_id != parent.sweep_id:
         raise RefitError(f"candidate {candidate_id!r} belongs to sweep {parent.sweep_id!r}, not to "
                          f"the prepared sweep {prepared.sweep_id!r} passed with it")
+    if parent.family == ENSEMBLE_FAMILY:  # no single training task: only a stored refit is planned
+        plan = _ensemble_plan(store, parent, prepared)[0]
+        if plan.stored is None:
+            raise RefitError(f"candidate {candidate_id!r} is an ensemble: it is refit by refitting "
+                             "its members and combining them again, which refit_candidate does "
+                             "(`shadow promote --refit`), not a single training task")
+        return plan
     rows, added = refit_rows(prepared, parent.slice_id)
     new_id = refit_id(candidate_id, rows_sha256(rows))
     slice_id = parent.slice_id + SLICE_SUFFIX
@@ -261,12 +249,62 @@ def refit_candidate(
     ``on_train`` is called once everything is checked, just before training
     starts (the CLI says so there: a refit that cannot be made prints one line).
     """
+    parent = _refittable(store, candidate_id)
+    if parent.family == ENSEMBLE_FAMILY:
+        return _refit_ensemble(store, parent, max_drop, config_path, on_train)
     plan = plan_refit(store, candidate_id, config_path=config_path)
     if plan.stored is not None:
         return plan.stored
     if on_train is not None:
         on_train(plan)
     return finish_refit(store, plan, run_candidate(plan.spec, plan.data), max_drop=max_drop)
+
+
+def _ensemble_plan(store: Store, parent: CandidateRecord,
+                   prepared: PreparedSweep) -> tuple[RefitPlan, list[RefitPlan]]:
+    """An ensemble's refit (on every row its members' refits train on) and its members' refit plans.
+
+    Its id hashes the members' refit ids, which hash their rows: deterministic like any refit's.
+    """
+    members = [plan_refit(store, m, prepared=prepared) for m in parent.params["members"]]
+    rows = np.unique(np.concatenate([p.data.slice_rows[p.spec.slice_id] for p in members]))
+    added = len(rows) - len(member_rows(prepared, [p.parent for p in members]))
+    ids = json.dumps([p.spec.candidate_id for p in members], separators=(",", ":"))
+    new_id = refit_id(parent.candidate_id, hashlib.sha256(ids.encode()).hexdigest())
+    slice_id = parent.slice_id + SLICE_SUFFIX
+    data = replace(sweep_data(prepared), slice_rows={slice_id: rows.astype(np.int64)},
+                   devices=tuple(d.device for d in parent.devices if d.status == "ok"))
+    spec = CandidateSpec(new_id, slice_id, parent.family, dict(parent.params), parent.seed)
+    try:
+        stored: CandidateRecord | None = store.get_candidate(new_id)
+    except NotFoundError:
+        stored = None
+    return RefitPlan(parent, spec, data, int(len(rows)), int(added), stored), members
+
+
+def _refit_ensemble(store: Store, parent: CandidateRecord, max_drop: float, config_path: Path | None,
+                    on_train: Callable[[RefitPlan], None] | None) -> CandidateRecord:
+    """Refit each member (stored refits reused), combine them with the parent's weights, check, store."""
+    plan, member_plans = _ensemble_plan(store, parent, prepare_stored_sweep(store, parent, config_path))
+    if plan.stored is not None:
+        return plan.stored
+    if on_train is not None:
+        on_train(plan)
+    refits = [p.stored or finish_refit(store, p, run_candidate(p.spec, p.data), max_drop=max_drop)
+              for p in member_plans]
+    lineage = {"ensemble": {**parent.lineage.get("ensemble", {}),
+                            "member_refits": [r.candidate_id for r in refits]}}
+    record = CandidateRecord(
+        candidate_id=plan.spec.candidate_id, sweep_id=parent.sweep_id, slice_id=plan.spec.slice_id,
+        family=parent.family, params=dict(parent.params), seed=parent.seed, status="ok",
+        lineage=lineage, train_seconds=float(sum(r.train_seconds or 0.0 for r in refits)))
+    try:
+        outcome = ensemble_outcome(store, record, refits, list(parent.params["weights"]), plan.data,
+                                   plan.data.slice_rows[plan.spec.slice_id])
+    except EnsembleError as exc:
+        raise RefitError(f"the refit of ensemble {parent.candidate_id} could not be combined: {exc}; "
+                         "nothing was promoted") from None
+    return finish_refit(store, plan, outcome, max_drop=max_drop)
 
 
 __all__ = ["DEFAULT_MAX_DROP", "RefitPlan", "finish_refit", "plan_refit", "refit_candidate", "refit_id",

@@ -27,6 +27,7 @@ from selection.records import CandidateRecord, SweepStatus
 from selection.store import Store
 from shadow.data.loader import record_version
 from shadow.sweep.cluster import cluster_cpus, ray_session
+from shadow.sweep.ensemble import ENSEMBLE_FAMILY, build_ensemble, failed_ensemble
 from shadow.sweep.plan import CandidateSpec
 from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's public API)
     Planner,
@@ -90,7 +91,8 @@ def run_sweep(
     started = time.perf_counter()
     stored: list[CandidateRecord] = []
     if resume:  # a resume that does not match is refused before Ray starts
-        stored = check_resumable(prepared, store)
+        # The ensemble was never planned: it is built again (or found) after the candidates.
+        stored = [r for r in check_resumable(prepared, store) if r.family != ENSEMBLE_FAMILY]
     # Connect first: a cluster that cannot be reached must leave the store untouched.
     with ray_session(address):
         if prepared.home is not None:
@@ -111,6 +113,8 @@ def run_sweep(
         try:
             if todo:
                 _fan_out(prepared, planner, store, summary, started, on_progress)
+            if prepared.config.ensemble is not None:
+                _ensemble(prepared, store, summary)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -160,6 +164,22 @@ def _fan_out(
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
+
+
+def _ensemble(prepared: PreparedSweep, store: Store, summary: SweepSummary) -> None:
+    """Build and store the sweep's ensemble (``[ensemble]``); a failure is a failed row, never a crash."""
+    config = prepared.config.ensemble
+    assert config is not None
+    summary.planned += 1
+    try:
+        record = build_ensemble(store, prepared.sweep_id, top_k=config.top_k,
+                                weights=config.weights, prepared=prepared)
+    except Exception as exc:  # like any candidate's failure: a row, and the sweep goes on
+        record = failed_ensemble(prepared.sweep_id, config.top_k, config.weights,
+                                 prepared.config.seed, exc)
+        if record.candidate_id not in store.candidate_ids(prepared.sweep_id):
+            store.add_candidate(record, {})
+    _tally(summary, record, prepared.config.devices[0])
 
 
 def _collect(ref: Any, spec: CandidateSpec, sweep_id: str) -> CandidateOutcome:

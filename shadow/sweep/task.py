@@ -109,6 +109,40 @@ def worker_identity() -> dict[str, Any]:
     return identity
 
 
+def evaluate_on_devices(
+    onnx_bytes: bytes, data: SweepData, rows: np.ndarray, seed: int,
+) -> tuple[tuple[DeviceResult, ...], dict[str, bytes]]:
+    """Run ``onnx_bytes`` on each of the sweep's devices: their results and every artifact bytes.
+
+    Every candidate goes through here (a trained one, an ensemble, a refit): scored on the
+    holdout, calibrated on a seeded sample of ``rows`` (the rows it was trained on). A device
+    that fails is a failed result for that device only. The artifacts include the model
+    itself, each device's compiled file and per-row predictions, keyed by sha256.
+    """
+    holdout_x = data.features[data.holdout_start:data.holdout_stop]
+    holdout_y = data.labels[data.holdout_start:data.holdout_stop]
+    calibration = data.features[calibration_rows(rows, seed)]
+    artifacts = {sha256_bytes(onnx_bytes): onnx_bytes}
+    results = []
+    for name in data.devices:
+        try:
+            run = get_device(name).run(onnx_bytes, holdout_x, holdout_y, calibration)
+        except Exception as exc:  # failed on this device only; others still count
+            results.append(DeviceResult(device=name, status="failed", error=describe_error(exc)))
+            continue
+        result = run.result
+        if run.artifact is not None and result.artifact_sha256:
+            artifacts[result.artifact_sha256] = run.artifact
+        artifacts.update(run.extra_artifacts)
+        if run.predictions is not None:
+            encoded = encode_array(np.asarray(run.predictions, dtype=np.int64))
+            digest = sha256_bytes(encoded)
+            result = replace(result, predictions_sha256=digest)
+            artifacts[digest] = encoded
+        results.append(result)
+    return tuple(results), artifacts
+
+
 def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
     """Train, export and evaluate one candidate; failures become a failed record."""
     # One thread per task: Ray already runs one task per core, and torch's own
@@ -154,27 +188,8 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
                             train_seconds=time.perf_counter() - started, lineage=lineage),
             {},
         )
-    holdout_y = data.labels[data.holdout_start:data.holdout_stop]
-    calibration = data.features[calibration_rows(rows, spec.seed)]
+    results, artifacts = evaluate_on_devices(onnx_bytes, data, rows, spec.seed)
     onnx_sha = sha256_bytes(onnx_bytes)
-    artifacts = {onnx_sha: onnx_bytes}
-    results = []
-    for name in data.devices:
-        try:
-            run = get_device(name).run(onnx_bytes, holdout_x, holdout_y, calibration)
-        except Exception as exc:  # failed on this device only; others still count
-            results.append(DeviceResult(device=name, status="failed", error=describe_error(exc)))
-            continue
-        result = run.result
-        if run.artifact is not None and result.artifact_sha256:
-            artifacts[result.artifact_sha256] = run.artifact
-        artifacts.update(run.extra_artifacts)
-        if run.predictions is not None:
-            encoded = encode_array(np.asarray(run.predictions, dtype=np.int64))
-            digest = sha256_bytes(encoded)
-            result = replace(result, predictions_sha256=digest)
-            artifacts[digest] = encoded
-        results.append(result)
     lineage["compute_seconds"] = time.perf_counter() - started
     record = CandidateRecord(
         **base,
@@ -182,6 +197,6 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         train_seconds=trained.seconds,
         onnx_sha256=onnx_sha,
         lineage=lineage,
-        devices=tuple(results),
+        devices=results,
     )
     return CandidateOutcome(record, artifacts)
