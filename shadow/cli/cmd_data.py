@@ -26,6 +26,11 @@ before are reported on stderr and recorded. A bad batch is refused whole:
 nothing stored changes. Batches are kept, byte for byte, under
 $SHADOW_HOME/data/NAME/batches/; versions.json lists the versions. The next
 `shadow sweep run` with the same --home trains on the latest version.
+
+A folder dataset ([source] kind = "directory") gets the checked file copied
+into its folder (its name must sort after the last file there); a SQL table
+dataset refuses: insert the rows into the table. For both, `data versions`
+lists what the folder or table holds now and pins those versions in the home.
 """
 
 

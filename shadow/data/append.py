@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-
 from selection.atomic import exclusive_lock, write_bytes_atomic
 from selection.home import Home
 from shadow.data.frames import (
     check_boundary,
     check_columns,
+    check_label_type,
+    classes_of,
     combined_dataset,
+    new_labels,
     parse_batch,
     validate_frame,
 )
@@ -36,6 +37,7 @@ from shadow.data.loader import version_frames
 from shadow.data.manifest import DatasetManifest
 from shadow.data.sources import ARRAY_SOURCES
 from shadow.data.versions import (
+    AppendResult,
     Batch,
     DatasetVersion,
     batch_path,
@@ -45,17 +47,6 @@ from shadow.data.versions import (
     write_ledger,
 )
 from shadow.errors import DatasetError, StoreError
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """What an append stored: the new version, the batch's rows, and label values new to the data."""
-
-    version: DatasetVersion
-    batch_rows: int
-    #: Label value (as text) -> rows of the batch holding it, for values no earlier row had.
-    new_labels: dict[str, int]
-    path: Path  # the stored batch file
 
 
 @dataclass(frozen=True)
@@ -70,8 +61,14 @@ class _Plan:
 def append_batch(manifest: DatasetManifest, file: Path, home: Home) -> AppendResult:
     """Check ``file`` as the next batch of ``manifest``'s dataset and store it in ``home``.
 
-    Raises DatasetError (nothing written) for a batch that breaks a rule.
+    Raises DatasetError (nothing written) for a batch that breaks a rule. A
+    folder dataset gets the file copied into its folder instead
+    (:mod:`shadow.data.folder_append`); a SQL table is refused (insert the rows).
     """
+    if manifest.source.kind == "directory":  # the folder is the dataset: the file goes there
+        from shadow.data.folder_append import append_to_folder
+
+        return append_to_folder(manifest, file, home)
     plan = _plan(manifest, file, home)  # fails before the home is touched
     folder = dataset_dir(home.check_folder(), manifest.name)
     (folder / "batches").mkdir(parents=True, exist_ok=True)
@@ -98,14 +95,6 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
         raise DatasetError(
             f"dataset {manifest.name!r} is read from {manifest.source.kind} files, which cannot "
             "grow; append to a tabular (csv or package) dataset"
-        )
-    if manifest.source.kind == "directory":
-        # The folder is the dataset: a copy here would be a second truth. Say where it goes.
-        raise DatasetError(
-            f"dataset {manifest.name!r} reads its batches from the folder "
-            f"{manifest.source.location!r}: put {name!r} there instead (as a name matching "
-            f"{manifest.source.pattern!r} that sorts after the files already there); "
-            "`shadow data append` grows csv and package datasets"
         )
     if manifest.source.kind == "sql":
         raise DatasetError(
@@ -135,11 +124,11 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
     check_columns(frame, frames[0], where)
     frame = frame[list(frames[0].columns)]
     validate_frame(frame, manifest, where, min_rows=1)
-    _check_label_type(frame[manifest.target], frames[0][manifest.target], where, manifest.target)
+    check_label_type(frame[manifest.target], frames[0][manifest.target], where, manifest.target)
     if manifest.time_column:
         check_boundary(frames[-1][manifest.time_column], frame[manifest.time_column], where,
                         manifest.time_column)
-    new_labels = _new_labels(frame[manifest.target], base_classes=_classes(frames, manifest))
+    fresh = new_labels(frame[manifest.target], base_classes=classes_of(frames, manifest))
     number = len(versions) + 1
     batch = Batch(sha256=sha, file=f"{number:06d}-{sha[:12]}{file.suffix.lower()}",
                   rows=len(frame), source=name)
@@ -151,27 +140,6 @@ def _plan(manifest: DatasetManifest, file: Path, home: Home) -> _Plan:
         version=number, fingerprint=fingerprint, base_fingerprint=base.fingerprint,
         batches=(*current.batches, batch), rows=grown.n_rows,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"), source=name,
-        new_labels=tuple(new_labels),
+        new_labels=tuple(fresh),
     )
-    return _Plan(versions, version, data, batch, new_labels)
-
-
-def _check_label_type(batch: pd.Series, base: pd.Series, where: str, name: str) -> None:
-    # 1 and 1.0 would become two classes ("1" and "1.0"): the label must keep its kind.
-    kinds = {"i": "integer", "u": "integer", "f": "float", "b": "boolean"}
-    if kinds.get(batch.dtype.kind, "text") != kinds.get(base.dtype.kind, "text"):
-        raise DatasetError(
-            f"{where}: label column {name!r} holds {kinds.get(batch.dtype.kind, 'text')} values "
-            f"(dtype {batch.dtype}) but the dataset's are {kinds.get(base.dtype.kind, 'text')} "
-            f"(dtype {base.dtype}); write the labels as the dataset does"
-        )
-
-
-def _classes(frames: list[pd.DataFrame], manifest: DatasetManifest) -> set[str]:
-    return {str(v) for f in frames for v in pd.unique(f[manifest.target])}
-
-
-def _new_labels(target: pd.Series, base_classes: set[str]) -> dict[str, int]:
-    counts = target.astype(str).value_counts(sort=False)
-    return {label: int(n) for label, n in sorted(counts.items()) if label not in base_classes}
-
+    return _Plan(versions, version, data, batch, fresh)

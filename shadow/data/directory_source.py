@@ -92,7 +92,7 @@ def base_fingerprint(manifest: DatasetManifest) -> str:
     return hashlib.sha256(("shadow directory source\x1e" + "\x1f".join(reading)).encode()).hexdigest()
 
 
-def scan(manifest: DatasetManifest) -> list[BatchFile]:
+def scan(manifest: DatasetManifest, allow_empty: bool = False) -> list[BatchFile]:
     """The batch files in the folder, in name order, hashed; refuses anything else matching."""
     source = manifest.source
     folder = Path(source.location)
@@ -114,7 +114,7 @@ def scan(manifest: DatasetManifest) -> list[BatchFile]:
             )
         data = path.read_bytes()
         found.append(BatchFile(path.name, data, hashlib.sha256(data).hexdigest()))
-    if not found:
+    if not found and not allow_empty:
         raise DatasetError(
             f"{where}: batch folder {str(folder)!r} holds no file matching {source.pattern!r}; "
             "drop CSV or Parquet batch files there"
@@ -254,8 +254,10 @@ def _chosen(manifest: DatasetManifest, files: list[BatchFile], version: str | No
     return match_version(numbered, version, manifest.name) + 1
 
 
-def _files(manifest: DatasetManifest, home: Home | None) -> list[BatchFile]:
-    files = scan(manifest)
+def folder_files(manifest: DatasetManifest, home: Home | None,
+                 allow_empty: bool = False) -> list[BatchFile]:
+    """The folder's batch files, checked against what ``home`` recorded of them."""
+    files = scan(manifest, allow_empty)
     if home is not None:
         recorded = read_ledger(home, manifest)
         if recorded:
@@ -265,7 +267,7 @@ def _files(manifest: DatasetManifest, home: Home | None) -> list[BatchFile]:
 
 def load_directory(manifest: DatasetManifest, home: Home | None, version: str | None) -> Dataset:
     """Version ``version`` (a number, fingerprint or prefix; None: the latest) of the folder."""
-    files = _files(manifest, home)
+    files = folder_files(manifest, home)
     count = _chosen(manifest, files, version)
     frames = read_frames(manifest, files[:count])
     return combined_dataset(frames, manifest, fingerprints(manifest, files[:count])[-1])
@@ -279,7 +281,7 @@ def read_all(manifest: DatasetManifest) -> pd.DataFrame:
 
 def directory_versions(manifest: DatasetManifest, home: Home | None) -> list[DatasetVersion]:
     """Every version the folder holds now (1..N), checked against the ledger."""
-    files = _files(manifest, home)
+    files = folder_files(manifest, home)
     recorded = {e.name: e.recorded_at for e in (read_ledger(home, manifest) if home else [])}
     frames = read_frames(manifest, files)
     base, out, rows = base_fingerprint(manifest), [], 0
@@ -317,7 +319,7 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
 def _record_plan(manifest: DatasetManifest, home: Home,
                  fingerprint: str | None) -> tuple[int, dict[str, Any] | None]:
     """The version's number, and the new ledger (None if it is recorded already)."""
-    files = _files(manifest, home)
+    files = folder_files(manifest, home)
     count = _chosen(manifest, files, fingerprint)
     recorded = read_ledger(home, manifest)
     frames = read_frames(manifest, files[:count])  # each file held to the rules before pinning

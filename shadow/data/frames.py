@@ -317,3 +317,26 @@ def check_boundary(before: pd.Series, batch: pd.Series, where: str, name: str) -
             f"before the dataset's last row ({plain(before.iloc[-1])!r}); append only rows newer "
             "than those already stored"
         )
+
+
+def classes_of(frames: list[pd.DataFrame], manifest: DatasetManifest) -> set[str]:
+    """Every label value (as text) the frames hold."""
+    return {str(v) for f in frames for v in pd.unique(f[manifest.target])}
+
+
+def new_labels(target: pd.Series, base_classes: set[str]) -> dict[str, int]:
+    """Label value (as text) -> rows of ``target`` holding it, for values not in ``base_classes``."""
+    counts = target.astype(str).value_counts(sort=False)
+    return {label: int(n) for label, n in sorted(counts.items()) if label not in base_classes}
+
+
+def check_label_type(batch: pd.Series, base: pd.Series, where: str, name: str) -> None:
+    """A batch's labels must be of the dataset's kind (integer, float, boolean or text)."""
+    # 1 and 1.0 would become two classes ("1" and "1.0"): the label must keep its kind.
+    kinds = {"i": "integer", "u": "integer", "f": "float", "b": "boolean"}
+    if kinds.get(batch.dtype.kind, "text") != kinds.get(base.dtype.kind, "text"):
+        raise DatasetError(
+            f"{where}: label column {name!r} holds {kinds.get(batch.dtype.kind, 'text')} values "
+            f"(dtype {batch.dtype}) but the dataset's are {kinds.get(base.dtype.kind, 'text')} "
+            f"(dtype {base.dtype}); write the labels as the dataset does"
+        )

@@ -79,6 +79,18 @@ class DatasetVersion:
         )
 
 
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append stored: the new version, the batch's rows, and label values new to the data."""
+
+    version: DatasetVersion
+    batch_rows: int
+    #: Label value (as text) -> rows of the batch holding it, for values no earlier row had.
+    new_labels: dict[str, int]
+    path: Path  # the stored batch file
+
+
+
 def version_fingerprint(base_fingerprint: str, batch_sha256s: list[str] | tuple[str, ...]) -> str:
     """The fingerprint of base + batches; with no batch it is the base's own."""
     if not batch_sha256s:

@@ -200,12 +200,64 @@ def test_missing_or_empty_folder_and_bad_source_keys(
     assert not home.exists()
 
 
-def test_append_to_a_folder_dataset_says_to_drop_the_file_there(
+def test_append_checks_the_file_then_copies_it_into_the_folder_and_pins_it(
     folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ):
-    batch = tmp_path / "new.csv"
-    timed_frame(20, 140).to_csv(batch, index=False)
+    batch = tmp_path / "2026-11-04.csv"
+    timed_frame(20, 140, seed=5).to_csv(batch, index=False)
     home = tmp_path / "home"
-    out = run_cli(capsys, "data", "append", "folder", str(batch), "--home", str(home))
-    assert_user_error(out, "reads its batches from the folder", "put 'new.csv' there")
-    assert not home.exists() and sorted(p.name for p in folder.iterdir())[-1] == "2026-11-03.csv"
+    out = run_cli(capsys, "data", "append", "folder", str(batch), "--home", str(home),
+                  "--format", "json")
+    assert out.code == 0, out.stderr
+    done = json.loads(out.stdout)
+    assert (done["version"], done["rows"], done["batch_rows"]) == (4, 160, 20)
+    assert (folder / "2026-11-04.csv").read_bytes() == batch.read_bytes()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
+    assert load_dataset(find_manifest("folder"), Home(home)).fingerprint == done["fingerprint"]
+    pinned = json.loads(ledger_path(Home(home), "folder").read_text())["files"]
+    assert [f["name"] for f in pinned][-1] == "2026-11-04.csv" and len(pinned) == 4
+
+
+def _bad_label_kind(path: Path) -> None:
+    timed_frame(20, 140).astype({"label": float}).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("name, write, fragments", [
+    ("2026-10-30.csv", lambda p: timed_frame(20, 140).to_csv(p, index=False),
+     ["would sort before '2026-11-03.csv'", "rename it"]),
+    ("2026-11-09.csv", lambda p: p.write_bytes((p.parent / "copy-of-3.csv").read_bytes()),
+     ["already in dataset 'folder' (as '2026-11-03.csv', version 3"]),
+    ("2026-11-09.csv", lambda p: timed_frame(20, 120).to_csv(p, index=False),
+     ["'2026-11-09.csv'", "time goes backwards"]),
+    ("2026-11-09.txt", lambda p: timed_frame(20, 140).to_csv(p, index=False),
+     ["ending in .csv or .parquet", "rename the file"]),
+    ("2026-11-09.csv", _bad_label_kind, ["label column 'label' holds float values"]),
+    ("2026-11-09.csv", lambda p: timed_frame(20, 140).drop(columns="x1").to_csv(p, index=False),
+     ["lacks column 'x1'"]),
+])
+def test_a_bad_append_to_a_folder_changes_neither_folder_nor_home(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, write,
+    fragments: list[str],
+):
+    home = tmp_path / "home"
+    assert versions_cli(capsys, home).code == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "copy-of-3.csv").write_bytes((folder / "2026-11-03.csv").read_bytes())
+    write(outside / name)
+    before = snapshot(home), snapshot(folder)
+    out = run_cli(capsys, "data", "append", "folder", str(outside / name), "--home", str(home))
+    assert_user_error(out, *fragments)
+    assert (snapshot(home), snapshot(folder)) == before
+
+
+def test_the_first_file_of_an_empty_folder_can_be_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+):
+    incoming = write_directory_dataset(tmp_path / "catalog")
+    monkeypatch.setenv("SHADOW_CATALOG", str(tmp_path / "catalog"))
+    batch = tmp_path / "0001.parquet"
+    timed_frame(60).to_parquet(batch)
+    out = run_cli(capsys, "data", "append", "folder", str(batch), "--home", str(tmp_path / "home"))
+    assert out.code == 0 and out.stderr == "", out.stderr  # no "new labels" warning on the first
+    assert [p.name for p in incoming.iterdir()] == ["0001.parquet"]
