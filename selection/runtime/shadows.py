@@ -18,7 +18,6 @@ the shadows take what is left; ONNX Runtime runs on the calling thread
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from selection.errors import ConfigError
-from selection.live.log import PredictionLog
+from selection.live.log import PredictionLog, lower_thread_priority
 from selection.runtime.model import LoadedModel
 
 DEFAULT_QUEUE_SIZE = 256
@@ -121,7 +120,7 @@ class ShadowScorer:
     # -- workers ------------------------------------------------------------------------
 
     def _work(self) -> None:
-        _lower_priority(self.nice)
+        lower_thread_priority(self.nice)
         while True:
             stopping = self._stop.wait(self.interval_s)
             while True:
@@ -191,13 +190,3 @@ def _unique(models: Sequence[LoadedModel]) -> list[LoadedModel]:
         seen.setdefault(model.sha256, model)
     return list(seen.values())
 
-
-def _lower_priority(nice: int) -> None:
-    """Lower this thread's CPU priority (Linux: niceness is per thread); elsewhere a no-op."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
