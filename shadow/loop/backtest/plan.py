@@ -112,9 +112,10 @@ def clock(table: pd.DataFrame, manifest: DatasetManifest,
         if pd.api.types.is_numeric_dtype(values):
             times = values.to_numpy(dtype=np.float64)
         else:
-            parsed = pd.to_datetime(values, errors="coerce", utc=True)
+            parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
             if not parsed.isna().any():
-                times = parsed.astype("int64").to_numpy() / 1e9
+                epoch = pd.Timestamp("1970-01-01", tz="UTC")
+                times = ((parsed - epoch) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
 
     def at(boundary: int) -> float:
         if times is not None:

@@ -189,7 +189,7 @@ def plot(result: BacktestResult, path: Path) -> None:
         ax.plot(x, y, label=label, color=next(colours), linewidth=2.0 if wide else 1.0,
                 linestyle="-" if wide else "--")
     promoted = [(p.start, a["system"]) for p, a in zip(result.periods, per_period)
-                if p.step.promoted]
+                if p.step.promoted and "system" in a]
     ax.scatter([s for s, _ in promoted], [v for _, v in promoted], marker="^", s=90,
                color="black", zorder=5, label="promotion of the system (gate passed)")
     if result.drift_from_row is not None:

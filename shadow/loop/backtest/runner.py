@@ -232,18 +232,22 @@ class _Walk:
                             promoted=outcome.promoted_id is not None)
         if outcome.sweep_id is not None and outcome.action in ("swept", "resumed", "recovered"):
             step = self._after_sweep(step, outcome.sweep_id, outcome.challenger_id)
-        production = read_channel(self.home.root, self.channel)
-        if self.static is None:
-            self.static = production  # the first champion, never replaced
         rows = slice(boundary, boundary + self.settings.period)
+        production = None
+        if self.home.channel_dir(self.channel).exists():  # none until a first promotion
+            production = read_channel(self.home.root, self.channel)
+            if self.static is None:
+                self.static = production  # the first champion, never replaced
         period = PeriodResult(
             start=rows.start, stop=rows.stop,
             post_drift=self.drift_from_row is not None and rows.start >= self.drift_from_row,
-            step=step, serving_id=production.candidate_id,
-            serving_slice=str(self.store.get_candidate(production.candidate_id).slice_id))
+            step=step, serving_id=production.candidate_id if production else "",
+            serving_slice=str(self.store.get_candidate(production.candidate_id).slice_id)
+            if production else "(nothing promoted yet)")
         acc = period.accuracy
-        acc["system"] = self.scorer.deployed(production, rows)
-        acc["static"] = self.scorer.deployed(self.static, rows)
+        if production is not None and self.static is not None:
+            acc["system"] = self.scorer.deployed(production, rows)
+            acc["static"] = self.scorer.deployed(self.static, rows)
         for suffix in ABLATIONS:
             if (self.home.channels_dir / f"{self.channel}-{suffix}").exists():
                 model = read_channel(self.home.root, f"{self.channel}-{suffix}")
@@ -313,6 +317,6 @@ def _progress_line(index: int, total: int, period: PeriodResult, result: Backtes
     return (f"[{index + 1}/{total}] row {step.boundary}: {step.action}"
             f"{' (' + ', '.join(step.fired) + ')' if step.fired else ''}, "
             f"{step.candidates_ok} candidates, {verdict} in {step.pass_seconds:.1f} s (serving "
-            f"{period.serving_slice}); next period: system {acc['system']:.3f}, static "
-            f"{acc['static']:.3f}, retrain-recent {recent:.3f}, oracle "
+            f"{period.serving_slice}); next period: system {acc.get('system', nan):.3f}, static "
+            f"{acc.get('static', nan):.3f}, retrain-recent {recent:.3f}, oracle "
             f"{acc.get('oracle', nan):.3f}, oracle-refit {acc.get('oracle_refit', nan):.3f}")
