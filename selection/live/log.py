@@ -8,9 +8,11 @@ first. So:
 
 - :meth:`close` (``shadow serve`` calls it on SIGTERM or Ctrl-C, after the
   server stopped taking requests) writes everything accepted: nothing is lost;
-- a SIGKILL or power cut loses at most what was accepted since the last commit:
-  the records of one flush interval (plus the batch being committed), and never
-  more than ``max_pending`` (:data:`DEFAULT_MAX_PENDING`). Past that bound new
+- a SIGKILL or power cut loses at most what was accepted since the last commit
+  began: the batch being committed plus the one gathering (at a steady rate,
+  about two flush intervals of records; ``counts["max_batch"]`` is the largest
+  batch so far), and never more than ``max_pending``
+  (:data:`DEFAULT_MAX_PENDING`). Past that bound new
   records are dropped and counted (``dropped``) rather than letting memory grow
   or delaying the champion's answer.
 

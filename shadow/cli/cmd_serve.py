@@ -84,7 +84,8 @@ promotion the new champion stops shadowing and the old one takes its place.
 Every answer (champion and shadows) is logged with its request id, model id and
 sha256 in $SHADOW_HOME/live/<channel>.db (SQLite, WAL), in batches committed every
 --log-flush-ms (fsync'd): SIGTERM or Ctrl-C writes everything answered; a SIGKILL
-loses at most the last flush interval's answers. `shadow leaderboard --live`
+loses at most the batch being committed and the one gathering (about two flush
+intervals of answers; /model shows log.max_batch). `shadow leaderboard --live`
 compares the models on the requests whose labels came back.
 
 signed manifests: with --trust-key PUBFILE (repeatable; or $SHADOW_TRUST_KEYS,
@@ -146,7 +147,8 @@ def add_parsers(verbs: Any) -> None:
                    help="keep no prediction log (then /feedback is refused)")
     p.add_argument("--log-flush-ms", type=float, default=DEFAULT_FLUSH_INTERVAL_S * 1000,
                    metavar="MS", help="commit the prediction log at least this often "
-                   f"(default: {DEFAULT_FLUSH_INTERVAL_S * 1000:g}; the most a SIGKILL loses)")
+                   f"(default: {DEFAULT_FLUSH_INTERVAL_S * 1000:g}; a SIGKILL loses about two "
+                   "intervals of answers)")
     add_store_options(p)
     p.set_defaults(handler=run_serve)
 
