@@ -17,9 +17,12 @@ crash. What is stored, and why:
 - ``labels``: the labels that came back, one per request row: the truth.
   Each prediction row also carries its row's label (``predictions.label``,
   set in the same transaction that stores the label, or when a late
-  prediction is written), so the live leaderboard is one scan of a partial
-  index over the labelled predictions, grouped without a sort
-  (``selection.live.board``; a test holds it to the plain join).
+  prediction is written), and two triggers add every prediction that gets a
+  label to ``board``: per (model, role) the count, how many were right, how
+  many the champion got right on those rows, how many agreed with it. So the
+  live leaderboard reads a handful of rows however many requests were
+  labelled (``selection.live.board``; a test holds it to the plain join over
+  ``labels``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ LIVE_DIR = "live"
 #: ``predictions.role``: 0 the champion answered, 1 a shadow scored.
 ROLES = ("champion", "shadow")
 
+_COUNT = (
+    "INSERT INTO board VALUES (new.model, new.role, 1, new.predicted = new.label, "
+    "new.champion = new.label, new.predicted = new.champion) ON CONFLICT (model, role) DO "
+    "UPDATE SET n = n + 1, correct = correct + excluded.correct, champion_correct = "
+    "champion_correct + excluded.champion_correct, agree = agree + excluded.agree;"
+)
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # model_key: a small integer in each prediction row instead of a 64-character sha256.
@@ -43,8 +53,14 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
     "model INTEGER NOT NULL, role INTEGER NOT NULL, predicted TEXT NOT NULL, "
     "champion TEXT NOT NULL, label TEXT, PRIMARY KEY (request_id, row, model)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS predictions_labelled ON predictions (model, role, label, "
-    "predicted, champion) WHERE label IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS board (model INTEGER NOT NULL, role INTEGER NOT NULL, "
+    "n INTEGER NOT NULL, correct INTEGER NOT NULL, champion_correct INTEGER NOT NULL, "
+    "agree INTEGER NOT NULL, PRIMARY KEY (model, role)) WITHOUT ROWID",
+    # A prediction is counted once: when its label arrives, or when it arrives labelled.
+    "CREATE TRIGGER IF NOT EXISTS board_on_label AFTER UPDATE OF label ON predictions "
+    f"WHEN old.label IS NULL AND new.label IS NOT NULL BEGIN {_COUNT} END",
+    "CREATE TRIGGER IF NOT EXISTS board_on_insert AFTER INSERT ON predictions "
+    f"WHEN new.label IS NOT NULL BEGIN {_COUNT} END",
     "CREATE TABLE IF NOT EXISTS labels (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
     "label TEXT NOT NULL, received_at REAL NOT NULL, PRIMARY KEY (request_id, row)) WITHOUT ROWID",
 )
