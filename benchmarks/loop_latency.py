@@ -10,7 +10,9 @@ Everything is the product, run as a user runs it, each piece its own process:
 - per cycle, ``shadow data append`` adds NOAA's next year (``write_batch``).
 
 A cycle's latency runs from the moment ``shadow data append`` returns to the first answer of
-``shadow serve`` that names the newly promoted candidate. The breakdown comes from the event log's
+``shadow serve`` that names the newly promoted candidate (``stored_to_serving_s`` starts earlier,
+when the batch commits: the controller may see it before the append's process has exited, which
+makes ``detect_s`` slightly negative on a loaded machine). The breakdown comes from the event log's
 timestamps (``Store.list_events``): detect (append returned -> ``sweep_started``: the
 controller's poll, loading the new version, scoring the champion, the trigger), sweep
 (``sweep_started`` -> ``sweep_finished``, split by the sweep's own clock into ``sweep_run_s``,
@@ -358,9 +360,15 @@ def main(argv: list[str] | None = None) -> int:
             added = shadow_json(env, "data", "append", str(dataset), str(batch),
                                 "--home", str(home))
             arrived = time.time()  # the append has returned: the batch is stored
+            # versions.json is replaced atomically when the batch commits: the controller can
+            # see the new version from then on, while the append's process is still exiting.
+            stored = (home / "data" / "noaa-live" / "versions.json").stat().st_mtime
             outcome, events, answered = wait_promoted(home, added["fingerprint"], client, watch,
                                                       args.timeout)
             record = cycle_record(k, arrived, outcome, events, answered)
+            record["append_exit_lag_s"] = round(arrived - stored, 2)
+            if answered is not None:
+                record["stored_to_serving_s"] = round(answered - stored, 2)
             records.append(record)
             log(json.dumps(record))
             if outcome in ("controller_died", "timed_out"):
@@ -390,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         "arrival_to_serving_s_p50": stats(latencies)["p50"],
         "arrival_to_serving_s_max": stats(latencies)["max"],
         "arrival_to_serving_s": stats(latencies),
+        # From the batch's commit (versions.json replaced) instead of the append CLI returning.
+        "stored_to_serving_s": stats([r["stored_to_serving_s"] for r in promoted]),
+        "append_exit_lag_s": stats([r["append_exit_lag_s"] for r in records]),
         "target_s": TARGET_S,
         "meets_target": bool(latencies) and max(latencies) < TARGET_S,
         "cycles": len(promoted),
