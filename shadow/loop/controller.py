@@ -29,8 +29,9 @@ nothing after it is acted on now (a promotion the history already holds is not r
 ``promotion`` event commits in the same transaction as its history row, so one never exists
 without the other; :func:`~shadow.loop.journal.check_consistency` states the invariant.
 
-A version is never swept twice by one channel's controller: a finished sweep of it ends the
-pass (a trigger that fires again on the same data, such as the schedule, stores nothing then:
+A version is never swept twice by one channel's controller (with the ``config_changed`` trigger
+on: twice under the same sweep file and code; a changed one may sweep it once more): a finished
+sweep of it ends the pass (a trigger that fires again on the same data, such as the schedule, stores nothing then:
 no sweep may follow it). Scoring is simple on purpose: every pass scores all rows after the
 champion's holdout stop (a scorecard over rows the champion never saw).
 Library code: it never prints; ``on_note`` receives progress lines (the CLI puts them on stderr).
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError, NotFoundError, ShadowError
 from selection.records import EventKind, EventRecord, PromotionRecord
-from shadow.loop.journal import REASON_PREFIX, STEP_KINDS, unfinished_step
+from shadow.loop.journal import REASON_PREFIX, STEP_KINDS, same_sweep, unfinished_step
 from shadow.loop.lock import ControllerBusyError, controller_lock
 from shadow.loop.outcome import PassResult
 from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
@@ -168,7 +169,9 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
     log = store.list_events(channel=channel, kinds=list(STEP_KINDS))
     sweeps = [e for e in log if e.kind in ("sweep_started", "sweep_finished")]
     code_hash = config_hash(config.raw, _code_version())
-    sweep_id, step, gate = unfinished_step(log, version)
+    # With config_changed on, a changed file or code may sweep a version again, once per hash.
+    key = code_hash if watch.triggers.config_changed else None
+    sweep_id, step, gate = unfinished_step(log, version, key)
     seed: int | None = None  # the sweep's own seed, as its sweep_started event recorded it
 
     if step == "act" and gate is not None and sweep_id is not None:
@@ -206,9 +209,9 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
         if not firings:
             note("no trigger fired: nothing to do")
             return replace(result, detail="no trigger fired")
-        if version in {e.data_version for e in sweeps if e.kind == "sweep_finished"}:
+        if any(same_sweep(e, version, key) for e in sweeps if e.kind == "sweep_finished"):
             note(f"{len(firings)} trigger(s) fired, but this data version was already swept for "
-                 f"channel {channel!r}: no second sweep")
+                 f"channel {channel!r}{' with this config' if key else ''}: no second sweep")
             return replace(result, action="already_swept",
                            detail="this data version already has a finished sweep")
         for firing in firings:

@@ -14,23 +14,30 @@ if TYPE_CHECKING:
     from selection.records import EventRecord
     from selection.store import Store
 
-__all__ = ["REASON_PREFIX", "STEP_KINDS", "check_consistency", "unfinished_step"]
+__all__ = ["REASON_PREFIX", "STEP_KINDS", "check_consistency", "same_sweep", "unfinished_step"]
 
 
 #: The event kinds that mark a pass's steps (what a restarted controller reads to resume).
 STEP_KINDS = ("sweep_started", "sweep_finished", "gate", "promotion", "proposal", "error")
 
 
-def unfinished_step(log: list[EventRecord], version: str
-                     ) -> tuple[str | None, str | None, EventRecord | None]:
+def same_sweep(event: EventRecord, version: str, config_hash: str | None) -> bool:
+    """Whether a sweep event is of ``version`` (and of ``config_hash``, unless None)."""
+    return event.data_version == version and (
+        config_hash is None or event.evidence.get("config_hash") == config_hash)
+
+
+def unfinished_step(log: list[EventRecord], version: str, config_hash: str | None = None
+                    ) -> tuple[str | None, str | None, EventRecord | None]:
     """Where the newest controller sweep of ``version`` stopped: (sweep id, step, gate event).
 
-    ``step``: "sweep" (started, never finished), "gate" (finished, never gated), "act" (the gate
-    passed, no promotion, proposal or error followed), or None (no sweep of this version, or
-    its pass ran to the end).
+    ``config_hash``: only a sweep started under that sweep file and code counts (the
+    ``config_changed`` trigger lets a changed config sweep a version again). ``step``: "sweep"
+    (started, never finished), "gate" (finished, never gated), "act" (the gate passed, no
+    promotion, proposal or error followed), or None (no such sweep, or its pass ran to the end).
     """
-    started = next((e for e in log if e.kind == "sweep_started" and e.data_version == version),
-                   None)  # newest first
+    started = next((e for e in log if e.kind == "sweep_started"
+                    and same_sweep(e, version, config_hash)), None)  # newest first
     if started is None or started.sweep_id is None:
         return None, None, None
     sweep_id = started.sweep_id
@@ -57,8 +64,8 @@ def check_consistency(store: Store, channel: str) -> list[str]:
 
     Every promotion event names an existing history row of the channel, for the candidate it
     names, and no row is named twice; every history row the controller made has its promotion
-    event; a data version has at most one ``sweep_started`` (a stopped sweep is resumed, with
-    ``sweep_resumed``, never started again); a sweep has at most one ``sweep_finished``, one
+    event; a data version has at most one ``sweep_started`` per config hash (a stopped sweep is
+    resumed, with ``sweep_resumed``, never started again); a sweep has at most one ``sweep_finished``, one
     ``gate`` and one ``promotion`` or ``proposal``.
     """
     from collections import Counter
@@ -85,9 +92,10 @@ def check_consistency(store: Store, channel: str) -> list[str]:
                 and named[row.history_id] == 0):
             problems.append(f"history row {row.history_id} (made by the controller) has no "
                             "promotion event")
-    started = Counter(e.data_version for e in log if e.kind == "sweep_started")
-    problems += [f"data version {v} has {n} sweep_started events" for v, n in started.items()
-                 if n > 1]
+    started = Counter((e.data_version, e.evidence.get("config_hash")) for e in log
+                      if e.kind == "sweep_started")
+    problems += [f"data version {v} has {n} sweep_started events under one config"
+                 for (v, _), n in started.items() if n > 1]
     for kind in ("sweep_finished", "gate"):
         per = Counter(e.sweep_id for e in log if e.kind == kind)
         problems += [f"sweep {s} has {n} {kind} events" for s, n in per.items() if n > 1]

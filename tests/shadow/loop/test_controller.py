@@ -271,3 +271,24 @@ def test_check_consistency_names_each_break_of_the_invariant(tmp_path: Path) -> 
         "promotion event 3 names history row 999, which does not exist",
         "data version v1 has 2 sweep_started events",
     ]
+
+
+def test_config_changed_sweeps_the_same_version_again_once(
+    tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, config, home = setup(tmp_path, "auto")
+    config.write_text(config.read_text().replace("new_rows = 50", "new_rows = 50\nconfig_changed = true"))
+    first = watch(capsys, config, home)
+    assert first["action"] == "swept"
+    assert watch(capsys, config, home)["action"] == "none"  # nothing changed, no new rows
+    # The sweep file changes (another grid), the data does not: one more sweep of this version.
+    config.write_text(config.read_text().replace("width = [4, 8]", "width = [4, 6]"))
+    again = watch(capsys, config, home)
+    assert again["action"] == "swept" and again["data_version"] == first["data_version"]
+    assert [f["trigger"] for f in again["fired"]] == ["config_changed"]
+    assert again["sweep_id"] != first["sweep_id"]
+    assert watch(capsys, config, home)["action"] == "none"  # and only once
+    with Store.open(home, create=False) as store:
+        assert check_consistency(store, "production") == []
+        started = store.list_events(channel="production", kinds="sweep_started")
+        assert len(started) == 2 and len({e.evidence["config_hash"] for e in started}) == 2
