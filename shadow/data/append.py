@@ -23,13 +23,15 @@ from pathlib import Path
 
 from selection.atomic import exclusive_lock, write_bytes_atomic
 from selection.home import Home
-from shadow.data.frames import (
+from shadow.data.batch_rules import (
     check_boundary,
     check_columns,
     check_label_type,
     classes_of,
-    combined_dataset,
     new_labels,
+)
+from shadow.data.frames import (
+    combined_dataset,
     parse_batch,
     validate_frame,
 )

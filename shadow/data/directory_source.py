@@ -1,5 +1,8 @@
 """A dataset that grows where the user keeps it: a folder of batch files (``kind = "directory"``).
 
+(The ledger's format and its check: :mod:`shadow.data.directory_ledger`; ``shadow data
+append`` into the folder: :mod:`shadow.data.folder_append`.)
+
 Each file in the folder whose name matches ``[source] pattern`` is one
 immutable batch of rows (CSV or Parquet), read in name order (so name the
 files as time goes: ``2026-11-01.csv``, ``000042.parquet``). Names starting
@@ -27,21 +30,26 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from selection.atomic import exclusive_lock, write_bytes_atomic
+from selection.atomic import exclusive_lock
 from selection.home import Home
+from shadow.data.batch_rules import check_boundary, check_columns
+from shadow.data.directory_ledger import (
+    LEDGER_FORMAT,
+    BatchFile,
+    base_fingerprint,
+    check_recorded,
+    read_ledger,
+    write_ledger,
+)
 from shadow.data.frames import (
     Dataset,
-    check_boundary,
-    check_columns,
     combined_dataset,
     parse_batch,
     validate_frame,
@@ -55,41 +63,7 @@ from shadow.data.versions import (
     match_version,
     version_fingerprints,
 )
-from shadow.errors import DatasetError, IntegrityError, StoreError
-
-LEDGER_FORMAT = 1
-LEDGER_NAME = "directory.json"
-
-
-@dataclass(frozen=True)
-class BatchFile:
-    """One batch file as found in the folder: its name, bytes and content hash."""
-
-    name: str
-    data: bytes
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One ledger entry: a file some version held, as it was then."""
-
-    name: str
-    sha256: str
-    rows: int
-    recorded_at: str
-
-
-def ledger_path(home: Home, name: str) -> Path:
-    """Where the files of a directory dataset's recorded versions are listed."""
-    return dataset_dir(home, name) / LEDGER_NAME
-
-
-def base_fingerprint(manifest: DatasetManifest) -> str:
-    """What the fingerprint of every version starts from: how the manifest reads a file."""
-    reading = [manifest.target, *manifest.features, "\x1e", *manifest.segment_columns, "\x1e",
-               manifest.time_column or "", str(manifest.source.index_col)]
-    return hashlib.sha256(("shadow directory source\x1e" + "\x1f".join(reading)).encode()).hexdigest()
+from shadow.errors import DatasetError, StoreError
 
 
 def scan(manifest: DatasetManifest, allow_empty: bool = False) -> list[BatchFile]:
@@ -120,62 +94,6 @@ def scan(manifest: DatasetManifest, allow_empty: bool = False) -> list[BatchFile
             "drop CSV or Parquet batch files there"
         )
     return found
-
-
-def read_ledger(home: Home, manifest: DatasetManifest) -> list[Recorded]:
-    """The files recorded for ``manifest``'s dataset in ``home``; empty if none was."""
-    path = ledger_path(home, manifest.name)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"the directory ledger {path} is not valid JSON ({exc}); it is only "
-                             "ever replaced whole: restore it from a backup") from None
-    if not isinstance(raw, dict) or raw.get("format") != LEDGER_FORMAT or raw.get("dataset") != manifest.name:
-        raise IntegrityError(f"{path} is not a format-{LEDGER_FORMAT} directory ledger of dataset "
-                             f"{manifest.name!r}; restore it from a backup")
-    if raw.get("base_fingerprint") != base_fingerprint(manifest):
-        raise DatasetError(
-            f"dataset {manifest.name!r}: the manifest reads the batch files differently since "
-            f"versions were recorded (target, features, segment, time or index columns changed; "
-            f"ledger {path}); restore those manifest keys, or move the ledger away to record "
-            "versions afresh"
-        )
-    try:
-        return [Recorded(str(e["name"]), str(e["sha256"]), int(e["rows"]), str(e["recorded_at"]))
-                for e in raw["files"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError(f"the directory ledger {path} has a malformed entry ({exc}); "
-                             "restore it from a backup") from None
-
-
-def check_recorded(files: list[BatchFile], recorded: list[Recorded], manifest: DatasetManifest,
-                   home: Home) -> None:
-    """Every recorded file is still there, unchanged, at its place in name order."""
-    names = [f.name for f in files]
-    present = set(names)
-    folder, where = manifest.source.location, f"dataset {manifest.name!r}"
-    fix = (f"batch files are immutable once a version holds them: restore it, put new rows in a "
-           f"new file named to sort after {recorded[-1].name!r}, or move the ledger "
-           f"{ledger_path(home, manifest.name)} away to record versions afresh")
-    for i, entry in enumerate(recorded):
-        if entry.name not in present:
-            raise IntegrityError(
-                f"{where}: batch file {entry.name!r} (version {i + 1}, sha256 "
-                f"{entry.sha256[:12]}) is gone from {folder!r}; {fix}"
-            )
-        if names[i] != entry.name:
-            raise IntegrityError(
-                f"{where}: file {names[i]!r} in {folder!r} sorts before {entry.name!r}, which "
-                f"version {i + 1} already holds; a new batch must sort after the last recorded "
-                f"one ({recorded[-1].name!r}): rename it (e.g. with a date or zero-padded number)"
-            )
-        if files[i].sha256 != entry.sha256:
-            raise IntegrityError(
-                f"{where}: batch file {entry.name!r} in {folder!r} changed since version {i + 1} "
-                f"was recorded (sha256 {files[i].sha256[:12]} now, {entry.sha256[:12]} then); {fix}"
-            )
 
 
 def fingerprints(manifest: DatasetManifest, files: list[BatchFile]) -> list[str]:
@@ -311,8 +229,7 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
             "wait for it, then run again")):
         count, body = _record_plan(manifest, home, fingerprint)
         if body is not None:
-            write_bytes_atomic(ledger_path(home, manifest.name),
-                               (json.dumps(body, indent=1) + "\n").encode())
+            write_ledger(home, manifest.name, body)
         return count
 
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 from selection.atomic import write_bytes_atomic
 from selection.home import Home
+from shadow.data.batch_rules import check_label_type, classes_of, new_labels
+from shadow.data.directory_ledger import BatchFile, base_fingerprint
 from shadow.data.directory_source import (
-    BatchFile,
-    base_fingerprint,
     fingerprints,
     folder_files,
     read_frames,
     record_version,
 )
-from shadow.data.frames import check_label_type, classes_of, combined_dataset, new_labels
+from shadow.data.frames import combined_dataset
 from shadow.data.manifest import DatasetManifest
 from shadow.data.versions import BATCH_SUFFIXES, AppendResult, Batch, DatasetVersion
 from shadow.errors import DatasetError

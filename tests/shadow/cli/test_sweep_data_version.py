@@ -18,7 +18,7 @@ import pytest
 from selection.home import Home
 from selection.store import Store
 from shadow.data.catalog import find_manifest
-from shadow.data.directory_source import ledger_path
+from shadow.data.directory_ledger import ledger_path
 from shadow.data.loader import list_versions
 from shadow.sweep.config import load_config
 from shadow.sweep.prepare import prepare_sweep, slice_records, sweep_record

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from selection.home import Home
 from selection.store import Store
 from shadow.data.catalog import find_manifest
-from shadow.data.directory_source import ledger_path as folder_ledger
+from shadow.data.directory_ledger import ledger_path as folder_ledger
 from shadow.data.loader import load_dataset
 from shadow.data.sql_source import ledger_path as sql_ledger
 from tests.bad_inputs.contract import run_cli

@@ -17,7 +17,7 @@ import pytest
 
 from selection.home import Home
 from shadow.data.catalog import find_manifest
-from shadow.data.directory_source import base_fingerprint, ledger_path
+from shadow.data.directory_ledger import base_fingerprint, ledger_path
 from shadow.data.loader import list_versions, load_dataset, record_version
 from shadow.data.versions import VersionNotFoundError, version_fingerprint
 from shadow.errors import ConfigError, DatasetError, IntegrityError
