@@ -211,12 +211,16 @@ def sql_versions(manifest: DatasetManifest, home: Home | None) -> list[DatasetVe
                            f"{manifest.source.order_by} <= {v.watermark}") for v in versions]
 
 
-def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | None) -> int:
+def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | None,
+                   rows: int | None = None) -> int:
     """Pin the version named ``fingerprint`` (None: the latest); returns its number. Idempotent.
 
-    Checked before the home is touched, then again under a per-dataset lock.
+    ``rows``: how many rows that version has, so it is found even if rows were
+    inserted since it was loaded (a sweep pins what it loaded, not what is
+    there now). Checked before the home is touched, then again under a
+    per-dataset lock.
     """
-    number, body = _record_plan(manifest, home, fingerprint)  # refuses before any write
+    number, body = _record_plan(manifest, home, fingerprint, rows)  # refuses before any write
     if body is None:
         return number
     folder = dataset_dir(home.check_folder(), manifest.name)
@@ -224,16 +228,25 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
     with exclusive_lock(folder / ".lock", lambda holder: StoreError(
             f"another process is recording versions of dataset {manifest.name!r} ({holder}); "
             "wait for it, then run again")):
-        number, body = _record_plan(manifest, home, fingerprint)
+        number, body = _record_plan(manifest, home, fingerprint, rows)
         if body is not None:
             write_bytes_atomic(ledger_path(home, manifest.name),
                                (json.dumps(body, indent=1) + "\n").encode())
         return number
 
 
-def _record_plan(manifest: DatasetManifest, home: Home,
-                 fingerprint: str | None) -> tuple[int, dict[str, Any] | None]:
-    _, versions = current_versions(manifest, home)
+def _record_plan(manifest: DatasetManifest, home: Home, fingerprint: str | None,
+                 rows: int | None) -> tuple[int, dict[str, Any] | None]:
+    frame, versions = current_versions(manifest, home)
+    recorded = [v for v in versions if v.recorded_at]
+    if (rows is not None and fingerprint is not None and rows <= len(frame)
+            and fingerprint not in {v.fingerprint for v in versions}
+            and rows > (recorded[-1].rows if recorded else 0)):
+        # Rows arrived after this version was loaded: it is a prefix of the table now.
+        if _fingerprints(manifest, frame, [rows])[0] == fingerprint:
+            versions = [*recorded, SqlVersion(len(recorded) + 1, rows,
+                                              str(frame[manifest.source.order_by].iloc[rows - 1]),
+                                              fingerprint, "")]
     chosen = _pick(manifest, versions, fingerprint)
     if chosen.recorded_at:
         return chosen.version, None

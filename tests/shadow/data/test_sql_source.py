@@ -188,3 +188,18 @@ def test_a_timestamp_order_column_and_a_sqlite_table(tmp_path: Path, monkeypatch
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         engine.dispose()
+
+
+def test_a_version_loaded_before_rows_arrived_is_still_pinned_as_loaded(
+    table: tuple[str, sa.Engine], tmp_path: Path,
+):
+    name, engine = table
+    home = Home(tmp_path / "home")
+    loaded = load_dataset(find_manifest("pg"), home)  # what a sweep planned on
+    timed_frame(30, 100, seed=2).to_sql(name, engine, index=False, if_exists="append")
+    record_version(loaded, home)  # the sweep pins it once Ray is up: rows came in between
+    recorded = json.loads(ledger_path(home, "pg").read_text())["versions"]
+    assert [(v["version"], v["rows"], v["fingerprint"]) for v in recorded] == [
+        (1, 100, loaded.fingerprint)]
+    assert [(v.version, v.rows) for v in list_versions(find_manifest("pg"), home)] == [(1, 100),
+                                                                                       (2, 130)]
