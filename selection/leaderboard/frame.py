@@ -30,13 +30,14 @@ COLUMNS = (
     "emulator", "seed", "train_seconds", "error", "artifact_sha256", "created_at",
     "eligible", "ineligible_reason", "has_fallback", "peak_activation_bytes",
     "memory_budget_bytes", "device_eligible", "device_ineligible_reason", "policy",
+    "numerics", "emulator_agreement", "placement",
 )
 _DTYPES: dict[str, Any] = {
     "rank": "Int64", "accuracy": "float64", "latency_ms": "float64", "size_bytes": "Int64",
     "host_latency_p50_ms": "float64", "host_latency_p99_ms": "float64", "seed": "Int64",
     "train_seconds": "float64", "created_at": "datetime64[us, UTC]", "eligible": "bool",
     "has_fallback": "boolean", "peak_activation_bytes": "Int64",
-    "memory_budget_bytes": "Int64", "device_eligible": "boolean",
+    "memory_budget_bytes": "Int64", "device_eligible": "boolean", "emulator_agreement": "float64",
 }
 
 
@@ -325,7 +326,29 @@ def _frame(rows: list[Any], policy: RankingPolicy) -> pd.DataFrame:
         index=frame.index, dtype=object,
     )
     frame["policy"] = policy.name
+    device = [_device_columns(decode_json(e) if e else {}) for e in frame.pop("extra")]
+    for column in ("numerics", "emulator_agreement", "placement"):
+        frame[column] = pd.Series([d[column] for d in device], index=frame.index, dtype=object)
     return frame
+
+
+def _device_columns(extra: Any) -> dict[str, Any]:
+    """What a device reported about its numerics, the emulator and op placement, as three cells.
+
+    ``placement`` reads "npu" (every op on the accelerator), "npu+cpu: Erf" (those ops
+    fell back) or "cpu"; None for a device that does not place ops (the host).
+    """
+    extra = extra if isinstance(extra, dict) else {}
+    fallback = extra.get("cpu_fallback_ops") or []
+    if "placement_source" not in extra:
+        placement = None
+    elif extra.get("accelerator_nodes") == 0 or extra.get("placement_source") == "cpu-only":
+        placement = "cpu"
+    else:
+        placement = "npu+cpu: " + ",".join(fallback) if fallback else "npu"
+    agreement = extra.get("emulator_cpu_agreement")
+    return {"numerics": extra.get("numerics"), "placement": placement,
+            "emulator_agreement": float(agreement) if isinstance(agreement, (int, float)) else None}
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:

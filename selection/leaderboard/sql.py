@@ -115,6 +115,7 @@ def _full(level1: Mapping[str, Any]) -> dict[str, Any]:
         # The model a promotion to this device would ship (promotion.artifact_for).
         "artifact_sha256": func.coalesce(_M.c.artifact_sha256, _C.c.onnx_sha256),
         "created_at": _C.c.created_at, "device_ineligible_reason": _M.c.ineligible_reason,
+        "extra": _M.c.extra,  # the device's own report: numerics, emulator agreement, placement
     }
     cols.update({name: level1[name] for name in level1 if name in FILTER_KINDS})
     return cols
@@ -206,7 +207,7 @@ def _reads_rank(where: Sequence[str]) -> bool:
 def _main_branch(ranked: Any, filters: dict[str, Any], where: Sequence[str]) -> Any:
     level1 = {name: ranked.c[name] for name in ranked.c.keys()}
     cols = _full(level1)
-    query = select(*(cols[name].label(name) for name in (*FILTER_KINDS, "params"))).select_from(
+    query = select(*(cols[name].label(name) for name in (*FILTER_KINDS, "params", "extra"))).select_from(
         ranked.join(_M, and_(_M.c.candidate_id == ranked.c.candidate_id, _M.c.device == ranked.c.device))
         .join(_C, _C.c.candidate_id == ranked.c.candidate_id))
     return _filtered(query, cols, filters, where)
@@ -217,9 +218,9 @@ def _early_branch(sweep_id: str, first_device: str, filters: dict[str, Any], whe
            "family": _C.c.family, "params": _C.c.params, "device": literal(first_device),
            "status": literal("failed"), "seed": _C.c.seed, "train_seconds": _C.c.train_seconds,
            "error": _C.c.error, "artifact_sha256": _C.c.onnx_sha256, "created_at": _C.c.created_at,
-           "eligible": literal(False), "rank": cast(null(), Integer)}
+           "eligible": literal(False), "rank": cast(null(), Integer), "extra": literal("{}")}
     cols = {name: own.get(name, cast(null(), _TYPES.get(name, String)))
-            for name in (*FILTER_KINDS, "params")}
+            for name in (*FILTER_KINDS, "params", "extra")}
     # A candidate with no device result failed before any device ran (the
     # producer marks it failed), so only failed ones are looked at: indexed.
     query = select(*(expr.label(name) for name, expr in cols.items())).where(

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_COLUMNS = [
-    "rank", "candidate_id", "slice_id", "family", "params", "device", "status",
-    "accuracy", "latency_ms", "size_bytes", "eligible", "ineligible_reason",
+    "rank", "candidate_id", "slice_id", "family", "params", "device", "numerics", "status",
+    "accuracy", "emulator_agreement", "latency_ms", "placement", "size_bytes", "eligible", "ineligible_reason",
 ]
 FORMATS = ("table", "csv", "json", "parquet")
 

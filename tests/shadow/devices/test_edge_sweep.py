@@ -54,6 +54,16 @@ def test_sweep_adds_a_row_per_candidate_and_device(tmp_path, toy_catalog, ray_lo
     assert set(board["status"]) == {"ok"}
     emulators = dict(zip(board["device"], board["emulator"]))
     assert emulators == {"host-cpu": "none", "snapdragon-8-gen-2-htp": "qnn-htp"}
+    # What a new user reads on the board: the device's numerics, emulator agreement, placement.
+    by_device = board.set_index("device")
+    assert by_device.loc["snapdragon-8-gen-2-htp", "numerics"] == "a8w8"
+    assert by_device.loc["snapdragon-8-gen-2-htp", "placement"] == "npu"
+    assert 0.9 <= by_device.loc["snapdragon-8-gen-2-htp", "emulator_agreement"] <= 1.0
+    assert by_device.loc["host-cpu", "numerics"] == "fp32" and by_device.loc["host-cpu", "placement"] is None
+    capsys.readouterr()
+    assert main(["leaderboard", "--home", str(home)]) == 0
+    table = capsys.readouterr().out
+    assert {"numerics", "emulator_agreement", "placement"} <= set(table.splitlines()[0].split())
     for result, binary, model in zip(edge, binaries, qdq):
         assert result.emulator == "qnn-htp" and result.extra["numerics"] == "a8w8"
         assert result.extra["check_rows"] == 100 and result.extra["eligible"] is True
@@ -88,5 +98,10 @@ def test_a_refit_is_quantized_and_compiled_for_the_device_it_ships_to(tmp_path, 
     # What ships is the refit's own artifact for that device, not the parent's.
     assert shipped["sha256"] == result.artifact_sha256 != parent.device(device).artifact_sha256
     model = home / "channels" / "production" / "model.onnx"
-    assert onnx.load_from_string(model.read_bytes()).graph.node  # a loadable ONNX graph
+    graph = onnx.load_from_string(model.read_bytes()).graph
+    # The production model is the device's: QDQ a8w8, and the manifest says for which device.
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    manifest = json.loads((home / "channels" / "production" / "manifest.json").read_text())
+    assert manifest["device"] == device and manifest["sha256"] == result.artifact_sha256
+    assert manifest["metrics"]["extra"]["numerics"] == "a8w8" and manifest["metrics"]["extra"]["soc"] == "SM8550"
     assert set(refit.refit["checks"]) == {"host-cpu", device}
