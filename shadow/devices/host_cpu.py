@@ -13,7 +13,7 @@ import numpy as np
 from selection.artifacts.content import sha256_bytes
 from selection.records import HOST_DEVICE, DeviceResult
 from shadow.devices.base import Device, DeviceRun
-from shadow.devices.onnxruntime_session import cpu_session, measure_latency_ms, predict_proba
+from shadow.devices.onnxruntime_session import measure_latency_ms, shared_session, shared_top1
 
 
 class HostCpu(Device):
@@ -29,8 +29,9 @@ class HostCpu(Device):
         calibration: np.ndarray,
     ) -> DeviceRun:
         del calibration  # fp32 needs no calibration
-        session = cpu_session(onnx_bytes)
-        predictions = predict_proba(session, features).argmax(axis=1).astype(np.int64)
+        # Shared with the edge devices of the same candidate (their fp32 agreement).
+        session = shared_session(onnx_bytes)
+        predictions = shared_top1(onnx_bytes, features)
         accuracy = float(np.mean(predictions == labels))
         p50, p99 = measure_latency_ms(session, features[-1])
         result = DeviceResult(

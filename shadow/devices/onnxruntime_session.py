@@ -55,3 +55,22 @@ def measure_latency_ms(session: ort.InferenceSession, row: np.ndarray) -> tuple[
         times[i] = time.perf_counter_ns() - start
     p50, p99 = np.percentile(times, [50, 99]) / 1e6
     return float(p50), float(p99)
+
+
+def shared_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """:func:`cpu_session`, made once per model per worker (devices of one candidate share it)."""
+    from shadow.devices import memo
+
+    return memo.once(("session", memo.digest(onnx_bytes)), lambda: cpu_session(onnx_bytes))
+
+
+def shared_top1(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
+    """Top-1 class (int64, read-only) of every row, computed once per model and rows per worker."""
+    from shadow.devices import memo
+
+    def compute() -> np.ndarray:
+        top1 = predict_proba(shared_session(onnx_bytes), features).argmax(axis=1).astype(np.int64)
+        top1.flags.writeable = False
+        return top1
+
+    return memo.once(("top1", memo.digest(onnx_bytes), memo.digest(features)), compute)

@@ -15,6 +15,7 @@ For one candidate on one profile:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,14 @@ import onnx
 
 from selection.artifacts.content import sha256_bytes
 from selection.records import DeviceResult
+from shadow.devices import memo
 from shadow.devices.base import Device, DeviceRun
 from shadow.devices.edge import qnn
 from shadow.devices.edge.cost_model import estimate
 from shadow.devices.edge.graph import GraphStats, analyze, drop_absent, peak_activation_elements
 from shadow.devices.edge.profile import ACTIVATION_BYTES, WEIGHT_BYTES, DeviceProfile
 from shadow.devices.edge.quantize import static_batch, to_numerics
-from shadow.devices.onnxruntime_session import cpu_session, measure_latency_ms, predict_proba
+from shadow.devices.onnxruntime_session import measure_latency_ms, shared_session, shared_top1
 
 #: Holdout rows run through the emulator (it runs at host speed, ~1.7 GMAC/s).
 CHECK_ROWS = 256
@@ -66,11 +68,16 @@ class EdgeDevice(Device):
         calibration: np.ndarray,
     ) -> DeviceRun:
         profile, numerics = self.profile, self.profile.numerics
-        stats = analyze(onnx.load_model_from_string(onnx_bytes))
-        device_bytes = to_numerics(onnx_bytes, numerics, calibration)
-        session = cpu_session(device_bytes)
-        predictions = predict_proba(session, features).argmax(axis=1).astype(np.int64)
-        fp32_predictions = predict_proba(cpu_session(onnx_bytes), features).argmax(axis=1)
+        started = time.perf_counter()
+        # The candidate's other devices need the same graph statistics, the same quantized
+        # model (same numerics and calibration) and the same fp32 predictions: made once.
+        model_key = memo.digest(onnx_bytes)
+        stats = memo.once(("analyze", model_key), lambda: analyze(onnx.load_model_from_string(onnx_bytes)))
+        device_bytes = memo.once((("numerics", model_key, numerics, memo.digest(calibration))),
+                                 lambda: to_numerics(onnx_bytes, numerics, calibration))
+        session = shared_session(device_bytes)
+        predictions = shared_top1(device_bytes, features)
+        fp32_predictions = shared_top1(onnx_bytes, features)
         checks = check_indices(len(labels))
         extra: dict[str, Any] = {
             "numerics": numerics, "soc": profile.soc, "holdout_rows": int(len(labels)),
@@ -100,7 +107,8 @@ class EdgeDevice(Device):
             fallback = [(n.op_type, n.name) for n in stats.nodes if not profile.supports(n.op_type)]
             compiled_sha = None
             extra.update(accuracy_emulator=None, emulator_cpu_agreement=None, compiler_dropped_nodes=[],
-                         placement_source="profile-ops", emulator_reason=reason)
+                         placement_source="cpu-only" if profile.kind == "cpu" else "profile-ops",
+                         emulator_reason=reason)
         on_cpu = {name for _, name in fallback}
         cost = estimate(stats, profile, numerics, on_cpu)
         extra.update(_memory(stats, profile, numerics))
@@ -112,6 +120,8 @@ class EdgeDevice(Device):
             device_model_bytes=len(device_bytes),
         )
         p50, p99 = measure_latency_ms(session, features[-1])
+        # What this device added to the candidate (shared work counts where it was first done).
+        extra["device_seconds"] = round(time.perf_counter() - started, 4)
         artifact_sha = sha256_bytes(device_bytes)
         result = DeviceResult(
             device=profile.name, status="ok",

@@ -147,3 +147,38 @@ def test_nodes_the_compiler_folds_away_cost_nothing():
     plain = _run("snapdragon-8-gen-2-htp").result.extra
     assert with_identity["compiler_dropped_nodes"] == ["idn"] and plain["compiler_dropped_nodes"] == []
     assert with_identity["cost_model"]["total_ms"] == pytest.approx(plain["cost_model"]["total_ms"])
+
+
+def test_leaderboard_cells_say_numerics_agreement_and_placement():
+    from selection.leaderboard.frame import _device_columns
+
+    run = _run("snapdragon-888-htp", separable_model(with_erf=True))
+    cells = _device_columns(run.result.extra)
+    assert cells["numerics"] == "a8w8" and cells["placement"] == "npu+cpu: Erf"
+    assert cells["emulator_agreement"] == run.result.extra["emulator_cpu_agreement"]
+    assert _device_columns(_run("snapdragon-8-gen-2-htp").result.extra)["placement"] == "npu"
+    assert _device_columns(_run("cortex-a55").result.extra)["placement"] == "cpu"
+    assert _device_columns({"numerics": "fp32"}) == {"numerics": "fp32", "placement": None,
+                                                     "emulator_agreement": None}
+
+
+def test_work_shared_by_a_candidates_devices_is_done_once_and_changes_nothing():
+    from shadow.devices import memo
+
+    memo.clear()
+    host = _run("host-cpu")
+    before = dict(memo.stats)
+    first = _run("snapdragon-8-gen-2-htp")
+    # fp32 predictions (and their session) came from the host's run.
+    assert memo.stats["hits"] > before["hits"]
+    before = dict(memo.stats)
+    second = _run("snapdragon-8-gen-3-htp")
+    # Same numerics, same calibration: the quantized model, its predictions and the graph are reused.
+    assert memo.stats["hits"] - before["hits"] >= 4
+    assert second.artifact == first.artifact and second.result.accuracy == first.result.accuracy
+    memo.clear()
+    fresh = _run("snapdragon-8-gen-3-htp")
+    assert fresh.artifact == second.artifact and np.array_equal(fresh.predictions, second.predictions)
+    assert fresh.result.extra["agreement_fp32"] == second.result.extra["agreement_fp32"]
+    assert np.array_equal(host.predictions, _run("host-cpu").predictions)
+    assert fresh.result.extra["device_seconds"] > 0
