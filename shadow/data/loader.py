@@ -183,7 +183,7 @@ def record_version(dataset: Dataset, home: Home) -> None:
     elif kind == "sql":
         from shadow.data.sql_source import record_version as record_sql
 
-        record_sql(dataset.manifest, home, dataset.fingerprint, dataset.n_rows)
+        record_sql(dataset.manifest, home, dataset.fingerprint)
 
 
 #: Sources that grow where the user keeps them: their versions are recorded when used.

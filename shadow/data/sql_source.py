@@ -122,10 +122,18 @@ def read_all(manifest: DatasetManifest) -> pd.DataFrame:
         engine.dispose()
 
 
-def _fingerprints(manifest: DatasetManifest, frame: pd.DataFrame, cuts: list[int]) -> list[str]:
-    """The fingerprint of the first ``n`` rows, for each ``n`` in ``cuts`` (ascending)."""
+def _digest_after(manifest: DatasetManifest, frame: pd.DataFrame, rows: int) -> Any:
+    """The fingerprint's running sha256 after the first ``rows`` rows."""
     digest = hashlib.sha256(b"shadow sql source\x1e")
     digest.update(f"{manifest.source.location}\x1f{','.join(map(str, frame.columns))}\x1e".encode())
+    if rows:
+        digest.update(frame.iloc[:rows].to_csv(index=False, header=False).encode())
+    return digest
+
+
+def _fingerprints(manifest: DatasetManifest, frame: pd.DataFrame, cuts: list[int]) -> list[str]:
+    """The fingerprint of the first ``n`` rows, for each ``n`` in ``cuts`` (ascending)."""
+    digest = _digest_after(manifest, frame, 0)
     out, done = [], 0
     for n in cuts:
         if n > done:
@@ -195,10 +203,34 @@ def _pick(manifest: DatasetManifest, versions: list[SqlVersion], wanted: str | N
     return versions[match_version(numbered, wanted, manifest.name)]
 
 
+def _with_prefix(manifest: DatasetManifest, frame: pd.DataFrame, versions: list[SqlVersion],
+                 wanted: str | None) -> list[SqlVersion]:
+    """``versions``, or, for a whole fingerprint none of them has, the recorded ones and the
+    unrecorded prefix of the table that has it (rows inserted since it was loaded)."""
+    if wanted is None or len(wanted) != 64 or wanted in {v.fingerprint for v in versions}:
+        return versions
+    recorded = [v for v in versions if v.recorded_at]
+    done = recorded[-1].rows if recorded else 0
+    lines = frame.iloc[done:].to_csv(index=False, header=False).splitlines(keepends=True)
+    if len(lines) != len(frame) - done:  # a value with a line break: rows are not lines
+        return versions
+    digest = _digest_after(manifest, frame, done)
+    for n, line in enumerate(lines, start=done + 1):
+        digest.update(line.encode())
+        if digest.copy().hexdigest() == wanted:
+            watermark = str(frame[manifest.source.order_by].iloc[n - 1])
+            return [*recorded, SqlVersion(len(recorded) + 1, n, watermark, wanted, "")]
+    return versions
+
+
 def load_sql(manifest: DatasetManifest, home: Home | None, version: str | None) -> Dataset:
-    """Version ``version`` (a number, fingerprint or prefix; None: the latest) of the table."""
+    """Version ``version`` (a number, fingerprint or prefix; None: the latest) of the table.
+
+    A whole fingerprint of a version never recorded is found as long as its
+    rows are still the table's first ones (rows inserted after it are fine).
+    """
     frame, versions = current_versions(manifest, home)
-    chosen = _pick(manifest, versions, version)
+    chosen = _pick(manifest, _with_prefix(manifest, frame, versions, version), version)
     # The order column rides along; the table rules read only the manifest's columns.
     rows = frame.iloc[:chosen.rows].reset_index(drop=True)
     return combined_dataset([rows], manifest, chosen.fingerprint)
@@ -211,16 +243,14 @@ def sql_versions(manifest: DatasetManifest, home: Home | None) -> list[DatasetVe
                            f"{manifest.source.order_by} <= {v.watermark}") for v in versions]
 
 
-def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | None,
-                   rows: int | None = None) -> int:
+def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | None) -> int:
     """Pin the version named ``fingerprint`` (None: the latest); returns its number. Idempotent.
 
-    ``rows``: how many rows that version has, so it is found even if rows were
-    inserted since it was loaded (a sweep pins what it loaded, not what is
-    there now). Checked before the home is touched, then again under a
-    per-dataset lock.
+    A version loaded before more rows were inserted is found and pinned as it
+    was loaded (a sweep pins what it trained on, not what is there now).
+    Checked before the home is touched, then again under a per-dataset lock.
     """
-    number, body = _record_plan(manifest, home, fingerprint, rows)  # refuses before any write
+    number, body = _record_plan(manifest, home, fingerprint)  # refuses before any write
     if body is None:
         return number
     folder = dataset_dir(home.check_folder(), manifest.name)
@@ -228,25 +258,17 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
     with exclusive_lock(folder / ".lock", lambda holder: StoreError(
             f"another process is recording versions of dataset {manifest.name!r} ({holder}); "
             "wait for it, then run again")):
-        number, body = _record_plan(manifest, home, fingerprint, rows)
+        number, body = _record_plan(manifest, home, fingerprint)
         if body is not None:
             write_bytes_atomic(ledger_path(home, manifest.name),
                                (json.dumps(body, indent=1) + "\n").encode())
         return number
 
 
-def _record_plan(manifest: DatasetManifest, home: Home, fingerprint: str | None,
-                 rows: int | None) -> tuple[int, dict[str, Any] | None]:
+def _record_plan(manifest: DatasetManifest, home: Home,
+                 fingerprint: str | None) -> tuple[int, dict[str, Any] | None]:
     frame, versions = current_versions(manifest, home)
-    recorded = [v for v in versions if v.recorded_at]
-    if (rows is not None and fingerprint is not None and rows <= len(frame)
-            and fingerprint not in {v.fingerprint for v in versions}
-            and rows > (recorded[-1].rows if recorded else 0)):
-        # Rows arrived after this version was loaded: it is a prefix of the table now.
-        if _fingerprints(manifest, frame, [rows])[0] == fingerprint:
-            versions = [*recorded, SqlVersion(len(recorded) + 1, rows,
-                                              str(frame[manifest.source.order_by].iloc[rows - 1]),
-                                              fingerprint, "")]
+    versions = _with_prefix(manifest, frame, versions, fingerprint)
     chosen = _pick(manifest, versions, fingerprint)
     if chosen.recorded_at:
         return chosen.version, None

@@ -197,7 +197,11 @@ def test_a_version_loaded_before_rows_arrived_is_still_pinned_as_loaded(
     home = Home(tmp_path / "home")
     loaded = load_dataset(find_manifest("pg"), home)  # what a sweep planned on
     timed_frame(30, 100, seed=2).to_sql(name, engine, index=False, if_exists="append")
-    record_version(loaded, home)  # the sweep pins it once Ray is up: rows came in between
+    # The controller then plans the sweep on the version it saw: rows came in between.
+    planned = load_dataset(find_manifest("pg"), home, loaded.fingerprint)
+    assert planned.n_rows == 100 and planned.fingerprint == loaded.fingerprint
+    np.testing.assert_array_equal(planned.features, loaded.features)
+    record_version(planned, home)  # and the sweep pins it once Ray is up
     recorded = json.loads(ledger_path(home, "pg").read_text())["versions"]
     assert [(v["version"], v["rows"], v["fingerprint"]) for v in recorded] == [
         (1, 100, loaded.fingerprint)]
