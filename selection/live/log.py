@@ -68,14 +68,19 @@ class PredictionLog:
     """The channel's prediction log, written by one background thread (thread-safe to call).
 
     Use as a context manager or call :meth:`close`; records accepted before
-    ``close`` are all written.
+    ``close`` are all written. Several logs (in one process or many) may write
+    one file: ``shadow serve`` gives the shadows a log of their own whose
+    writer runs at the lowest priority (``writer_nice=19``), so writing what
+    the shadows said never takes CPU from the champion's requests.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, channel: str | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 writer_nice: int = DEFAULT_WRITER_NICE) -> None:
         self.path = Path(path)
+        self.writer_nice = writer_nice
         self.channel = channel
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
@@ -195,7 +200,7 @@ class PredictionLog:
         self._wake.set()
 
     def _run(self) -> None:
-        lower_thread_priority(DEFAULT_WRITER_NICE)
+        lower_thread_priority(self.writer_nice)
         while True:
             self._wake.wait(self.flush_interval_s)
             with self._lock:

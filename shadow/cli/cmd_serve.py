@@ -194,8 +194,14 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     log = None if args.no_log else PredictionLog(
         live_log_path(home.root, args.channel), channel=args.channel,
         flush_interval_s=args.log_flush_ms / 1000)
-    scorer = (ShadowScorer(shadows, log, queue_size=args.shadow_queue, max_models=len(shadows))
-              if wanted else None)
+    # The shadows' rows go through a writer of their own at the lowest priority: under load
+    # they wait (or the shadows skip), never the champion's answers or their log.
+    shadow_log = None if log is None or not wanted else PredictionLog(
+        log.path, channel=args.channel, flush_interval_s=args.log_flush_ms / 1000,
+        writer_nice=19)
+    logs = [x for x in (shadow_log, log) if x is not None]  # closed in this order
+    scorer = (ShadowScorer(shadows, shadow_log, queue_size=args.shadow_queue,
+                           max_models=len(shadows)) if wanted else None)
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
                              reload=not args.no_reload, threads=args.threads, on_event=_log_event,
                              verify=verify, trusted_keys=_trust_keys(args), log=log,
@@ -203,8 +209,8 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     try:
         model = runtime.start()
     except BaseException:
-        if log is not None:
-            log.close()
+        for each in logs:
+            each.close()
         raise
     try:
         server = make_server(runtime, args.host, args.port,
@@ -212,8 +218,8 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
                              error_log=note)
     except OSError as exc:
         runtime.stop()
-        if log is not None:
-            log.close()
+        for each in logs:
+            each.close()
         raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
                           "pick another --port (0 = any free one)") from None
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -237,10 +243,11 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     finally:
         server.server_close()
         runtime.stop()  # shadows finish their queue, then every answer is committed
-        if log is not None:
-            log.close()
-    note("stopped" + ("" if log is None else f" ({log.counts['logged']} records logged, "
-                                             f"{log.counts['dropped']} dropped)"))
+        for each in logs:
+            each.close()
+    logged = sum(each.counts["logged"] for each in logs)
+    dropped = sum(each.counts["dropped"] for each in logs)
+    note("stopped" + ("" if log is None else f" ({logged} records logged, {dropped} dropped)"))
     return 0
 
 
