@@ -167,3 +167,22 @@ def test_bad_ensemble_tables_are_refused_in_one_line(tmp_path, capsys, table, wo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "[ensemble]" in err and words in err
     assert "Traceback" not in err and not (home / "shadow.db").exists()
+
+
+def test_an_ensemble_is_quantized_and_compiled_for_an_edge_device_like_any_candidate():
+    from selection.testing import tiny_classifier
+    from shadow.models.ensemble import combine
+    from shadow.sweep.task import SweepData, evaluate_on_devices
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    data = SweepData("s", x, (x[:, 0] > 0).astype(np.int64), 200, 300, {}, 2,
+                     ("host-cpu", "snapdragon-8-gen-2-htp"))
+    members = [tiny_classifier(seed) for seed in (1, 2, 3)]
+    alone, _ = evaluate_on_devices(members[0], data, np.arange(200), 0)
+    together, artifacts = evaluate_on_devices(combine(members), data, np.arange(200), 0)
+    edge, edge_alone = together[1], alone[1]
+    assert edge.status == "ok" and edge.emulator == "qnn-htp" and edge.extra["has_fallback"] is False
+    # Three members on the device: more to store and, by the cost model, slower than one.
+    assert edge.size_bytes > edge_alone.size_bytes and edge.latency_ms > edge_alone.latency_ms
+    assert edge.artifact_sha256 in artifacts and edge.predictions_sha256 in artifacts
