@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selection.errors import ConfigError
-from shadow.cli.common import add_format_option
+from shadow.cli.common import add_format_option, int_arg
 from shadow.cli.output import note, render_frame, render_mapping
 
 BACKTEST_EPILOG = """\
@@ -49,7 +49,8 @@ time column at the last arrived row, or rows x --row-seconds without one.
 
 def add_parsers(verbs: Any) -> None:
     p = verbs.add_parser(
-        "backtest", help="run the loop's controller over a dataset's history and compare it",
+        "backtest",
+        help="run the loop's controller over a dataset's history and compare it with simpler rules",
         description="Replay a dataset's history through the continuous loop, period by period.",
         epilog=BACKTEST_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,25 +58,26 @@ def add_parsers(verbs: Any) -> None:
                    help="sweep TOML file (its dataset, slices, model, gate and [watch])")
     p.add_argument("--dataset", metavar="NAME|PATH", default=None,
                    help="instead of CONFIG: the drift replay's sweep file over this dataset")
-    p.add_argument("--period", type=int, required=True, metavar="ROWS",
+    p.add_argument("--period", type=int_arg(1, example=365), required=True, metavar="ROWS",
                    help="rows that arrive at each boundary (e.g. 365 for a year of daily rows)")
-    p.add_argument("--start", type=int, default=None, metavar="ROW",
+    p.add_argument("--start", type=int_arg(0, example=4000), default=None, metavar="ROW",
                    help="first boundary row, rounded up to a period (default: the earliest "
                    "where the holdout and slices fit)")
-    p.add_argument("--periods", type=int, default=None, metavar="N",
+    p.add_argument("--periods", type=int_arg(1, example=10), default=None, metavar="N",
                    help="score at most N periods")
     p.add_argument("--quick", action="store_true",
                    help="start 4 periods before the documented drift (mid-data without one), "
                    "1 Optuna trial per slice")
     p.add_argument("--row-seconds", type=float, default=1.0, metavar="S",
                    help="simulated seconds per row without a time column (default 1)")
-    p.add_argument("--recent-rows", type=int, default=None, metavar="N",
+    p.add_argument("--recent-rows", type=int_arg(1, example=1095), default=None, metavar="N",
                    help="the recent window retrain-recent deploys (default: the middle one)")
     p.add_argument("--no-online", action="store_true",
                    help="skip river's online learners (minutes on long streams)")
     p.add_argument("--no-ablations", action="store_true",
                    help="skip the strict-gate ablation channels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the preset and river (default 0)")
+    p.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0,
+                   help="seed of the preset and river (default 0)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="results folder (default ./backtest-<dataset>); must not hold a home")
     p.add_argument("--address", metavar="ADDR", default=None,
