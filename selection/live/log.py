@@ -69,9 +69,9 @@ class PredictionLog:
 
     Use as a context manager or call :meth:`close`; records accepted before
     ``close`` are all written. Several logs (in one process or many) may write
-    one file: ``shadow serve`` gives the shadows a log of their own whose
-    writer runs at the lowest priority (``writer_nice=19``), so writing what
-    the shadows said never takes CPU from the champion's requests.
+    one file (WAL, busy timeout), but each commit holds SQLite's write lock:
+    give every writer of a busy file the same priority (``writer_nice``), or a
+    starved low-priority writer holding the lock stalls the others.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, channel: str | None = None,

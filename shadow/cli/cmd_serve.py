@@ -194,13 +194,11 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     log = None if args.no_log else PredictionLog(
         live_log_path(home.root, args.channel), channel=args.channel,
         flush_interval_s=args.log_flush_ms / 1000)
-    # The shadows' rows go through a writer of their own at the lowest priority: under load
-    # they wait (or the shadows skip), never the champion's answers or their log.
-    shadow_log = None if log is None or not wanted else PredictionLog(
-        log.path, channel=args.channel, flush_interval_s=args.log_flush_ms / 1000,
-        writer_nice=19)
-    logs = [x for x in (shadow_log, log) if x is not None]  # closed in this order
-    scorer = (ShadowScorer(shadows, shadow_log, queue_size=args.shadow_queue,
+    # One writer for champion and shadow rows: a second writer of the same file at a lower
+    # priority was tried, and under load it held SQLite's write lock while starved of CPU,
+    # stalling the champion's commits (a SIGKILL then lost most of the answers).
+    logs = [log] if log is not None else []
+    scorer = (ShadowScorer(shadows, log, queue_size=args.shadow_queue,
                            max_models=len(shadows)) if wanted else None)
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
                              reload=not args.no_reload, threads=args.threads, on_event=_log_event,
