@@ -49,6 +49,8 @@ def run_datasets(args: argparse.Namespace) -> int:
     ]
     columns = ["name", "rows", "target", "features", "drift_from_row", "title"]
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else columns)
+    # Row counts are whole numbers even where some manifests leave them unset (NaN made them floats).
+    frame = frame.astype({"rows": "Int64", "drift_from_row": "Int64"})
     if not rows and args.format == "table":
         searched = ", ".join(str(p) for p in catalog_dirs()) or "no catalog folder exists"
         print(f"(no datasets; searched: {searched})")
