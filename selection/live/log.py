@@ -262,9 +262,14 @@ class PredictionLog:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        # Only now: a key read inside a transaction that rolled back may be given to another model.
+        self._keys.update(keys)
 
     def _model_keys(self, models: dict[str, ModelRef]) -> dict[str, int]:
-        """Each model's key (added to ``models`` first if new), inside the open transaction."""
+        """Each model's key (added to ``models`` first if new), inside the open transaction.
+
+        The cache is not touched here: the caller adds these keys after COMMIT.
+        """
         conn = self._conn
         keys = {}
         for sha, model in models.items():
@@ -277,7 +282,6 @@ class PredictionLog:
                 keys[sha] = int(key)
             else:
                 keys[sha] = self._keys[sha]
-        self._keys.update(keys)  # a rolled-back insert leaves a key that is re-checked below
         return keys
 
 

@@ -119,3 +119,34 @@ def test_a_full_log_drops_and_counts(tmp_path: Path) -> None:
         accepted = [log.log_champion(f"r{i}", CHAMP, ["rain"], "0" * 64) for i in range(8)]
         assert accepted == [True] * 5 + [False] * 3 and log.counts["dropped"] == 3
     assert _count(tmp_path / "p.db", "SELECT COUNT(*) FROM requests") == 5
+
+
+def test_a_rolled_back_commit_never_lends_its_model_key(tmp_path: Path) -> None:
+    """A commit that fails after adding a new model must not leave that model's key cached."""
+    path = tmp_path / "p.db"
+    first = ModelRef("first", "d" * 64, ("dry", "rain"))
+    second = ModelRef("second", "e" * 64, ("dry", "rain"))
+    with PredictionLog(path, flush_interval_s=30.0, batch_size=10**6) as log:
+        # A real failure inside the writer's transaction: a trigger that aborts one request.
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TRIGGER fail BEFORE INSERT ON requests WHEN new.request_id = "
+                     "'boom' BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        conn.commit()
+        conn.close()
+        log.log_champion("boom", first, ["rain"], "0" * 64)
+        assert log.flush() and log.counts["errors"] == 1
+        log.log_champion("r1", second, ["dry"], "0" * 64)   # takes the key "first" never kept
+        assert log.flush()
+        log.log_champion("r2", first, ["rain"], "0" * 64)
+        assert log.flush()
+    stored = dict(_rows(path, "SELECT p.request_id, m.candidate_id FROM predictions p "
+                              "JOIN models m ON m.model_key = p.model"))
+    assert stored == {"r1": "second", "r2": "first"}
+
+
+def _rows(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
