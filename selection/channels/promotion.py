@@ -32,6 +32,7 @@ import getpass
 import socket
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
@@ -153,6 +154,7 @@ def promote(
                 if now is not None and (now["candidate_id"], now["sha256"]) == (candidate_id, sha):
                     already = int(now["history_id"])
                 else:
+                    _check_judged_champion(record.decision, now, channel)
                     already = None
                     if now is not None:
                         record = replace(
@@ -176,6 +178,28 @@ def promote(
             )
         point_channel(store.home, channel, version)
     return record
+
+
+def _check_judged_champion(decision: dict[str, Any], now: Any, channel: str) -> None:
+    """A gate decision holds only against the champion it judged: refuse if the channel moved.
+
+    The gate judges outside the channel lock (scoring takes seconds, a live join longer), so
+    another promotion can land in between; without this check the challenger would replace a
+    model it was never compared with.
+    """
+    if not decision or "champion" not in decision:
+        return  # no gate decision (a plain promotion)
+    judged = decision.get("champion") or {}
+    judged_row = judged.get("history_id")
+    current_row = int(now["history_id"]) if now is not None else None
+    if judged_row != current_row:
+        before = f"history row {judged_row} ({judged.get('candidate_id')})" if judged else "none"
+        after = (f"history row {current_row} ({now['candidate_id']})" if now is not None
+                 else "none")
+        raise PromotionError(
+            f"channel {channel!r} changed since the gate judged this challenger: the gate "
+            f"compared it with champion {before}, the channel now serves {after}; nothing "
+            "changed; run the gate again (e.g. `shadow promote CANDIDATE --dry-run`)")
 
 
 def rollback(

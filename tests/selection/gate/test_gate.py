@@ -19,7 +19,8 @@ from selection import (
     sha256_bytes,
 )
 from selection.artifacts.arrays import encode_array, encode_holdout
-from selection.channels.promotion import history, promote
+from selection.channels.promotion import current, history, promote
+from selection.errors import PromotionError
 from selection.gate.decision import GatePolicy, evaluate_gate, force_decision, gate_from_config
 from selection.gate.record import GateCheck, GateDecision
 from selection.gate.rescore import predict_classes
@@ -121,6 +122,23 @@ def test_clearly_better_challenger_passes_with_p_value(store: Store, lab: Lab) -
     stored = GateDecision.from_json(history(store)[0].decision)
     assert stored.test is not None and stored.test.p_value == test.p_value
     assert GateDecision.from_json(record.decision).passed is True
+
+
+def test_a_decision_does_not_hold_once_the_channel_moved(store: Store, lab: Lab) -> None:
+    """The gate judges outside the channel lock: a promotion in between voids its decision."""
+    h = lab.sweep("sw-1", 0)
+    lab.candidate("c-half", "sw-1", HALF, h)
+    lab.candidate("c-best", "sw-1", PERFECT, h)
+    lab.candidate("c-other", "sw-1", PERFECT, h, latency=1.01)
+    promote(store, "c-half")
+    decision = evaluate_gate(store, "c-best")  # judged against c-half
+    assert decision.passed and decision.champion.candidate_id == "c-half"
+    promote(store, "c-other", reason="someone else's promotion landed first")
+    before = history(store)
+    with pytest.raises(PromotionError, match="changed since the gate judged"):
+        promote(store, "c-best", decision=decision)
+    assert history(store) == before  # nothing changed
+    assert current(store, "production").candidate_id == "c-other"
 
 
 def test_small_gain_fails_significance_and_min_improvement(store: Store, lab: Lab) -> None:
