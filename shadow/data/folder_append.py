@@ -31,7 +31,7 @@ from shadow.data.directory_source import (
 from shadow.data.frames import combined_dataset
 from shadow.data.manifest import DatasetManifest
 from shadow.data.versions import BATCH_SUFFIXES, AppendResult, Batch, DatasetVersion
-from shadow.errors import DatasetError
+from shadow.errors import DatasetError, StoreError
 
 
 def append_to_folder(manifest: DatasetManifest, file: Path, home: Home) -> AppendResult:
@@ -76,7 +76,14 @@ def append_to_folder(manifest: DatasetManifest, file: Path, home: Home) -> Appen
     labels = new_labels(frames[-1][manifest.target], classes_of(frames[:-1], manifest)) if files else {}
     target = Path(source.location) / name
     write_bytes_atomic(target, data)
-    number = record_version(manifest, home, fingerprint)
+    try:
+        number = record_version(manifest, home, fingerprint)
+    except StoreError:
+        # Another process is pinning versions right now. The batch is in the folder, checked
+        # and valid: failing here would leave it there while saying it was not appended (and a
+        # retry would be refused as a copy). It is pinned when a sweep uses it or
+        # `shadow data versions` lists it.
+        number = len(files) + 1
     batches = tuple(Batch(f.sha256, f.name, len(fr), f.name) for f, fr in zip([*files, batch], frames))
     version = DatasetVersion(number, fingerprint, base_fingerprint(manifest), batches, grown.n_rows,
                              datetime.now(UTC).isoformat(timespec="seconds"), name, tuple(labels))

@@ -261,3 +261,28 @@ def test_the_first_file_of_an_empty_folder_can_be_appended(
     out = run_cli(capsys, "data", "append", "folder", str(batch), "--home", str(tmp_path / "home"))
     assert out.code == 0 and out.stderr == "", out.stderr  # no "new labels" warning on the first
     assert [p.name for p in incoming.iterdir()] == ["0001.parquet"]
+
+
+def test_an_append_while_another_process_pins_still_lands_and_is_pinned_later(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+):
+    from selection.atomic import exclusive_lock
+    from shadow.data.versions import dataset_dir
+
+    batch = tmp_path / "2026-11-04.csv"
+    timed_frame(20, 140, seed=5).to_csv(batch, index=False)
+    home = tmp_path / "home"
+    lock = dataset_dir(Home(home).check_folder(), "folder")
+    lock.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock / ".lock", lambda holder: RuntimeError(holder)):  # a pin under way
+        out = run_cli(capsys, "data", "append", "folder", str(batch), "--home", str(home),
+                      "--format", "json")
+    # The batch was checked and is in the folder: the append succeeded (a refusal here would
+    # leave the file in place while saying it was not appended, and a retry would be refused).
+    assert out.code == 0, out.stderr
+    assert json.loads(out.stdout)["version"] == 4
+    assert (folder / "2026-11-04.csv").read_bytes() == batch.read_bytes()
+    listed = versions_cli(capsys, home)  # listing pins it now that nobody else is pinning
+    assert listed.code == 0, listed.stderr
+    pinned = json.loads(ledger_path(Home(home), "folder").read_text())["files"]
+    assert [f["name"] for f in pinned][-1] == "2026-11-04.csv"
