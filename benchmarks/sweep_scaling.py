@@ -11,12 +11,18 @@ In one process and one run, on the real NOAA data:
    a long-lived cluster); ``speedup`` reports the warm one, ``speedup_cold`` the other.
 3. **overhead**: sweep wall minus the candidates' own compute (measured inside
    each task) spread over the workers, per candidate, as % of a candidate's time.
-4. **Ray Tune**: the same number of trials of the same work through
+4. **edge devices**: the demo sweep (``datasets/noaa-weather/sweep.toml``, 14
+   candidates) with host-cpu plus 1 and plus 3 emulated phone NPUs, serial and on
+   the 2-worker sweep, side by side: what each edge device adds to a candidate
+   (quantize + compile + emulate + estimate, its ``device_seconds``) against the
+   candidate's training (targets: at most its training time; the 3-device sweep
+   keeps a 2-worker speedup >= 1.7 over serial).
+5. **Ray Tune**: the same number of trials of the same work through
    ``tune.Tuner`` with ``OptunaSearch`` over the same space (slice as a
    categorical), 2 concurrent trials, against our searched sweep of the same
    size: ``tune_ratio`` = Tune wall / our wall.
 
-Usage: ``python benchmarks/sweep_scaling.py [--quick]``; the last stdout line is
+Usage: ``python benchmarks/sweep_scaling.py [--quick] [--edge-only]``; the last stdout line is
 one JSON object. Timings on a shared machine are noisy: run it on a quiet one.
 """
 
@@ -45,6 +51,65 @@ from shadow.sweep.search import SearchPlanner  # noqa: E402
 from shadow.sweep.task import run_candidate  # noqa: E402
 
 WORKERS = 2
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "datasets" / "noaa-weather" / "sweep.toml"
+#: The edge device sets compared (host-cpu always runs beside them).
+EDGE_SETS = {"edge1": ["snapdragon-8-gen-2-htp"],
+             "edge3": ["snapdragon-8-gen-2-htp", "snapdragon-8-gen-3-htp", "snapdragon-8-elite-htp"]}
+
+
+def demo_config(edge: list[str]) -> dict[str, Any]:
+    """The demo sweep file, on host-cpu plus ``edge``."""
+    import tomllib
+
+    raw = tomllib.loads(DEMO_CONFIG.read_text())
+    raw["sweep"]["devices"] = ["host-cpu", *edge]
+    return raw
+
+
+def serial_records(raw: dict[str, Any]) -> tuple[float, list[Any]]:
+    """Serial wall time of every candidate and their records (after one warm-up candidate)."""
+    prepared = prepare_sweep(config_from_dict(raw))
+    data = sweep_data(prepared)
+    run_candidate(prepared.candidates[0], data)
+    started = time.perf_counter()
+    records = [run_candidate(spec, data).record for spec in prepared.candidates]
+    return time.perf_counter() - started, records
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3),
+            "max": round(max(values), 3)}
+
+
+def edge_serial() -> dict[str, Any]:
+    """Per edge set: serial wall and what each edge device added to each candidate vs its training."""
+    out: dict[str, Any] = {}
+    for label, edge in EDGE_SETS.items():
+        wall, records = serial_records(demo_config(edge))
+        ok = [r for r in records if r.status == "ok"]
+        train = [r.train_seconds for r in ok]
+        device = {name: [r.device(name).extra["device_seconds"] for r in ok] for name in edge}
+        ratios = [d / t for name in edge for d, t in zip(device[name], train)]
+        out[label] = {
+            "candidates": len(records), "ok": len(ok), "serial_s": round(wall, 2),
+            "train_s": _spread(train),
+            "edge_device_s": {name: _spread(v) for name, v in device.items()},
+            # Per (candidate, edge device): its device time over the candidate's training time.
+            "device_over_train": _spread(ratios),
+            "target_device_le_train": max(ratios) <= 1.0,
+        }
+    return out
+
+
+def edge_sweeps(serial_part: dict[str, Any], home: Path) -> None:
+    """The same edge sets as sweeps on the workers, beside their serial walls."""
+    for label, edge in EDGE_SETS.items():
+        timed_sweep(demo_config(edge), home)  # cold workers: torch, the exporter, the QNN plugin
+        wall, _ = timed_sweep(demo_config(edge), home)
+        part = serial_part[label]
+        part["sweep_s"] = round(wall, 2)
+        part["speedup"] = round(part["serial_s"] / wall, 3)
+    serial_part["edge3"]["target_speedup_ge_1_7"] = serial_part["edge3"]["speedup"] >= 1.7
 
 
 def grid_config(windows: int, epochs: int) -> dict[str, Any]:
@@ -134,12 +199,23 @@ def _family(name: str) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="16 small candidates (about 2 minutes)")
+    parser.add_argument("--edge-only", action="store_true",
+                        help="only the edge-device part (the demo sweep with 1 and 3 edge devices)")
     args = parser.parse_args()
     windows, epochs, trials = (8, 6, 8) if args.quick else (12, 12, 12)
     grid = grid_config(windows, epochs)
     logging.getLogger("ray").setLevel(logging.ERROR)
+    if args.edge_only:
+        edge = edge_serial()
+        init_local_ray(num_cpus=WORKERS)
+        with tempfile.TemporaryDirectory() as home:
+            edge_sweeps(edge, Path(home))
+        print(json.dumps({"benchmark": "sweep_scaling", "quick": args.quick, "part": "edge", "workers": WORKERS,
+                          "edge": edge, "cpus_on_host": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}))
+        return 0
 
     serial_wall, n = serial(grid)
+    edge = edge_serial()
     started = time.perf_counter()
     init_local_ray(num_cpus=WORKERS)
     ray_init_s = time.perf_counter() - started
@@ -148,6 +224,7 @@ def main() -> int:
         warm_wall, compute = timed_sweep(grid, Path(home))
         search = search_config(trials, epochs)
         ours_search_wall, _ = timed_sweep(search, Path(home))
+        edge_sweeps(edge, Path(home))
     tune_s = tune_wall(search, trials * 2)
 
     mean_compute = statistics.fmean(compute)
@@ -171,6 +248,7 @@ def main() -> int:
         "ours_search_s": round(ours_search_wall, 2),
         "tune_search_s": round(tune_s, 2),
         "tune_ratio": round(tune_s / ours_search_wall, 3),
+        "edge": edge,
         "cpus_on_host": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
