@@ -30,7 +30,27 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from selection.errors import ShadowError
+
 SCHEMA_VERSION = 1
+#: How long a writer waits for another writer's transaction before it gives up (and retries,
+#: or answers "busy"): every writer keeps its transactions short (bounded batches and chunks).
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
+
+
+class LogBusyError(ShadowError, TimeoutError):
+    """Another writer held the live log's write lock past the busy timeout (HTTP 503: retry)."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a sqlite3 error means "another connection holds the lock" (worth a retry)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
 LIVE_DIR = "live"
 #: ``predictions.role``: 0 the champion answered, 1 a shadow scored.
 ROLES = ("champion", "shadow")
@@ -71,8 +91,8 @@ def live_log_path(home: str | Path, channel: str) -> Path:
     return Path(home) / LIVE_DIR / f"{channel}.db"
 
 
-def connect(path: str | Path, *, channel: str | None = None, create: bool = True
-            ) -> sqlite3.Connection:
+def connect(path: str | Path, *, channel: str | None = None, create: bool = True,
+            busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open (and, with ``create``, set up) a live log; ``channel`` is recorded on first use.
 
     Autocommit mode: callers open their own ``BEGIN IMMEDIATE`` transactions.
@@ -82,9 +102,9 @@ def connect(path: str | Path, *, channel: str | None = None, create: bool = True
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
         raise FileNotFoundError(str(path))
-    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None,
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None,
                            check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     # The leaderboard reads every labelled row's predictions: keep the pages in memory.
     conn.execute("PRAGMA cache_size = -131072")
     conn.execute("PRAGMA mmap_size = 1073741824")

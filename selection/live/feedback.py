@@ -114,18 +114,27 @@ def parse_item(item: Any, where: str) -> Feedback:
     return Feedback(str(rid), label, row)
 
 
+def check_feedback(conn: sqlite3.Connection, items: Sequence[Feedback]) -> None:
+    """Raise the error :func:`apply_feedback` would raise for ``items``; store nothing.
+
+    A read transaction (the items go to a TEMP table): it takes no write lock,
+    so it may check a large file while ``shadow serve`` keeps committing.
+    """
+    conn.execute("BEGIN")
+    try:
+        _load(conn, items)
+        _check(conn)
+    finally:
+        conn.execute("ROLLBACK")
+
+
 def apply_feedback(conn: sqlite3.Connection, items: Sequence[Feedback],
                    now: float | None = None) -> FeedbackResult:
     """Store ``items`` in one transaction, or raise and store none of them."""
     received_at = time.time() if now is None else now
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS feedback_in (request_id TEXT, row INTEGER, "
-                     "label TEXT, is_int INTEGER)")
-        conn.execute("DELETE FROM feedback_in")
-        conn.executemany("INSERT INTO feedback_in VALUES (?, ?, ?, ?)",
-                         [(f.request_id, f.row, str(f.label), isinstance(f.label, int))
-                          for f in items])
+        _load(conn, items)
         _check(conn)
         before = conn.total_changes
         conn.execute("INSERT OR IGNORE INTO labels SELECT request_id, row, label, ? FROM "
@@ -142,6 +151,15 @@ def apply_feedback(conn: sqlite3.Connection, items: Sequence[Feedback],
         raise
     distinct = len({(f.request_id, f.row) for f in items})
     return FeedbackResult(len(items), added, distinct - added)
+
+
+def _load(conn: sqlite3.Connection, items: Sequence[Feedback]) -> None:
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS feedback_in (request_id TEXT, row INTEGER, "
+                 "label TEXT, is_int INTEGER)")
+    conn.execute("DELETE FROM feedback_in")
+    conn.executemany("INSERT INTO feedback_in VALUES (?, ?, ?, ?)",
+                     [(f.request_id, f.row, str(f.label), isinstance(f.label, int))
+                      for f in items])
 
 
 def _check(conn: sqlite3.Connection) -> None:

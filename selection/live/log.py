@@ -8,6 +8,10 @@ first. So:
 
 - :meth:`close` (``shadow serve`` calls it on SIGTERM or Ctrl-C, after the
   server stopped taking requests) writes everything accepted: nothing is lost;
+- another writer holding the file's lock past the busy timeout (``shadow
+  feedback``, a device log's merge: they write in bounded chunks) delays a
+  batch, never drops it: it goes back in front and is retried with backoff
+  (``retries``), within the same ``max_pending`` bound;
 - a SIGKILL or power cut loses at most what was accepted since the last commit
   began: the batch being committed plus the one gathering (at a steady rate,
   about two flush intervals of records; ``counts["max_batch"]`` is the largest
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selection.live.db import connect
+from selection.live.db import DEFAULT_BUSY_TIMEOUT_S, LogBusyError, connect, is_busy
 from selection.live.feedback import Feedback, FeedbackResult, apply_feedback
 
 DEFAULT_BATCH_SIZE = 512
@@ -40,6 +44,9 @@ DEFAULT_FLUSH_INTERVAL_S = 0.05
 DEFAULT_MAX_PENDING = 100_000
 #: The writer's niceness above the server's: request threads come first, yet it keeps up.
 DEFAULT_WRITER_NICE = 5
+#: Backoff while another writer holds the file's lock: doubling from FIRST to MAX seconds.
+FIRST_RETRY_S = 0.05
+MAX_RETRY_S = 1.0
 
 CHAMPION = 0  # predictions.role (selection.live.db.ROLES)
 SHADOW = 1
@@ -78,14 +85,17 @@ class PredictionLog:
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
                  max_pending: int = DEFAULT_MAX_PENDING,
-                 writer_nice: int = DEFAULT_WRITER_NICE) -> None:
+                 writer_nice: int = DEFAULT_WRITER_NICE,
+                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.writer_nice = writer_nice
         self.channel = channel
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
-        self._conn = connect(self.path, channel=channel)  # fails here, not in the thread
+        # Fails here, not in the thread.
+        self._conn = connect(self.path, channel=channel, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: list[Any] = []
@@ -93,7 +103,9 @@ class PredictionLog:
         self._closed = False
         # max_batch: the most records one commit wrote; a SIGKILL loses at most the batch being
         # committed plus the one gathering (each about that size at a steady rate).
-        self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0, "max_batch": 0}
+        # retries: batches put back because another writer held the lock past the busy timeout.
+        self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0, "max_batch": 0,
+                       "retries": 0}
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{self.path.stem}",
                                         daemon=True)
         self._thread.start()
@@ -134,7 +146,8 @@ class PredictionLog:
         job = _Waiter(items)
         self._submit(job)
         if not job.done.wait(timeout):
-            raise TimeoutError(f"the prediction log did not answer within {timeout:g} s")
+            raise LogBusyError(f"the prediction log {self.path} did not answer within "
+                               f"{timeout:g} s (another writer holds it); retry shortly")
         if job.error is not None:
             raise job.error
         assert job.result is not None
@@ -201,20 +214,59 @@ class PredictionLog:
 
     def _run(self) -> None:
         lower_thread_priority(self.writer_nice)
+        retry_s = 0.0  # > 0 while another writer holds the lock: back off, then try again
         while True:
-            self._wake.wait(self.flush_interval_s)
+            if retry_s:
+                time.sleep(retry_s)  # a wake-up (a full batch) must not cut the backoff short
+            else:
+                self._wake.wait(self.flush_interval_s)
             with self._lock:
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 closing = self._closed
             if batch:
-                self._write(batch)
+                if self._write(batch):
+                    retry_s = 0.0
+                else:
+                    retry_s = min(MAX_RETRY_S, max(FIRST_RETRY_S, retry_s * 2))
+                    self._requeue([r for r in batch if not self._refuse_busy(r)])
+                    continue
             if closing:
                 with self._lock:
                     if not self._pending:
                         return
 
-    def _write(self, batch: list[Any]) -> None:
+    def _requeue(self, batch: list[Any]) -> None:
+        """Put a batch the lock refused back in front, keeping at most ``max_pending`` records."""
+        with self._lock:
+            queue = batch + self._pending
+            excess = sum(isinstance(r, tuple) for r in queue) - self.max_pending
+            if excess > 0:  # the newest records go, as when appending to a full log
+                kept: list[Any] = []
+                for item in reversed(queue):
+                    if excess > 0 and isinstance(item, tuple):
+                        excess -= 1
+                        self.counts["dropped"] += 1
+                    else:
+                        kept.append(item)
+                queue = kept[::-1]
+            self._pending = queue
+            self.counts["retries"] += 1
+
+    def _refuse_busy(self, item: Any) -> bool:
+        """Answer a feedback job "busy" at once (its caller gets a 503); True if it was one."""
+        if not isinstance(item, _Waiter) or item.items is None:
+            return False  # a record or a flush: retried
+        item.error = self._busy_error()
+        item.done.set()
+        return True
+
+    def _busy_error(self) -> LogBusyError:
+        return LogBusyError(f"the prediction log {self.path} is busy (another writer held it "
+                            f"over {self.busy_timeout_s:g} s); nothing was stored; retry shortly")
+
+    def _write(self, batch: list[Any]) -> bool:
+        """Commit a batch, then run its jobs; False (nothing done) if the file stayed locked."""
         records = [r for r in batch if isinstance(r, tuple)]
         jobs = [r for r in batch if isinstance(r, _Waiter)]
         if records:
@@ -223,16 +275,21 @@ class PredictionLog:
                 self.counts["logged"] += len(records)
                 self.counts["batches"] += 1
                 self.counts["max_batch"] = max(self.counts["max_batch"], len(records))
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
+                if is_busy(exc):
+                    return False  # another writer (shadow feedback, a merge): retried
                 # Disk full or a broken file: count it; the server keeps answering.
                 self.counts["errors"] += 1
         for job in jobs:  # after the predictions queued before them are in
             if job.items is not None:
                 try:
                     job.result = apply_feedback(self._conn, job.items)
+                except sqlite3.Error as exc:
+                    job.error = self._busy_error() if is_busy(exc) else exc
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                     job.error = exc
             job.done.set()
+        return True
 
     def _commit(self, records: list[tuple[Any, ...]]) -> None:
         conn = self._conn

@@ -11,7 +11,8 @@ Framing and deadlines are ``runtime.http_handler``; connection limits
   new uuid4 hex; also sent back as the ``X-Request-Id`` header);
 - ``POST /feedback``: ``{"request_id": ..., "label": ...}`` or a list of them
   (``selection.live.feedback`` has the rules: 404 unknown id, 409 a different
-  label for a labelled row, 422 a label the model cannot predict);
+  label for a labelled row, 422 a label the model cannot predict; 503 with
+  ``Retry-After`` while another writer holds the log);
 - ``GET /metrics``: Prometheus text format (``runtime.metrics``);
 - ``GET /model``: the model answering now, counters, shadows, the log, recent events;
 - ``GET /healthz``: 200 with the model's id while one is loaded, else 503.
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selection.errors import ConfigError, NotFoundError, ShadowError
+from selection.live.db import LogBusyError
 from selection.live.feedback import (
     BadLabelError,
     FeedbackError,
@@ -50,6 +52,8 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "LISTEN_BACKLOG", "MAX_BODY_BYTES", "
 MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+#: Seconds a client is told to wait when the prediction log is busy (POST /feedback 503).
+RETRY_AFTER_S = 1
 
 
 class ModelServer(BoundedServer):
@@ -155,6 +159,9 @@ class _Handler(JsonHandler):
             self._error(404, str(exc))
         except LabelConflictError as exc:
             self._error(409, str(exc))
+        except LogBusyError as exc:  # another writer (shadow feedback, a merge) holds the file
+            self._send(503, {"error": str(exc), "status": 503},
+                       extra=(f"Retry-After: {RETRY_AFTER_S}",))
         except (BadLabelError, ConfigError, NotFoundError) as exc:
             self._error(422, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server

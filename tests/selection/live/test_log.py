@@ -15,7 +15,7 @@ from selection.live import Feedback, ModelRef, PredictionLog, apply_feedback
 from selection.live.board import REFERENCE_SQL, live_board, paired_outcomes, wilson
 from selection.live.db import connect
 from selection.live.feedback import LabelConflictError
-from selection.live.ingest import merge_log
+from selection.live.ingest import ingest_labels, merge_log
 
 REPO = Path(__file__).resolve().parents[3]
 CHAMP = ModelRef("champ", "a" * 64, ("dry", "rain"))
@@ -148,5 +148,34 @@ def _rows(path: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
         return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_files_are_checked_whole_then_stored_in_bounded_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with PredictionLog(path, channel="production") as log:
+        for i in range(25):
+            log.log_champion(f"r{i:02d}", CHAMP, ["rain"], "0" * 64)
+    items = [Feedback(f"r{i:02d}", "rain" if i % 3 else "dry") for i in range(25)]
+    with pytest.raises(LabelConflictError):  # the clash is in the last chunk: nothing stored
+        ingest_labels(path, [*items, Feedback("r00", "rain")], "production", chunk_rows=4)
+    assert _count(path, "SELECT COUNT(*) FROM labels") == 0
+    assert ingest_labels(path, items, "production", chunk_rows=4).added == 25
+    assert ingest_labels(path, items, "production", chunk_rows=4).unchanged == 25
+    device = tmp_path / "device.db"
+    with PredictionLog(device, channel="production") as log:
+        for i in range(23):
+            log.log_champion(f"d{i:02d}", CHAMP, ["dry"], "1" * 64)
+            log.log_shadow(f"d{i:02d}", SHADOW, ["rain"], ["dry"])
+        log.add_feedback([Feedback(f"d{i:02d}", "rain") for i in range(0, 23, 2)])
+    result = merge_log(path, device, "production", chunk_requests=5)  # 5 chunks
+    assert result.as_dict() == {"requests_added": 23, "predictions_added": 46, "labels_added": 12}
+    assert merge_log(path, device, "production", chunk_requests=5).requests == 0  # idempotent
+    conn = connect(path)
+    try:
+        assert [r.as_dict() for r in live_board(conn)] == \
+            [r.as_dict() for r in live_board(conn, sql=REFERENCE_SQL)]
+        assert {r.candidate_id: r.n for r in live_board(conn)} == {"champ": 37, "shadow": 12}
     finally:
         conn.close()

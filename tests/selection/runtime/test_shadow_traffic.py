@@ -237,3 +237,46 @@ def test_bad_predictions_are_4xx_and_the_log_keeps_the_good_ones(
     log.flush()
     logged = {r for (r,) in _rows(log.path, "SELECT request_id FROM requests")}
     assert logged == set(good)
+
+
+def test_a_log_locked_past_the_busy_timeout_delays_answers_never_drops_them(
+        store: Store) -> None:
+    """Another writer (shadow feedback, a merge) holding the lock: retried, and /feedback a 503."""
+    add_tiny_candidates(store, ["c-a"])
+    promote(store, "c-a")
+    path = live_log_path(store.home.root, "production")
+    log = PredictionLog(path, channel="production", flush_interval_s=0.01, busy_timeout_s=0.2)
+    runtime = ChannelRuntime(store.home.channels_dir, reload=False, log=log)
+    runtime.start()
+    srv = make_server(runtime, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, first, _ = _call(srv, "POST", "/predict", {"rows": [ROW]})
+        assert status == 200 and log.flush()
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # held well past the log's 0.2 s busy timeout
+        holder.execute("INSERT INTO meta VALUES ('held', 'by a test')")
+        ids = []
+        for _ in range(100):
+            status, answer, _ = _call(srv, "POST", "/predict", {"rows": [ROW]})
+            assert status == 200
+            ids.append(answer["request_id"])
+        status, busy, headers = _call(srv, "POST", "/feedback", {
+            "request_id": first["request_id"], "label": first["predictions"][0]})
+        assert status == 503 and "busy" in busy["error"] and headers["Retry-After"] == "1"
+        time.sleep(0.5)
+        assert log.counts["retries"] >= 1 and log.counts["errors"] == 0
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert log.flush(timeout=10)
+        stored = {r for (r,) in _rows(path, "SELECT request_id FROM requests")}
+        assert set(ids) <= stored and log.counts["dropped"] == 0
+        status, _, _ = _call(srv, "POST", "/feedback", {
+            "request_id": first["request_id"], "label": first["predictions"][0]})
+        assert status == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        runtime.stop()
+        log.close()
