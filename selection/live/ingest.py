@@ -47,6 +47,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 CHUNK_ROWS = 10_000
 
 
+class RequestIdClashError(ConfigError):
+    """A device's log reuses request ids this log holds for other inputs (nothing merged)."""
+
+
 @dataclass(frozen=True)
 class MergeResult:
     """What merging a device's log added."""
@@ -228,7 +232,24 @@ def _chunk_bounds(conn: sqlite3.Connection, size: int) -> list[tuple[str | None,
 
 def _check_merge(conn: sqlite3.Connection, source: Path, low: str | None,
                  high: str | None) -> None:
-    """Refuse a source whose labels differ from this log's (in a range of request ids)."""
+    """Refuse a source whose requests or labels differ from this log's (in a range of ids)."""
+    # The same id for other inputs is another request (a device's counter ids, reused ids):
+    # merging would pair its predictions with this log's labels.
+    other = conn.execute(
+        "SELECT s.request_id FROM src.requests s JOIN requests m ON m.request_id = "
+        "s.request_id WHERE m.inputs_sha256 != s.inputs_sha256 AND "
+        + _RANGE.format(c="s.request_id") + " LIMIT 3", {"low": low, "high": high}).fetchall()
+    if other:
+        (n,) = conn.execute(
+            "SELECT COUNT(*) FROM src.requests s JOIN requests m ON m.request_id = "
+            "s.request_id WHERE m.inputs_sha256 != s.inputs_sha256 AND "
+            + _RANGE.format(c="s.request_id"), {"low": low, "high": high}).fetchone()
+        shown = ", ".join(repr(r) for (r,) in other)
+        raise RequestIdClashError(
+            f"{source} holds {n} request id(s) this log already holds for other inputs: "
+            f"{shown}; each device must use ids of its own (uuid4, or counter ids prefixed "
+            "with the device's name); nothing " + ("was merged" if low is None and high is None
+                                                   else "more was merged"))
     clash = conn.execute(
         "SELECT s.request_id, s.row, l.label, s.label FROM src.labels s JOIN labels l "
         "ON l.request_id = s.request_id AND l.row = s.row WHERE l.label != s.label AND "

@@ -103,9 +103,10 @@ class PredictionLog:
         self._closed = False
         # max_batch: the most records one commit wrote; a SIGKILL loses at most the batch being
         # committed plus the one gathering (each about that size at a steady rate).
-        # retries: batches put back because another writer held the lock past the busy timeout.
+        # retries: batches put back because another writer held the lock past the busy timeout;
+        # mismatched: records left out because their request id was logged for other inputs.
         self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0, "max_batch": 0,
-                       "retries": 0}
+                       "retries": 0, "mismatched": 0}
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{self.path.stem}",
                                         daemon=True)
         self._thread.start()
@@ -119,19 +120,25 @@ class PredictionLog:
                              time.time() if received_at is None else received_at))
 
     def log_shadow(self, request_id: str, model: ModelRef, predicted: Sequence[object],
-                   champion: Sequence[object]) -> bool:
-        """Record a shadow's predictions for a request (``champion``: what the champion said)."""
+                   champion: Sequence[object], inputs_sha256: str | None = None) -> bool:
+        """Record a shadow's predictions for a request (``champion``: what the champion said).
+
+        ``inputs_sha256``: the digest of the inputs the shadow scored; given, the
+        predictions are kept only if the request's row carries the same digest.
+        """
         return self._append(("s", request_id, model, [str(p) for p in predicted],
-                             [str(p) for p in champion]))
+                             [str(p) for p in champion], inputs_sha256))
 
     def log_shadow_many(self, model: ModelRef,
-                        answers: Sequence[tuple[str, Sequence[object], Sequence[object]]]) -> int:
+                        answers: Sequence[tuple[str, Sequence[object], Sequence[object],
+                                                str | None]]) -> int:
         """Record one shadow's predictions for many requests at once; returns how many fit.
 
-        ``answers``: (request id, the shadow's labels, the champion's labels) per request.
+        ``answers``: (request id, the shadow's labels, the champion's labels, the
+        inputs' sha256 or None) per request.
         """
-        records = [("s", rid, model, [str(p) for p in predicted], [str(p) for p in champion])
-                   for rid, predicted, champion in answers]
+        records = [("s", rid, model, [str(p) for p in predicted], [str(p) for p in champion],
+                    digest) for rid, predicted, champion, digest in answers]
         with self._lock:
             room = 0 if self._closed else max(0, self.max_pending - len(self._pending))
             self._pending.extend(records[:room])
@@ -293,24 +300,24 @@ class PredictionLog:
 
     def _commit(self, records: list[tuple[Any, ...]]) -> None:
         conn = self._conn
-        requests: list[tuple[Any, ...]] = []
         predictions: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             keys = self._model_keys({r[2].sha256: r[2] for r in records})
+            # A reused request id keeps its first answer (the one its labels will describe).
+            conn.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?)",
+                             [(r[1], r[5], len(r[3]), r[4], r[2].sha256) for r in records
+                              if r[0] == "c"])
+            records = self._same_inputs(records)
             for record in records:
                 kind, request_id, model, predicted = record[:4]
                 if kind == "c":
-                    requests.append((request_id, record[5], len(predicted), record[4],
-                                     model.sha256))
                     role, champion = CHAMPION, predicted
                 else:
                     role, champion = SHADOW, record[4]
                 key = keys[model.sha256]
                 predictions.extend((request_id, i, key, role, p, c) for i, (p, c)
                                    in enumerate(zip(predicted, champion, strict=False)))
-            # A reused request id keeps its first answer (the one its labels will describe).
-            conn.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?)", requests)
             # A shadow may finish after its request's label came back: take it along.
             conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
                              "(SELECT label FROM labels WHERE request_id = ?1 AND row = ?2))",
@@ -321,6 +328,26 @@ class PredictionLog:
             raise
         # Only now: a key read inside a transaction that rolled back may be given to another model.
         self._keys.update(keys)
+
+    def _same_inputs(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The records whose inputs are the ones their request id was first logged with.
+
+        A client that reuses an ``X-Request-Id`` for other inputs must not get
+        predictions on those inputs paired with the first request's label:
+        they are left out and counted (``mismatched``).
+        """
+        claimed = {r[1] for r in records if _digest(r) is not None}
+        stored: dict[str, str] = {}
+        ids = sorted(claimed)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            stored.update(self._conn.execute(
+                "SELECT request_id, inputs_sha256 FROM requests WHERE request_id IN "
+                f"({', '.join('?' * len(part))})", part).fetchall())
+        kept = [r for r in records if stored.get(r[1], _digest(r)) == _digest(r)
+                or _digest(r) is None]
+        self.counts["mismatched"] += len(records) - len(kept)
+        return kept
 
     def _model_keys(self, models: dict[str, ModelRef]) -> dict[str, int]:
         """Each model's key (added to ``models`` first if new), inside the open transaction.
@@ -340,6 +367,11 @@ class PredictionLog:
             else:
                 keys[sha] = self._keys[sha]
         return keys
+
+
+def _digest(record: tuple[Any, ...]) -> str | None:
+    """The inputs' sha256 a record claims (a champion's always; a shadow's if it was given)."""
+    return str(record[4]) if record[0] == "c" else record[5]
 
 
 def lower_thread_priority(nice: int) -> None:

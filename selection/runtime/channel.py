@@ -236,15 +236,17 @@ class ChannelRuntime:
         answer = model.predict(batch)
         rid = request_id if request_id is not None else new_request_id()
         answer["request_id"] = rid
-        if self.log is not None:
-            digest = hashlib.sha256(batch.tobytes()).hexdigest()
+        # The log keeps a request id's first inputs: a reused id's other inputs are not logged.
+        digest = (hashlib.sha256(batch.tobytes()).hexdigest()
+                  if self.log is not None or self.shadows is not None else None)
+        if self.log is not None and digest is not None:
             if not self.log.log_champion(rid, model.ref, answer["predictions"], digest) \
                     and self.log.closed:
                 # Stopping: an answer that could not be logged is not given (no lost evidence).
                 raise NoModelError("the server is stopping and its prediction log is closed; "
                                    "retry the request (on its restart)")
         if self.shadows is not None:
-            self.shadows.submit(rid, batch, model, answer["predictions"])
+            self.shadows.submit(rid, batch, model, answer["predictions"], digest)
         return answer
 
     def status(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ the shadows take what is left; ONNX Runtime runs on the calling thread
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ DEFAULT_NICE = 19
 #: How often the workers look for queued requests.
 DEFAULT_INTERVAL_S = 0.01
 
-_Item = tuple[str, np.ndarray, str, list[Any]]  # request id, inputs, champion sha256 and labels
+# Request id, inputs, the champion's sha256 and labels, the inputs' sha256.
+_Item = tuple[str, np.ndarray, str, list[Any], str]
 
 
 class ShadowScorer:
@@ -87,10 +89,12 @@ class ShadowScorer:
         self._started = False
 
     def submit(self, request_id: str, batch: np.ndarray, champion: LoadedModel,
-               champion_labels: list[Any]) -> bool:
+               champion_labels: list[Any], inputs_sha256: str | None = None) -> bool:
         """Queue a request for the shadows; False (skipped, counted) when the queue is full.
 
         ``champion_labels``: what the champion answered, logged beside each shadow's labels.
+        ``inputs_sha256``: the digest of ``batch``'s bytes (computed here if not given): the log
+        keeps a shadow's predictions only under a request id logged for these same inputs.
         """
         if not self._models:
             return False
@@ -99,7 +103,8 @@ class ShadowScorer:
             with self._lock:
                 self.counts["skipped"] += 1
             return False
-        self._queue.append((request_id, batch, champion.sha256, champion_labels))
+        digest = inputs_sha256 or hashlib.sha256(batch.tobytes()).hexdigest()
+        self._queue.append((request_id, batch, champion.sha256, champion_labels, digest))
         with self._lock:
             self.counts["submitted"] += 1
         return True
@@ -166,12 +171,13 @@ class ShadowScorer:
                 labels = _labels(model, probabilities.argmax(axis=1))
                 if self.log is None:
                     continue
-                answers: list[tuple[str, list[object], list[Any]]] = []
+                answers: list[tuple[str, list[object], list[Any], str | None]] = []
                 offset = 0
-                for request_id, batch, champion_sha, champion_labels in group:
+                for request_id, batch, champion_sha, champion_labels, digest in group:
                     n = len(batch)
                     if model.sha256 != champion_sha:
-                        answers.append((request_id, labels[offset:offset + n], champion_labels))
+                        answers.append((request_id, labels[offset:offset + n], champion_labels,
+                                        digest))
                     offset += n
                 self.log.log_shadow_many(model.ref, answers)
         with self._lock:

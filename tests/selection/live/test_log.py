@@ -179,3 +179,18 @@ def test_files_are_checked_whole_then_stored_in_bounded_chunks(tmp_path: Path) -
         assert {r.candidate_id: r.n for r in live_board(conn)} == {"champ": 37, "shadow": 12}
     finally:
         conn.close()
+
+
+def test_a_device_log_reusing_ids_for_other_inputs_is_refused(tmp_path: Path) -> None:
+    from selection.live.ingest import RequestIdClashError
+
+    path, device = tmp_path / "p.db", tmp_path / "device.db"
+    with PredictionLog(path, channel="production") as log:
+        log.log_champion("7", CHAMP, ["rain"], "1" * 64)
+    with PredictionLog(device, channel="production") as log:  # a device counting from 1 too
+        for i in range(1, 10):
+            log.log_champion(str(i), CHAMP, ["dry"], "2" * 64)
+    with pytest.raises(RequestIdClashError, match="holds 1 request id.*'7'.*nothing was merged"):
+        merge_log(path, device, "production")
+    assert _count(path, "SELECT COUNT(*) FROM requests") == 1
+    assert _count(path, "SELECT COUNT(*) FROM predictions") == 1

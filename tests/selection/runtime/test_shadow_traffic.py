@@ -280,3 +280,27 @@ def test_a_log_locked_past_the_busy_timeout_delays_answers_never_drops_them(
         srv.server_close()
         runtime.stop()
         log.close()
+
+
+def test_a_reused_request_id_with_other_inputs_logs_nothing_more(
+        served: tuple[ModelServer, PredictionLog]) -> None:
+    """The log keeps an id's first inputs: a client reusing it for others adds no predictions."""
+    srv, log = served
+    shadows = srv.runtime.shadows
+    assert shadows is not None
+    status, first, _ = _call(srv, "POST", "/predict", {"rows": [ROW]}, {"X-Request-Id": "dup"})
+    assert status == 200
+    other = [-1.5] * len(FEATURES)
+    for body in ({"rows": [other, other]}, {"rows": [ROW]}):  # other inputs, then a true retry
+        status, again, _ = _call(srv, "POST", "/predict", body, {"X-Request-Id": "dup"})
+        assert status == 200 and again["request_id"] == "dup"
+    deadline = time.monotonic() + 5
+    while shadows.counts["scored"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert log.flush()
+    rows = _rows(log.path, "SELECT row, COUNT(*) FROM predictions WHERE request_id = 'dup' "
+                           "GROUP BY row")
+    assert rows == [(0, 3)]  # the first request's row: the champion and two shadows
+    assert log.counts["mismatched"] == 3  # the second request's champion and shadow records
+    assert _rows(log.path, "SELECT n_rows FROM requests WHERE request_id = 'dup'") == [(1,)]
