@@ -21,7 +21,7 @@ def minimal(**overrides) -> dict:
 
 def test_demo_config_is_valid():
     config = load_config(Path(__file__).parents[3] / "datasets/noaa-weather/sweep.toml")
-    assert config.dataset == "noaa-weather" and config.devices == ("host-cpu",)
+    assert config.dataset == "noaa-weather" and config.devices == ("host-cpu", "snapdragon-8-gen-2-htp")
     assert len(config.grid) == 2
 
 
