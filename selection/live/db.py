@@ -28,11 +28,14 @@ crash. What is stored, and why:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
-from selection.errors import ShadowError
+from selection.errors import ConfigError, ShadowError
 
-SCHEMA_VERSION = 1
+#: 1: the first logs (and, under the same number, model keys, then the board); 2: checked on
+#: open, and a schema-1 log with model keys is upgraded (its board counted from its labels).
+SCHEMA_VERSION = 2
 #: How long a writer waits for another writer's transaction before it gives up (and retries,
 #: or answers "busy"): every writer keeps its transactions short (bounded batches and chunks).
 DEFAULT_BUSY_TIMEOUT_S = 10.0
@@ -41,6 +44,10 @@ _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary codes)
 
 class LogBusyError(ShadowError, TimeoutError):
     """Another writer held the live log's write lock past the busy timeout (HTTP 503: retry)."""
+
+
+class LiveLogError(ConfigError):
+    """A live log that is damaged, not a log, too new, or of a layout too old to upgrade."""
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -62,6 +69,12 @@ _COUNT = (
     "champion_correct + excluded.champion_correct, agree = agree + excluded.agree;"
 )
 
+_BOARD_TABLE = (
+    "CREATE TABLE IF NOT EXISTS board (model INTEGER NOT NULL, role INTEGER NOT NULL, "
+    "n INTEGER NOT NULL, correct INTEGER NOT NULL, champion_correct INTEGER NOT NULL, "
+    "agree INTEGER NOT NULL, PRIMARY KEY (model, role)) WITHOUT ROWID"
+)
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # model_key: a small integer in each prediction row instead of a 64-character sha256.
@@ -73,9 +86,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS predictions (request_id TEXT NOT NULL, row INTEGER NOT NULL, "
     "model INTEGER NOT NULL, role INTEGER NOT NULL, predicted TEXT NOT NULL, "
     "champion TEXT NOT NULL, label TEXT, PRIMARY KEY (request_id, row, model)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS board (model INTEGER NOT NULL, role INTEGER NOT NULL, "
-    "n INTEGER NOT NULL, correct INTEGER NOT NULL, champion_correct INTEGER NOT NULL, "
-    "agree INTEGER NOT NULL, PRIMARY KEY (model, role)) WITHOUT ROWID",
+    _BOARD_TABLE,
     # A prediction is counted once: when its label arrives, or when it arrives labelled.
     "CREATE TRIGGER IF NOT EXISTS board_on_label AFTER UPDATE OF label ON predictions "
     f"WHEN old.label IS NULL AND new.label IS NOT NULL BEGIN {_COUNT} END",
@@ -92,10 +103,15 @@ def live_log_path(home: str | Path, channel: str) -> Path:
 
 
 def connect(path: str | Path, *, channel: str | None = None, create: bool = True,
-            busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
+            busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, upgrade: bool = True
+            ) -> sqlite3.Connection:
     """Open (and, with ``create``, set up) a live log; ``channel`` is recorded on first use.
 
     Autocommit mode: callers open their own ``BEGIN IMMEDIATE`` transactions.
+    The log's schema version is checked: an older log is upgraded in place
+    (``upgrade``; without it, one whose tables can still be read is opened as
+    is), a newer one, an older layout that cannot be upgraded and a file that
+    is not a prediction log are refused (:class:`LiveLogError`).
     """
     path = Path(path)
     if create:
@@ -104,28 +120,118 @@ def connect(path: str | Path, *, channel: str | None = None, create: bool = True
         raise FileNotFoundError(str(path))
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None,
                            check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-    # The leaderboard reads every labelled row's predictions: keep the pages in memory.
-    conn.execute("PRAGMA cache_size = -131072")
-    conn.execute("PRAGMA mmap_size = 1073741824")
-    if create:
-        conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    if create:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
-            if channel is not None:
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('channel', ?)", (channel,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            conn.close()
-            raise
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        # The leaderboard reads every labelled row's predictions: keep the pages in memory.
+        conn.execute("PRAGMA cache_size = -131072")
+        conn.execute("PRAGMA mmap_size = 1073741824")
+        if create:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        _prepare(conn, path, channel=channel, create=create, upgrade=upgrade)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error) and is_busy(exc):
+            raise LogBusyError(f"{path} stayed locked by another writer past "
+                               f"{busy_timeout_s:g} s; retry shortly") from None
+        if isinstance(exc, sqlite3.Error):
+            raise LiveLogError(
+                f"{path} is not a prediction log that can be read ({exc}): it is damaged or "
+                "another kind of file; move it aside (the next `shadow serve` starts a new "
+                "log) or restore it from a copy") from None
+        raise
     return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, *, channel: str | None, create: bool,
+             upgrade: bool) -> None:
+    """Check the version; set up a new log, upgrade an older one, record the channel."""
+    if not create:
+        version = _version(conn, path)
+        if version is None:
+            raise LiveLogError(f"{path} is an SQLite file but not a prediction log (no meta "
+                               "table); pass the log `shadow serve` or ChannelRuntime(log=...) "
+                               "wrote")
+        if version < SCHEMA_VERSION and upgrade:
+            _in_transaction(conn, lambda: _upgrade(conn, path))
+        return
+
+    def setup() -> None:
+        version = _version(conn, path)
+        if version is not None and version < SCHEMA_VERSION:
+            _upgrade(conn, path)
+        elif version is None and _tables(conn):
+            raise LiveLogError(f"{path} is an SQLite file of other tables, not a prediction "
+                               "log; move it aside or pass another --home/--channel")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+        if channel is not None:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('channel', ?)", (channel,))
+
+    _in_transaction(conn, setup)
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {str(name) for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The log's schema version (None: no meta table); refuses one newer than this code."""
+    if "meta" not in _tables(conn):
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        version = int(row[0]) if row is not None else 1
+    except ValueError:
+        raise LiveLogError(f"{path} records schema version {row[0]!r}, not a number; move it "
+                           "aside or restore it from a copy") from None
+    if version > SCHEMA_VERSION:
+        raise LiveLogError(f"{path} was written by a newer shadow-sweep (log schema {version}; "
+                           f"this one reads up to {SCHEMA_VERSION}); upgrade shadow-sweep here "
+                           "(pip install -U shadow-sweep)")
+    return version
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 to 2 in the open transaction: the board (counted from the labels) and its triggers.
+
+    Schema 1 covers three layouts: the first (one sha256 per prediction row,
+    no model keys), which cannot be upgraded and is refused; model keys without
+    the board; and model keys with the board (only the version changes).
+    """
+    columns = {str(c[1]) for c in conn.execute("PRAGMA table_info(predictions)")}
+    if not {"model", "champion", "label"} <= columns:
+        raise LiveLogError(f"{path} is a prediction log of the first layout (schema 1, before "
+                           "model keys), which this version cannot upgrade; move it aside (the "
+                           "next `shadow serve` starts a new log); `shadow leaderboard --live` "
+                           "of the old version still reads it")
+    if "board" not in _tables(conn):
+        # The label copy first (no triggers yet), then the counts from it, then the triggers.
+        conn.execute("UPDATE predictions SET label = (SELECT l.label FROM labels l WHERE "
+                     "l.request_id = predictions.request_id AND l.row = predictions.row) "
+                     "WHERE label IS NULL")
+        conn.execute(_BOARD_TABLE)
+        conn.execute("INSERT INTO board SELECT model, role, COUNT(*), TOTAL(predicted = label), "
+                     "TOTAL(champion = label), TOTAL(predicted = champion) FROM predictions "
+                     "WHERE label IS NOT NULL GROUP BY model, role")
+    conn.execute("DROP INDEX IF EXISTS predictions_labelled")  # schema 1's, replaced by board
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                 (str(SCHEMA_VERSION),))
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        work()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def log_channel(conn: sqlite3.Connection) -> str | None:

@@ -143,7 +143,7 @@ def merge_log(log_path: Path, source: Path, channel: str, *,
     past the busy timeout) is finished by running it again.
     """
     try:
-        src = connect(source, create=False)
+        src = connect(source, create=False, upgrade=False)  # the copy stays as it came
         src_channel = log_channel(src)
         src.close()
     except sqlite3.Error as exc:

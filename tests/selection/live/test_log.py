@@ -194,3 +194,46 @@ def test_a_device_log_reusing_ids_for_other_inputs_is_refused(tmp_path: Path) ->
         merge_log(path, device, "production")
     assert _count(path, "SELECT COUNT(*) FROM requests") == 1
     assert _count(path, "SELECT COUNT(*) FROM predictions") == 1
+
+
+def test_an_older_log_is_upgraded_and_a_newer_or_first_layout_refused(tmp_path: Path) -> None:
+    from selection.live.db import SCHEMA_VERSION, LiveLogError
+
+    path = tmp_path / "p.db"
+    with PredictionLog(path, channel="production") as log:
+        for i in range(12):
+            log.log_champion(f"r{i}", CHAMP, ["rain"], "0" * 64)
+            log.log_shadow(f"r{i}", SHADOW, ["dry" if i % 3 else "rain"], ["rain"])
+        log.add_feedback([Feedback(f"r{i}", "rain") for i in range(9)])
+    raw = sqlite3.connect(path, isolation_level=None)  # as schema 1 wrote it: no board
+    raw.executescript("DROP TRIGGER board_on_label; DROP TRIGGER board_on_insert; DROP TABLE "
+                      "board; UPDATE predictions SET label = NULL; UPDATE meta SET value = '1' "
+                      "WHERE key = 'schema_version'")
+    raw.close()
+    conn = connect(path, create=False)  # a reader (leaderboard --live) upgrades it
+    try:
+        board = {r.candidate_id: (r.n, r.accuracy) for r in live_board(conn)}
+        assert board == {"champ": (9, 1.0), "shadow": (9, 3 / 9)}
+        assert [r.as_dict() for r in live_board(conn)] == \
+            [r.as_dict() for r in live_board(conn, sql=REFERENCE_SQL)]
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert version == (str(SCHEMA_VERSION),)
+    finally:
+        conn.close()
+    with PredictionLog(path) as log:  # the triggers are back: a new label is counted
+        log.log_champion("r99", CHAMP, ["rain"], "0" * 64)
+        log.add_feedback([Feedback("r99", "rain")])
+    assert _count(path, "SELECT n FROM board WHERE role = 0") == 10
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    raw.close()
+    with pytest.raises(LiveLogError, match="written by a newer shadow-sweep"):
+        connect(path)
+    first = tmp_path / "first.db"  # the first layout: sha256 per prediction row, no model keys
+    raw = sqlite3.connect(first, isolation_level=None)
+    raw.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT "
+                      "INTO meta VALUES ('schema_version', '1'); CREATE TABLE predictions "
+                      "(request_id TEXT, row INTEGER, sha256 TEXT, role TEXT, predicted TEXT)")
+    raw.close()
+    with pytest.raises(LiveLogError, match="first layout.*move it aside"):
+        connect(first, create=False)

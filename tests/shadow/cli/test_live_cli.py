@@ -125,3 +125,22 @@ def test_live_board_without_a_log_and_other_channel(store: Store, tmp_path: Path
     code, _, err = run_cli(capsys, "feedback", str(tmp_path / "copy.db"), "--channel", "canary",
                            "--home", str(store.home.root))
     assert code == 2 and "is the log of channel 'production'" in err
+
+
+def test_a_damaged_live_log_is_one_line_and_exit_2(store: Store, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    log = live_log_path(store.home.root, "production")
+    _edge_log(store, log, n=2)
+    for suffix in ("-wal", "-shm"):
+        log.with_name(log.name + suffix).unlink(missing_ok=True)
+    log.write_bytes(b"this is no database, just bytes " * 200)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nr1,rain\n")
+    home = str(store.home.root)
+    for argv in (("feedback", str(labels), "--home", home),
+                 ("leaderboard", "--live", "--home", home),
+                 ("serve", "--home", home, "--port", "0", "--no-reload")):
+        code, out, err = run_cli(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "is not a prediction log" in lines[0], (argv, err)
+        assert "move it aside" in lines[0] and "Traceback" not in err
