@@ -144,11 +144,21 @@ def merge_log(log_path: Path, source: Path, channel: str, *,
     """
     try:
         src = connect(source, create=False, upgrade=False)  # the copy stays as it came
-        src_channel = log_channel(src)
-        src.close()
+        try:
+            src_channel = log_channel(src)
+            tables = {str(n) for (n,) in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            src.close()
     except sqlite3.Error as exc:
         raise ConfigError(f"{source} must be a prediction log written by shadow-sweep; it "
                           f"could not be read: {exc}") from None
+    # All checked before the channel's log is opened: a refused merge creates nothing.
+    lacking = sorted({"models", "requests", "predictions", "labels"} - tables)
+    if lacking:
+        raise ConfigError(f"{source} must be a prediction log written by shadow-sweep; it has "
+                          f"no {', '.join(lacking)} table(s); copy the whole log file (with "
+                          "its -wal file if the device was still running)")
     if src_channel is not None and src_channel != channel:
         raise ConfigError(f"{source} is the log of channel {src_channel!r}, not {channel!r}; "
                           f"pass --channel {src_channel}")

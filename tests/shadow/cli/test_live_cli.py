@@ -144,3 +144,25 @@ def test_a_damaged_live_log_is_one_line_and_exit_2(store: Store, tmp_path: Path,
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and "is not a prediction log" in lines[0], (argv, err)
         assert "move it aside" in lines[0] and "Traceback" not in err
+
+
+def test_a_refused_feedback_changes_nothing_in_the_home(store: Store, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.bad_inputs.contract import assert_user_error, snapshot
+    from tests.bad_inputs.contract import run_cli as run_contract
+
+    home = store.home.root
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nr1,rain\n")
+    not_a_log = tmp_path / "other.db"  # an SQLite file, but not a prediction log
+    conn = sqlite3.connect(not_a_log)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.commit()
+    conn.close()
+    before = snapshot(home)
+    for source, message in ((labels, "has no prediction log yet"),
+                            (not_a_log, "has no labels, models, predictions, requests table")):
+        outcome = run_contract(capsys, "feedback", str(source), "--home", str(home))
+        assert_user_error(outcome, message)
+        assert outcome.stdout == ""
+    assert snapshot(home) == before and not (home / "live").exists()
