@@ -31,6 +31,8 @@ from selection.live.log import PredictionLog, lower_thread_priority
 from selection.runtime.model import LoadedModel
 
 DEFAULT_QUEUE_SIZE = 256
+#: Most shadows one server scores (each costs one inference per request batch).
+MAX_SHADOWS = 16
 DEFAULT_MAX_BATCH_ROWS = 4096
 #: Worker niceness added to the server's (0 = same; 19 = lowest): the request threads come first.
 DEFAULT_NICE = 19

@@ -17,7 +17,7 @@ from selection.live.log import DEFAULT_FLUSH_INTERVAL_S, PredictionLog
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
-from selection.runtime.shadows import DEFAULT_QUEUE_SIZE, ShadowScorer
+from selection.runtime.shadows import DEFAULT_QUEUE_SIZE, MAX_SHADOWS, ShadowScorer
 from shadow.cli.common import (
     STORE_ENV,
     MissingExtraError,
@@ -30,9 +30,6 @@ from shadow.cli.output import note
 if TYPE_CHECKING:
     from selection.runtime.model import LoadedModel
     from selection.store import Store
-
-#: Most shadows one server scores (each costs one inference per request batch).
-MAX_SHADOWS = 16
 
 EPILOG = """\
 endpoints (JSON in, JSON out):
@@ -78,8 +75,10 @@ shadow traffic: with --shadows K (or --shadow ID, repeatable) up to K challenger
 score the same inputs off the request path, with the artifact of the champion's
 device (the numerics the champion runs): a bounded queue (--shadow-queue) and a
 low-priority worker; when the queue is full the shadows skip the request and
-count it: the champion's answer never waits. --shadows K picks the latest sweep's
-top K on that device (leaderboard rank, eligible, not the champion). After a
+count it: the champion's answer never waits. --shadows K picks the top K on that
+device (leaderboard rank, eligible, not the champion) of the latest sweep of the
+champion's dataset; a shadow whose features or classes differ from the
+champion's is refused at start (exit 2). After a
 promotion the new champion stops shadowing and the old one takes its place.
 Every answer (champion and shadows) is logged with its request id, model id and
 sha256 in $SHADOW_HOME/live/<channel>.db (SQLite, WAL), in batches committed every
@@ -135,8 +134,8 @@ def add_parsers(verbs: Any) -> None:
                    help="serve only versions whose manifest this public key signed; repeat to "
                    "trust several (rotation) (default: $SHADOW_TRUST_KEYS, else no check)")
     p.add_argument("--shadows", type=int_arg(0, MAX_SHADOWS, example=4), default=None,
-                   metavar="K", help="score requests with the latest sweep's top K challengers "
-                   "too, off the request path (needs the store)")
+                   metavar="K", help="score requests with the top K challengers of the latest "
+                   "sweep of the champion's dataset too, off the request path (needs the store)")
     p.add_argument("--shadow", action="append", default=None, metavar="CANDIDATE_ID",
                    help="a shadow by id (repeatable; instead of the --shadows pick)")
     p.add_argument("--shadow-queue", type=int_arg(1, 1_000_000, example=256),
@@ -250,53 +249,11 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
 
 
 def _load_shadows(store: Store, args: argparse.Namespace) -> list[LoadedModel]:
-    """The shadows' models: each candidate's artifact for the champion's device, verified."""
-    from selection.channels.promotion import artifact_for, current
-    from selection.errors import ConfigError
-    from selection.runtime.model import load_model_bytes
-    from selection.signature import ModelSignature
+    """The shadows ``--shadow``/``--shadows`` ask for (``selection.channels.shadow_set``)."""
+    from selection.channels.shadow_set import load_shadows
 
-    now = current(store, args.channel)
-    if now is None:
-        raise ConfigError(f"channel {args.channel!r} has no champion in the store, so shadows "
-                          "have nothing to ride along with; promote a model first")
-    ids = list(dict.fromkeys(args.shadow)) if args.shadow else _top_k(store, now.device,
-                                                                   now.candidate_id, args.shadows)
-    if args.shadow and args.shadows is not None and len(ids) > args.shadows:
-        raise ConfigError(f"--shadows {args.shadows} allows {args.shadows} shadows, but "
-                          f"--shadow named {len(ids)}; name fewer or raise --shadows")
-    if len(ids) > MAX_SHADOWS:
-        raise ConfigError(f"at most {MAX_SHADOWS} shadows; got {len(ids)}")
-    models = []
-    for cid in ids:
-        candidate = store.get_candidate(cid)  # NotFoundError names it
-        result = candidate.device(now.device)
-        if result is None or result.status != "ok":
-            raise ConfigError(
-                f"shadow {cid!r} must have run ok on the champion's device {now.device!r} (same "
-                f"numerics); it {'has no result there' if result is None else 'failed there'}; "
-                f"pick one from `shadow leaderboard --device {now.device} --status ok`")
-        sha = artifact_for(candidate, result) or ""
-        if sha == now.sha256:
-            continue  # the champion itself
-        models.append(load_model_bytes(
-            store.artifacts.read_verified(sha), candidate_id=cid, sha256=sha,
-            channel=args.channel, signature=ModelSignature.from_lineage(candidate.lineage),
-            threads=args.threads, where=f"shadow {cid} ({sha[:12]})"))
-    return models
-
-
-def _top_k(store: Store, device: str, champion_id: str, k: int) -> list[str]:
-    """The latest sweep's best ``k`` eligible candidates on ``device``, the champion left out."""
-    from selection.leaderboard.frame import leaderboard
-
-    if k <= 0:
-        return []
-    frame = leaderboard(store, sweep="latest", device=device, status="ok")
-    if frame.empty:
-        return []
-    frame = frame[frame["eligible"].astype(bool) & (frame["candidate_id"] != champion_id)]
-    return [str(c) for c in frame.sort_values("rank")["candidate_id"].head(k)]
+    return load_shadows(store, args.channel, names=args.shadow, k=args.shadows,
+                        threads=args.threads)
 
 
 def _trust_keys(args: argparse.Namespace) -> list[str] | None:
