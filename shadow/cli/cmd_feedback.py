@@ -26,7 +26,10 @@ Labels go to $SHADOW_HOME/live/<channel>.db, the log `shadow serve` writes (it m
 be running). The rules are those of POST /feedback: every request id must be in
 the log (a request of several rows needs the row), a label must be one of the
 model's classes, the same label twice is fine, a different label for a labelled
-row is refused. One bad line refuses the whole file: nothing is stored.
+row is refused. One bad line refuses the whole file: nothing is stored (every line
+is checked first); then 10,000 labels per transaction, so a running server never
+waits long. A device log whose request ids the log already holds for other inputs
+is refused. Running the same file again is safe: stored labels change nothing.
 """
 
 
