@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from shadow.errors import ShadowError  # noqa: E402
 from shadow.loop.backtest import (  # noqa: E402
     BacktestResult,
     BacktestSettings,
+    backtest_record,
     markdown,
     plot,
     replay_config,
@@ -105,14 +105,7 @@ def write_results(result: BacktestResult, summary: dict[str, Any], args: argpars
     """The JSON record, the markdown table and the plot; returns their paths."""
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / stem(args)
-    periods = [
-        {"start": p.start, "stop": p.stop, "post_drift": p.post_drift,
-         "serving": p.serving_id, "serving_slice": p.serving_slice,
-         "chosen_slices": p.chosen, "accuracy": p.accuracy, **asdict(p.step)}
-        for p in result.periods
-    ]
-    record = {"command": command, "settings": asdict(result.settings), "config": result.config,
-              "drift_from_row": result.drift_from_row, "summary": summary, "periods": periods}
+    record = backtest_record(result, summary, command)
     paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
     paths[0].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     paths[1].write_text(markdown(result, summary, command), encoding="utf-8")

@@ -13,7 +13,7 @@ Contract (what producers and readers may rely on):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -176,30 +176,78 @@ class Store:
                 yield conn
 
     @contextmanager
-    def named_lock(self, name: str) -> Iterator[bool]:
-        """Try to hold the lock ``name`` for every process on this database; yields whether held.
+    def named_lock(self, name: str) -> Iterator[Callable[[], bool] | None]:
+        """Try to hold the lock ``name`` for every process using this database, for the block.
 
-        PostgreSQL: a session advisory lock (keyed by the schema in use and ``name``) on a
-        connection of its own, kept for the with-block; the server releases it if this process
-        dies, so no stale lock survives. SQLite: always True; its file lives on one host, where
-        callers lock a file beside it. Never waits.
+        Yields None if another process holds it (never waits), else a check that says whether
+        the lock is still held (call it before each step it guards). PostgreSQL: a session
+        advisory lock (keyed by the schema in use and ``name``) on a connection of its own; the
+        server drops it with the session (a dead holder, a restarted server, a session timeout),
+        and the check then fails, so the holder stops before a second one takes over. Poolers in
+        transaction mode (pgbouncer) break session locks: connect directly. SQLite: a flock on a
+        file beside the database (``<db>.locks/``), so homes sharing one SQLite file exclude each
+        other too; the kernel drops it if the holder dies.
         """
         if self._url.get_backend_name() != "postgresql":
-            yield True
+            with self._file_lock(name) as held:
+                yield (lambda: True) if held else None
             return
         from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
 
         key = "hashtextextended(current_schema() || ':' || :name, 0)"
         with self._engine.connect() as conn:
             held = bool(conn.execute(text(f"SELECT pg_try_advisory_lock({key})"),
                                      {"name": name}).scalar())
             conn.commit()  # end the implicit transaction; the session lock stays
+
+            def alive() -> bool:
+                try:  # the lock lives exactly as long as this session
+                    conn.execute(text("SELECT 1"))
+                    conn.commit()
+                except SQLAlchemyError:  # the session is gone (a dead or invalid connection)
+                    return False
+                return True
             try:
-                yield held
+                yield alive if held else None
             finally:
                 if held:
-                    conn.execute(text(f"SELECT pg_advisory_unlock({key})"), {"name": name})
-                    conn.commit()
+                    try:
+                        conn.execute(text(f"SELECT pg_advisory_unlock({key})"), {"name": name})
+                        conn.commit()
+                    except SQLAlchemyError:
+                        pass  # the session is gone, and the lock with it
+
+    @contextmanager
+    def _file_lock(self, name: str) -> Iterator[bool]:
+        """A flock named ``name`` beside the SQLite file (True: held); an in-memory store: True."""
+        import hashlib
+
+        from selection.atomic import exclusive_lock
+
+        database = self._url.database
+        if not database or database == ":memory:":
+            yield True
+            return
+        folder = Path(f"{database}.locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+
+        class _Busy(Exception):
+            pass
+
+        def busy(_holder: str) -> BaseException:
+            return _Busy()
+        lock = exclusive_lock(folder / f"{digest}.lock", busy)
+        try:
+            lock.__enter__()
+        except _Busy:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
 
     # -- sweeps ---------------------------------------------------------------------
 

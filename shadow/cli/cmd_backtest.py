@@ -6,7 +6,6 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,14 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:
-    from shadow.loop.backtest import BacktestSettings, markdown, plot, run_backtest, summarize
+    from shadow.loop.backtest import (
+        BacktestSettings,
+        backtest_record,
+        markdown,
+        plot,
+        run_backtest,
+        summarize,
+    )
 
     settings = BacktestSettings(
         period=args.period, start=args.start, periods=args.periods, quick=args.quick,
@@ -118,12 +124,7 @@ def run_backtest_verb(args: argparse.Namespace) -> int:
                           on_progress=note)
     summary = summarize(result)
     summary["quick"] = args.quick
-    record = {"command": command, "settings": asdict(result.settings), "config": result.config,
-              "summary": summary, "periods": [
-                  {"start": p.start, "stop": p.stop, "post_drift": p.post_drift,
-                   "serving": p.serving_id, "serving_slice": p.serving_slice,
-                   "chosen_slices": p.chosen, "accuracy": p.accuracy, **asdict(p.step)}
-                  for p in result.periods]}
+    record = backtest_record(result, summary, command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "backtest.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (out / "backtest.md").write_text(markdown(result, summary, command), encoding="utf-8")

@@ -7,7 +7,9 @@ a plain CSV dataset (``[source] kind = "csv"``) with the manifest's columns and 
 nothing after ``start`` can leak into a sweep: the rows simply are not in any file yet.
 
 Floats are written with ``repr`` precision by pandas, so every value round-trips exactly and the
-rows a sweep reads back are the rows of the original dataset.
+rows a sweep reads back are the rows of the original dataset. Labels are parsed back from CSV
+(text such as ``"01"`` reads as the number 1): whoever scores models trained on the cut dataset
+must read its truth the same way, e.g. from the whole table written with :func:`write_prefix`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def write_prefix(manifest: DatasetManifest, table: pd.DataFrame, stop: int, fold
     ]
     if manifest.time_column:
         lines.append(f"time_column = {_toml(manifest.time_column)}")
+    if manifest.input_shape:  # images: the flattened columns keep the model's input shape
+        lines.append(f"input_shape = {list(manifest.input_shape)}")
     if manifest.license:
         lines.append(f"license = {_toml(manifest.license)}")
     lines += ["", "[source]", 'kind = "csv"', 'path = "data.csv"']

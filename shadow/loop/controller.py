@@ -75,9 +75,12 @@ class _Pass:
     store: Store
     channel: str
     data_version: str
+    #: Raises ControllerBusyError once the channel's lock is lost: called before every step.
+    check: Callable[[], None] = field(default=lambda: None)
     events: list[int] = field(default_factory=list)
 
     def event(self, kind: EventKind, reason: str, conn: Any = None, **ids: Any) -> EventRecord:
+        self.check()
         record = EventRecord(channel=self.channel, kind=kind, data_version=self.data_version,
                              reason=reason, **ids)
         stored = self.store.append_event(record, conn)
@@ -93,9 +96,9 @@ def run_once(
     """One pass of the loop for ``config``'s ``[watch]`` channel (or ``channel``); see the module."""
     watch = _watch_of(config)
     channel = channel or watch.channel
-    with controller_lock(home, channel, store):
+    with controller_lock(home, channel, store) as check:
         return _run(config, watch, store, home, channel, address,
-                    time.time() if now_s is None else now_s, on_note or (lambda _: None))
+                    time.time() if now_s is None else now_s, on_note or (lambda _: None), check)
 
 
 def run_forever(
@@ -120,18 +123,28 @@ def run_forever(
     def mark(kind: EventKind, reason: str, **evidence: Any) -> None:
         store.append_event(EventRecord(channel=channel, kind=kind, reason=reason,
                                        evidence=evidence))
-    with controller_lock(home, channel, store):
+    from shadow.sweep.cluster import ray_session
+
+    # One Ray for the controller's life: each sweep would otherwise start and stop its own
+    # (seconds of every cycle from new data to serving), at the cost of Ray idling between.
+    with controller_lock(home, channel, store) as check, ray_session(address):
         mark("controller", f"started watching channel {channel!r} every {watch.poll_s:g} s",
              state="started", poll_s=watch.poll_s)
         while True:
             try:
-                result = _run(config, watch, store, home, channel, address, time.time(), note)
+                result = _run(config, watch, store, home, channel, address, time.time(), note,
+                              check)
+            except ControllerBusyError:
+                raise  # the channel's lock was lost: another controller may take over now
             except ShadowError as exc:
                 failures += 1
                 wait = watch.poll_s * min(2 ** (failures - 1), MAX_BACKOFF)
                 message = " ".join(str(exc).split())
-                mark("error", f"a pass failed; the controller carries on in {wait:g} s: "
-                     f"{message}", error=message, failures_in_a_row=failures, wait_s=wait)
+                try:  # the store may be what failed: then the event cannot be stored either
+                    mark("error", f"a pass failed; the controller carries on in {wait:g} s: "
+                         f"{message}", error=message, failures_in_a_row=failures, wait_s=wait)
+                except ShadowError as again:
+                    note(f"could not store the error event: {' '.join(str(again).split())}")
                 note(f"pass failed ({failures} in a row; next in {wait:g} s): {message}")
             else:
                 failures, wait = 0, watch.poll_s
@@ -154,14 +167,15 @@ def _watch_of(config: SweepConfig) -> WatchConfig:
 
 
 def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, channel: str,
-         address: str | None, now_s: float, note: Note) -> PassResult:
+         address: str | None, now_s: float, note: Note, check: Callable[[], None]) -> PassResult:
     from selection.channels.promotion import current
     from shadow.data.catalog import find_manifest
     from shadow.data.loader import load_dataset
 
     dataset = load_dataset(find_manifest(config.dataset, relative_to=config.base_dir), home)
     version = dataset.fingerprint
-    work = _Pass(store, channel, version)
+    check()  # a controller that lost its lock does nothing more
+    work = _Pass(store, channel, version, check)
     base = PassResult(channel=channel, mode=watch.mode, dataset=dataset.name,
                       data_version=version, rows=dataset.n_rows, action="none")
     note(f"channel {channel!r}: dataset {dataset.name!r} version {version[:12]}, "
@@ -291,15 +305,21 @@ def _loop_state(store: Store, channel: str, dataset: Dataset, sweeps: list[Event
 
 def _sweep(config: SweepConfig, store: Store, home: Home, version: str, sweep_id: str,
            address: str | None, note: Note) -> dict[str, Any]:
-    """Run (or resume, if the store has it) sweep ``sweep_id`` on data ``version``; its counts."""
-    from shadow.sweep import prepare_sweep, run_sweep
+    """Run (or resume, if the store has it) sweep ``sweep_id`` on data ``version``; its counts.
 
-    prepared = prepare_sweep(config, sweep_id=sweep_id, home=home, data_version=version)
+    A resumed sweep is finished as it was planned, from the config its record stored: the
+    sweep file may have been edited since (even only its ``[watch]`` table), and the rest of a
+    sweep must not be planned from another file than its start.
+    """
+    from shadow.sweep import config_from_dict, prepare_sweep, run_sweep
+
     try:
-        store.get_sweep(sweep_id)
+        stored = store.get_sweep(sweep_id)
         resume = True  # the store has it: only the candidates not yet stored run
+        config = config_from_dict(stored.config, config.path)
     except NotFoundError:
         resume = False  # stopped before the sweep was recorded: start it under the same id
+    prepared = prepare_sweep(config, sweep_id=sweep_id, home=home, data_version=version)
     note(f"sweep {sweep_id}: {'resuming' if resume else 'starting'} on "
          f"{prepared.dataset.n_rows} rows ({len(prepared.slices)} slices)")
     summary = run_sweep(prepared, store, address=address, resume=resume)
@@ -391,6 +411,7 @@ def _act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str, cha
             sweep_id=sweep_id, candidate_id=record.candidate_id, history_id=record.history_id,
             evidence={"previous_candidate_id": record.previous_candidate_id,
                       "sha256": record.sha256, "refit_of": challenger if refit else None})
+    work.check()
     try:
         record = promote_through_gate(store, challenger, channel=channel, refit=refit,
                                       reason=reason, decision=decision, event=event)

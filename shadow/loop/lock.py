@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -24,12 +24,16 @@ class ControllerBusyError(ShadowError, RuntimeError):
 
 
 @contextmanager
-def controller_lock(home: Home, channel: str, store: Store | None = None) -> Iterator[None]:
+def controller_lock(home: Home, channel: str,
+                    store: Store | None = None) -> Iterator[Callable[[], None]]:
     """One controller per channel: an exclusive, non-waiting flock under ``$SHADOW_HOME/watch``.
 
     The kernel drops it when its holder dies (even by SIGKILL), so no stale lock survives. With
-    a ``store`` shared by several hosts (PostgreSQL), a lock in the database too: two homes on
-    two machines watching one channel of one team store would otherwise both sweep and promote.
+    a ``store``, a lock in the database too (:meth:`Store.named_lock`: an advisory lock on
+    PostgreSQL, a file beside a SQLite database): two homes on two machines watching one
+    channel of one shared store would otherwise both sweep and promote. Yields a check that
+    raises :class:`ControllerBusyError` once the database lock is lost (a restarted server):
+    the controller calls it before each step that changes anything.
     """
     folder = home.root / LOCKS_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,9 +45,16 @@ def controller_lock(home: Home, channel: str, store: Store | None = None) -> Ite
 
     with exclusive_lock(folder / f"{channel}.lock", busy):
         if store is None:
-            yield
+            yield lambda: None
             return
-        with store.named_lock(f"shadow-watch:{channel}") as held:
-            if not held:
-                raise busy(f"a controller on another host, through the store {store.url}")
-            yield
+        with store.named_lock(f"shadow-watch:{channel}") as alive:
+            if alive is None:
+                raise busy(f"a controller of another home, through the store {store.url}")
+
+            def check() -> None:
+                if not alive():
+                    raise ControllerBusyError(
+                        f"the lock on channel {channel!r} in the store {store.url} was lost "
+                        "(the database session ended); stopping before another controller "
+                        "takes over; start `shadow watch` again")
+            yield check

@@ -25,7 +25,7 @@ is recomputed from the store each pass (nothing to keep in sync after a crash).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,11 +126,13 @@ class PastSweep:
 
 def track_record(store: Store, past: Sequence[PastSweep], features: np.ndarray,
                  labels: np.ndarray, classes: Sequence[str], *, discount: float,
-                 min_record: int) -> TrackRecord:
+                 min_record: int, experts: Collection[str] | None = None) -> TrackRecord:
     """Score every expert of each past sweep on its following rows; pick the leader.
 
     ``features``/``labels`` are the dataset's current rows (indices into ``classes``); rows of
-    a past sweep's interval past their end are ignored.
+    a past sweep's interval past their end are ignored. ``experts``: the ones the sweep being
+    judged offers (None: all); only they compete, and only they must have ``min_record``
+    periods (a strategy dropped from the file, or a slice that failed once, holds nothing up).
     """
     from shadow.loop.deployed import accuracy, predict_labels
 
@@ -153,6 +155,8 @@ def track_record(store: Store, past: Sequence[PastSweep], features: np.ndarray,
             scored[key] = (round(accuracy(predicted, truth[rows]) * n), n)
         for key, value in scored.items():
             history.setdefault(key, []).append(value)
+    if experts is not None:
+        history = {k: history.get(k, []) for k in experts}
     scores = discounted_scores(history, discount)
     periods = {k: len(v) for k, v in history.items()}
     if not scores or min(periods.values()) < min_record:
@@ -199,7 +203,7 @@ def choose_challenger(store: Store, channel: str, sweep_id: str, features: np.nd
     picks = expert_picks(ranked, store.get_slices(sweep_id))
     past = past_sweeps(store, channel, sweep_id, len(labels))
     record = track_record(store, past, features, labels, classes, discount=discount,
-                          min_record=min_record)
+                          min_record=min_record, experts=set(picks))
     if record.expert not in picks:
         record = TrackRecord(HOLDOUT, f"{record.reason}; it has no eligible candidate in this "
                              "sweep: following the holdout's rank 1", record.scores, record.periods)

@@ -14,8 +14,8 @@ their history is what runs live. Modules here may import ``selection``, ``shadow
 
 from shadow.loop.backtest.plan import BacktestSettings, plan_boundaries
 from shadow.loop.backtest.preset import replay_config
-from shadow.loop.backtest.report import markdown, plot, summarize
+from shadow.loop.backtest.report import backtest_record, markdown, plot, summarize
 from shadow.loop.backtest.runner import BacktestResult, run_backtest
 
-__all__ = ["BacktestResult", "BacktestSettings", "markdown", "plan_boundaries", "plot",
+__all__ = ["BacktestResult", "BacktestSettings", "backtest_record", "markdown", "plan_boundaries", "plot",
            "replay_config", "run_backtest", "summarize"]

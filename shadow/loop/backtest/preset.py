@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from shadow.data.slicing.base import MIN_SLICE_ROWS
+from shadow.errors import ConfigError
+
 #: Recent windows offered as slices, in periods (2, 3 and 5 years for daily rows).
 WINDOWS = (2, 3, 5)
 #: The expanding slice stops this many periods before the holdout.
 EXPANDING_GAP = 5
+#: A period is also the smallest slice (the expanding one's first): at least a slice's rows.
+MIN_PERIOD = MIN_SLICE_ROWS
 
 
 def replay_config(
@@ -34,6 +39,10 @@ def replay_config(
     challenger is picked out of each sweep: "holdout" or "track-record"). ``ensemble``:
     combine each sweep's top this many candidates into one more (``[ensemble] top_k``; 0: off).
     """
+    if period < MIN_PERIOD:
+        raise ConfigError(f"the drift replay's sweep file measures its slices in periods, which "
+                          f"need at least {MIN_PERIOD} rows each; got --period {period}: pass "
+                          f"--period {MIN_PERIOD} or more (or your own sweep file)")
     guards = {} if latency_guard is None else {"latency_ms": latency_guard}
     slices: list[dict[str, Any]] = [{"strategy": "all"}]
     slices += [{"strategy": "recent", "rows": w * period} for w in windows]

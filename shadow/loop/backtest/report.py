@@ -56,10 +56,13 @@ def _text(value: object) -> str:
 
 def summarize(result: BacktestResult) -> dict[str, Any]:
     """Means over all scored periods and over post-drift ones, regrets, margins and targets."""
-    rows = [(p, accuracies(result, p)) for p in result.periods]
+    # Every comparison over the same periods: those the system served (a period before its
+    # first promotion has no system score, and would leave only its peers' mean).
+    rows = [(p, accuracies(result, p)) for p in result.periods if "system" in p.accuracy]
     post = [(p, a) for p, a in rows if p.post_drift or result.drift_from_row is None]
     summary: dict[str, Any] = {"dataset": result.dataset, "channel": result.channel,
                                "periods": len(rows), "post_periods": len(post),
+                               "unserved_periods": len(result.periods) - len(rows),
                                "period_rows": result.settings.period}
     names = list(APPROACHES) + sorted({k for _, a in rows for k in a if k.startswith("rule:")})
     for name in names:
@@ -91,6 +94,18 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
     summary["targets"] = targets(summary)
     summary["seconds"] = {k: round(v, 1) for k, v in result.seconds.items()}
     return summary
+
+
+def backtest_record(result: BacktestResult, summary: dict[str, Any], command: str) -> dict[str, Any]:
+    """The JSON record of a run: command, settings, the config as run, summary, every period."""
+    from dataclasses import asdict
+
+    return {"command": command, "settings": asdict(result.settings), "config": result.config,
+            "drift_from_row": result.drift_from_row, "summary": summary, "periods": [
+                {"start": p.start, "stop": p.stop, "post_drift": p.post_drift,
+                 "serving": p.serving_id, "serving_slice": p.serving_slice,
+                 "chosen_slices": p.chosen, "accuracy": p.accuracy, **asdict(p.step)}
+                for p in result.periods]}
 
 
 def targets(s: dict[str, Any]) -> dict[str, bool | None]:

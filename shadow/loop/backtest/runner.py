@@ -175,7 +175,10 @@ def run_backtest(
     if place.db_path.exists() or place.channels_dir.exists():
         raise ConfigError(f"backtest home {place.root} already holds a store or channels; a "
                           "backtest needs a new home: pass --home with a new folder, or none")
-    data = load_dataset(manifest)
+    # The truth is read back from the same CSV the sweeps read (a label "01" becomes 1 there),
+    # so every model is scored on the labels it was trained to predict.
+    whole = write_prefix(manifest, table, len(table), work / "whole", name=f"{manifest.name}-all")
+    data = load_dataset(find_manifest(str(whole)))
     past = write_prefix(manifest, table, boundaries[0], work / "dataset",
                         name=f"{manifest.name}-backtest")
     cut = find_manifest(str(past))

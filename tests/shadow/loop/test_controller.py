@@ -269,7 +269,7 @@ def test_check_consistency_names_each_break_of_the_invariant(tmp_path: Path) -> 
     assert problems == [
         f"promotion event 4 names 'c-2' but history row {row.history_id} promoted 'c-1'",
         "promotion event 3 names history row 999, which does not exist",
-        "data version v1 has 2 sweep_started events",
+        "data version v1 has 2 sweep_started events under one config",
     ]
 
 
