@@ -51,7 +51,7 @@ def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[st
     """Refit ``parents`` as parallel Ray tasks; the driver stores them. Ids by parent, refusals."""
     import ray
 
-    from shadow.sweep.refit import RefitPlan, finish_refit, plan_refit
+    from shadow.sweep.refit import RefitPlan, finish_refit, plan_refit, refit_candidate
     from shadow.sweep.task import run_candidate
 
     remote = ray.remote(num_cpus=1)(run_candidate)
@@ -73,6 +73,15 @@ def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[st
             done[plan.parent.candidate_id] = finish_refit(store, plan, ray.get(ref)).candidate_id
         except RefitError as exc:
             errors[plan.parent.candidate_id] = str(exc)
+    # An ensemble refits its members (single trainings, mostly done above) and recombines them:
+    # the product's own path, in the driver.
+    for parent in [p for p in errors if store.get_candidate(p).family == "ensemble"]:
+        try:
+            done[parent] = refit_candidate(store, parent).candidate_id
+        except RefitError as exc:
+            errors[parent] = str(exc)
+        else:
+            del errors[parent]
     return done, errors
 
 
