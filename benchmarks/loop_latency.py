@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shadow.sweep.cluster import private_ray_env, ray_processes
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHIPPED = REPO / "datasets" / "noaa-weather" / "sweep.toml"
@@ -117,26 +119,8 @@ def sweep_file(shipped: Path, dataset: Path, devices: list[str] | None) -> str:
 
 
 def child_env(ray_tmp: Path) -> dict[str, str]:
-    """Loopback Ray of the controller's own (never $RAY_ADDRESS's cluster), no auth token."""
-    env = {**os.environ, "SHADOW_STORE": "", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def ray_pids(marker: str) -> list[int]:
-    """Live processes whose command line names ``marker`` (this run's RAY_TMPDIR)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry.name))
-    return found
+    """Every child process: a loopback Ray of its own (the product's recipe), the home's store."""
+    return private_ray_env(ray_tmp, {**os.environ, "SHADOW_STORE": ""})
 
 
 @dataclass
@@ -384,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_rc = stop(serve) if serve is not None else None
         if watch_rc is None:
             watch_rc = stop(watch)
-        leftover = ray_pids(str(ray_tmp))
+        leftover = ray_processes(str(ray_tmp))
         for pid in leftover:  # only processes naming this run's own Ray folder
             os.kill(pid, signal.SIGKILL)
         if watch_rc != 0:

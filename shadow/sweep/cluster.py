@@ -106,3 +106,34 @@ def cluster_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def private_ray_env(ray_tmp: str | os.PathLike[str],
+                    base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process that starts a Ray of its own under ``ray_tmp``.
+
+    Loopback only, no auth token (CLI clients of it need none), never ``$RAY_ADDRESS``'s
+    cluster, and every Ray process it starts names ``ray_tmp`` on its command line, so
+    :func:`ray_processes` finds exactly those (to stop only what one started, by pid).
+    """
+    env = {**(os.environ if base is None else base), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def ray_processes(ray_tmp: str | os.PathLike[str]) -> list[int]:
+    """Pids of live processes (this one aside) whose command line names ``ray_tmp`` (Linux)."""
+    from pathlib import Path
+
+    marker, found = str(ray_tmp), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
