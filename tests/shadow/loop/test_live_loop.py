@@ -36,6 +36,7 @@ import pytest
 
 from shadow.data.catalog import find_manifest
 from shadow.data.history import full_table, write_batch, write_prefix
+from shadow.sweep.cluster import private_ray_env, ray_processes
 from tests.bad_inputs.contract import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -85,11 +86,8 @@ ROW = json.dumps({"rows": [[0.0] * 8]}).encode()
 
 
 def child_env(ray_tmp: Path) -> dict[str, str]:
-    """The environment of every process the test starts: loopback Ray of its own, no token."""
-    env = {**os.environ, "SHADOW_STORE": "", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    return env
+    """Every child process: a loopback Ray of its own (the product's recipe), the home's store."""
+    return private_ray_env(ray_tmp, {**os.environ, "SHADOW_STORE": ""})
 
 
 def shadow_json(env: dict[str, str], *args: str) -> list | dict:
@@ -98,21 +96,6 @@ def shadow_json(env: dict[str, str], *args: str) -> list | dict:
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-def ray_pids(marker: str) -> list[int]:
-    """Live processes whose command line names ``marker`` (this test's RAY_TMPDIR)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def wait_for(what: str, check: Callable[[], object], timeout_s: float,
@@ -277,7 +260,7 @@ def test_live_watch_appends_promote_and_serve_hot_swaps_without_a_failed_request
         if serve is not None:
             stop(serve)
         stop(watch)
-        leftover = ray_pids(str(ray_tmp))
+        leftover = ray_processes(str(ray_tmp))
         for pid in leftover:  # only processes naming this test's own Ray folder
             os.kill(pid, signal.SIGKILL)
 
