@@ -31,8 +31,9 @@ stored one.
 An ensemble (:mod:`shadow.sweep.ensemble`) has no recipe of its own: its refit refits each
 member (reusing a member's stored refit), combines the refits with the ensemble's weights
 and passes the same checks against the ensemble. ``plan_refit`` on an ensemble only finds
-that stored refit (there is no single training task to hand out); ``refit_candidate`` makes it. Training runs in this process: it is one model, and the driver
-(the CLI's ``shadow promote --refit``) holds no Ray workers.
+that stored refit (there is no single training task to hand out); ``refit_candidate`` makes
+it. Training runs in this process: it is one model, and the driver (the CLI's ``shadow promote
+--refit``) holds no Ray workers.
 """
 
 from __future__ import annotations
