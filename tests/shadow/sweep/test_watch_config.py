@@ -122,7 +122,7 @@ def test_defaults_and_a_single_trigger():
          "[watch.triggers.significant_drop]: unknown key 'alpah'; known keys: alpha, min_rows."),
         ({"chanel": "x", "triggers": {"drift": True}},
          "sweep config [watch]: unknown key 'chanel'; known keys: channel, mode, refit, poll_s, "
-         "triggers. Fix the spelling or remove it."),
+         "triggers, selection. Fix the spelling or remove it."),
         ({"triggers": "drift"},
          "sweep config [watch]: 'triggers' must be a dict; got 'drift'"),
     ],
