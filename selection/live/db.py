@@ -153,7 +153,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, channel: str | None, creat
                                "table); pass the log `shadow serve` or ChannelRuntime(log=...) "
                                "wrote")
         if version < SCHEMA_VERSION and upgrade:
-            _in_transaction(conn, lambda: _upgrade(conn, path))
+            in_transaction(conn, lambda: _upgrade(conn, path))
         return
 
     def setup() -> None:
@@ -170,7 +170,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, channel: str | None, creat
         if channel is not None:
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('channel', ?)", (channel,))
 
-    _in_transaction(conn, setup)
+    in_transaction(conn, setup)
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -224,7 +224,8 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
                  (str(SCHEMA_VERSION),))
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
+def in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
+    """Run ``work`` in one write transaction (``BEGIN IMMEDIATE``): committed whole, or rolled back."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         work()

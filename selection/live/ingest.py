@@ -23,12 +23,11 @@ import csv
 import io
 import json
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from selection.errors import ConfigError
-from selection.live.db import LogBusyError, connect, is_busy, log_channel
+from selection.live.db import LogBusyError, connect, in_transaction, is_busy, log_channel
 from selection.live.feedback import (
     MAX_ITEMS,
     Feedback,
@@ -170,7 +169,7 @@ def merge_log(log_path: Path, source: Path, channel: str, *,
     counts = [0, 0, 0, 0]
     try:
         _check_merge(conn, source, None, None)  # the whole file, before anything is stored
-        _in_transaction(conn, lambda: _add(conn, counts, 0, _MERGE_MODELS, {}))
+        in_transaction(conn, lambda: _add(conn, counts, 0, _MERGE_MODELS, {}))
         bounds = _chunk_bounds(conn, chunk_requests)
         for done, (low, high) in enumerate(bounds):
             def chunk(low: str | None = low, high: str | None = high) -> None:
@@ -180,7 +179,7 @@ def merge_log(log_path: Path, source: Path, channel: str, *,
                 conn.execute(_MERGE_LABELS, {"low": low, "high": high})
 
             try:
-                _in_transaction(conn, chunk)
+                in_transaction(conn, chunk)
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
@@ -276,16 +275,6 @@ def _add(conn: sqlite3.Connection, counts: list[int], i: int, sql: str,
     before = conn.total_changes
     conn.execute(sql, params)
     counts[i] += conn.total_changes - before
-
-
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], None]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        work()
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _check_channel(conn: sqlite3.Connection, channel: str, path: Path) -> None:

@@ -37,7 +37,6 @@ from typing import Any
 
 import pandas as pd
 
-from selection.atomic import exclusive_lock
 from selection.home import Home
 from shadow.data.batch_rules import check_boundary, check_columns
 from shadow.data.directory_ledger import (
@@ -59,11 +58,11 @@ from shadow.data.versions import (
     BATCH_SUFFIXES,
     Batch,
     DatasetVersion,
-    dataset_dir,
     match_version,
+    record_checked,
     version_fingerprints,
 )
-from shadow.errors import DatasetError, StoreError
+from shadow.errors import DatasetError
 
 
 def scan(manifest: DatasetManifest, allow_empty: bool = False) -> list[BatchFile]:
@@ -219,18 +218,8 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
     under a per-dataset lock, so a refusal writes nothing and two recorders
     cannot disagree.
     """
-    count, body = _record_plan(manifest, home, fingerprint)  # refuses before any write
-    if body is None:
-        return count
-    folder = dataset_dir(home.check_folder(), manifest.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder / ".lock", lambda holder: StoreError(
-            f"another process is recording versions of dataset {manifest.name!r} ({holder}); "
-            "wait for it, then run again")):
-        count, body = _record_plan(manifest, home, fingerprint)
-        if body is not None:
-            write_ledger(home, manifest.name, body)
-        return count
+    return record_checked(home, manifest.name, lambda: _record_plan(manifest, home, fingerprint),
+                          lambda body: write_ledger(home, manifest.name, body))
 
 
 def _record_plan(manifest: DatasetManifest, home: Home,

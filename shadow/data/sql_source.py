@@ -33,12 +33,12 @@ from typing import Any
 
 import pandas as pd
 
-from selection.atomic import exclusive_lock, write_bytes_atomic
+from selection.atomic import write_bytes_atomic
 from selection.home import Home
 from shadow.data.frames import Dataset, combined_dataset
 from shadow.data.manifest import DatasetManifest
-from shadow.data.versions import DatasetVersion, dataset_dir, match_version
-from shadow.errors import DatasetError, IntegrityError, StoreError
+from shadow.data.versions import DatasetVersion, dataset_dir, match_version, record_checked
+from shadow.errors import DatasetError, IntegrityError
 
 LEDGER_FORMAT = 1
 LEDGER_NAME = "sql.json"
@@ -250,19 +250,10 @@ def record_version(manifest: DatasetManifest, home: Home, fingerprint: str | Non
     was loaded (a sweep pins what it trained on, not what is there now).
     Checked before the home is touched, then again under a per-dataset lock.
     """
-    number, body = _record_plan(manifest, home, fingerprint)  # refuses before any write
-    if body is None:
-        return number
-    folder = dataset_dir(home.check_folder(), manifest.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder / ".lock", lambda holder: StoreError(
-            f"another process is recording versions of dataset {manifest.name!r} ({holder}); "
-            "wait for it, then run again")):
-        number, body = _record_plan(manifest, home, fingerprint)
-        if body is not None:
-            write_bytes_atomic(ledger_path(home, manifest.name),
-                               (json.dumps(body, indent=1) + "\n").encode())
-        return number
+    return record_checked(
+        home, manifest.name, lambda: _record_plan(manifest, home, fingerprint),
+        lambda body: write_bytes_atomic(ledger_path(home, manifest.name),
+                                        (json.dumps(body, indent=1) + "\n").encode()))
 
 
 def _record_plan(manifest: DatasetManifest, home: Home,

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from selection.atomic import write_bytes_atomic
+from selection.atomic import exclusive_lock, write_bytes_atomic
 from selection.home import Home
-from shadow.errors import DatasetError, IntegrityError
+from shadow.errors import DatasetError, IntegrityError, StoreError
 
 #: Bumped if the ledger's layout ever changes; a reader refuses a format it does not know.
 LEDGER_FORMAT = 1
@@ -197,3 +198,25 @@ def match_version(numbered: list[tuple[int, str]], wanted: str, name: str) -> in
         f"or a fingerprint (or a prefix of {MIN_PREFIX}+ characters) from "
         f"`shadow data versions {name}`"
     )
+
+
+def record_checked(home: Home, name: str, plan: Callable[[], tuple[int, Any]],
+                   write: Callable[[Any], None]) -> int:
+    """Record a version of dataset ``name``: ``plan`` it, then again under the dataset's lock.
+
+    ``plan`` returns the version's number and what to write (None: recorded already); it may
+    raise, and does so before the home is touched. Planning again under the non-waiting lock
+    means two recorders cannot disagree. Returns the number.
+    """
+    number, body = plan()  # refuses before any write
+    if body is None:
+        return number
+    folder = dataset_dir(home.check_folder(), name)
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / ".lock", lambda holder: StoreError(
+            f"another process is recording versions of dataset {name!r} ({holder}); "
+            "wait for it, then run again")):
+        number, body = plan()
+        if body is not None:
+            write(body)
+        return number
