@@ -28,6 +28,7 @@ EventKind = Literal[
     "rejection",       # a proposal rejected (who and why)
     "controller",      # the controller started, stopped, or skipped a pass (and why)
     "error",           # a step failed; the controller carried on or stopped (the error as evidence)
+    "rollout",         # a staged rollout started, widened, completed or rolled back (selection.fleet)
 ]
 
 #: The device every candidate is evaluated on: this host's CPU through ONNX

@@ -208,12 +208,14 @@ def rollback(
     channel: str = DEFAULT_CHANNEL,
     who: str | None = None,
     reason: str | None = None,
+    event: Callable[[PromotionRecord], EventRecord] | None = None,
 ) -> PromotionRecord:
     """Undo the newest live promotion of ``channel``; returns the rollback row.
 
     Raises NotFoundError if the channel was never promoted and
     PromotionError if that promotion has no earlier model to return to (a
-    channel always keeps a loadable model).
+    channel always keeps a loadable model). ``event``, as for :func:`promote`:
+    appended in the rollback's own transaction (a staged rollout's rollback).
     """
     check_channel(channel)
     check_channel_paths(store.home, channel)  # before the lock and the transaction, as promote
@@ -224,6 +226,8 @@ def rollback(
                 candidate = store.get_candidate(record.candidate_id)
                 result = _device_result(store, record, candidate)
                 record = queries.append(conn, record)
+                if event is not None:
+                    store.append_event(event(record), conn)
                 # Verifies the restored artifact: a bad one rolls the row back.
                 version = prepare_version(store.home, store.artifacts, record, candidate, result)
         except SAIntegrityError as exc:

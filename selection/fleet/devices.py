@@ -1,0 +1,160 @@
+"""What the fleet server knows of its devices: last seen, the version each runs, their counts.
+
+Devices tell the server on every poll (``runtime.remote``'s headers): their
+id, the version they serve and their cumulative counts per model
+(predictions, failed predictions, labelled requests, correct ones).
+Cumulative counts make a retried or lost poll harmless: the newest report of
+a device replaces its last one, nothing is added twice.
+
+The registry lives in memory (a poll must not wait on a database write) and
+is written to ``$SHADOW_HOME/fleet/<channel>.json`` atomically at most once
+per ``save_every_s`` when something changed, and on stop; ``shadow fleet
+list`` reads that file, and a restarted server loads it, so last-seen times
+and the canary's evidence survive a restart. At most two seconds of reports
+are lost on a SIGKILL; the next poll of each device reports them again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from selection.atomic import write_bytes_atomic
+from selection.errors import ConfigError
+from selection.fleet.evidence import Arm
+from selection.runtime.remote import SHA_RE
+
+#: Models a device may report counts for in one poll (older ones are of little use).
+MAX_REPORTED_MODELS = 16
+#: Devices one server tracks (a poll from one more is refused with a 4xx).
+MAX_DEVICES = 100_000
+
+
+def fleet_file(home_root: str | Path, channel: str) -> Path:
+    """Where a channel's fleet view is kept."""
+    return Path(home_root) / "fleet" / f"{channel}.json"
+
+
+@dataclass
+class Device:
+    """One device as last seen."""
+
+    device_id: str
+    first_seen: str
+    last_seen: str
+    last_seen_s: float
+    address: str
+    running: str | None
+    offered: str | None = None
+    polls: int = 0
+    counts: dict[str, list[int]] = field(default_factory=dict)  # sha256 -> 4 counts
+
+    def arm(self, sha256: str) -> Arm:
+        """This device's counts for one model."""
+        c = self.counts.get(sha256)
+        return Arm(*c) if c else Arm()
+
+
+def parse_report(text: str | None) -> dict[str, list[int]]:
+    """The ``X-Shadow-Report`` header; ConfigError (a 400) if it is not the documented form."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or len(data) > MAX_REPORTED_MODELS or not all(
+            isinstance(k, str) and SHA_RE.match(k) and isinstance(v, list) and len(v) == 4
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in v)
+            and v[1] <= v[0] and v[3] <= v[2]
+            for k, v in data.items()):
+        raise ConfigError("X-Shadow-Report must be a JSON object of at most "
+                          f"{MAX_REPORTED_MODELS} sha256 -> [predictions, errors, labelled, "
+                          "correct] (non-negative integers, errors <= predictions, correct <= "
+                          "labelled)")
+    return {k: list(v) for k, v in data.items()}
+
+
+class DeviceRegistry:
+    """The devices of one channel's fleet server (thread-safe)."""
+
+    def __init__(self, path: Path | None, *, save_every_s: float = 1.0) -> None:
+        self.path = path
+        self.save_every_s = save_every_s
+        self._lock = threading.Lock()
+        self._devices: dict[str, Device] = {}
+        self._dirty = False
+        self._saved_at = 0.0
+        if path is not None and path.is_file():
+            self._load(path)
+
+    def seen(self, device_id: str, *, running: str | None, offered: str | None, address: str,
+             counts: dict[str, list[int]]) -> None:
+        """Record one poll."""
+        now = datetime.now(UTC)
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is None:
+                if len(self._devices) >= MAX_DEVICES:
+                    raise ConfigError(f"this fleet server tracks at most {MAX_DEVICES} devices")
+                device = Device(device_id, now.isoformat(), now.isoformat(), time.time(),
+                                address, running)
+                self._devices[device_id] = device
+            device.last_seen, device.last_seen_s = now.isoformat(), time.time()
+            device.address, device.running, device.offered = address, running, offered
+            device.polls += 1
+            if counts:
+                device.counts.update(counts)
+            self._dirty = True
+
+    def devices(self) -> list[Device]:
+        """Copies of every device, by id."""
+        with self._lock:
+            return [Device(**{**asdict(d), "counts": {k: list(v) for k, v in d.counts.items()}})
+                    for _, d in sorted(self._devices.items())]
+
+    def arm(self, sha256: str, device_ids: Iterable[str] | None = None) -> Arm:
+        """Counts for ``sha256`` summed over ``device_ids`` (every device if None)."""
+        with self._lock:
+            wanted = self._devices if device_ids is None else {
+                d: self._devices[d] for d in device_ids if d in self._devices}
+            total = Arm()
+            for device in wanted.values():
+                total = total + device.arm(sha256)
+            return total
+
+    def save(self, *, force: bool = False) -> bool:
+        """Write the view if it changed (and ``save_every_s`` passed, unless ``force``)."""
+        if self.path is None:
+            return False
+        with self._lock:
+            if not self._dirty or (not force and time.monotonic() - self._saved_at
+                                   < self.save_every_s):
+                return False
+            data = {"devices": [asdict(d) for _, d in sorted(self._devices.items())]}
+            self._dirty = False
+            self._saved_at = time.monotonic()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self.path, (json.dumps(data, indent=1) + "\n").encode())
+        return True
+
+    def _load(self, path: Path) -> None:
+        self._devices = {d.device_id: d for d in read_devices(path)}
+
+
+def read_devices(path: Path) -> list[Device]:
+    """The devices a fleet file lists ([] if there is none); ConfigError if it is damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Device(**d) for d in data["devices"]]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} must be the fleet view `shadow fleet serve` writes; it does "
+                          f"not parse ({exc}); move it away (the server rebuilds it as devices "
+                          "poll)") from None
