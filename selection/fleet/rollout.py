@@ -56,7 +56,7 @@ class RolloutPlan:
     alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
-        if not (0 < self.share <= 1) or any(not 0 < s <= 1 for s in self.stages):
+        if not (0 < self.share <= 1 or (self.devices and self.share == 0)) or any(not 0 < s <= 1 for s in self.stages):
             raise ConfigError(f"a canary share must be in (0, 100%]; got {self.share!r} and stages "
                               f"{self.stages!r}; e.g. --canary 10%")
         if self.widen_on not in ("evidence", "time"):

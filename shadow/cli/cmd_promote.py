@@ -91,6 +91,19 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--evidence", choices=("holdout", "live"), default="holdout",
                    help="what the gate judges on: the sweep's holdout rows (default) or the "
                    "channel's labelled live requests both models answered")
+    p.add_argument("--canary", default=None, metavar="SHARE|IDS",
+                   help="staged rollout: devices following the channel through `shadow fleet "
+                   "serve` get the new model first on this share (10%%) or these device ids "
+                   "(a,b); it widens, completes or rolls back by itself (see `shadow fleet`)")
+    p.add_argument("--widen-after", type=float, default=None, metavar="S",
+                   help="with --canary: seconds at least at each stage before widening "
+                   "(default: 300)")
+    p.add_argument("--widen-on", choices=("evidence", "time"), default="evidence",
+                   help="with --canary: widen when the labels show the canary is not worse "
+                   "(default), or on the clock alone")
+    p.add_argument("--min-labelled", type=int, default=None, metavar="N",
+                   help="with --canary: labelled requests needed on each side before the test "
+                   "judges (default: 200)")
     add_format_option(p)
     add_store_options(p)
     p.set_defaults(handler=run_promote)
@@ -131,6 +144,7 @@ def run_promote(args: argparse.Namespace) -> int:
     if args.force and not (args.reason or "").strip():
         raise ConfigError('--force needs --reason TEXT saying why the gate is overridden; '
                           'e.g. --force --reason "hotfix for the storm season"')
+    event = _canary_event(args)
     with open_store(args) as store:
         candidate_id = args.candidate_id
         if args.best:
@@ -155,10 +169,33 @@ def run_promote(args: argparse.Namespace) -> int:
             record = promote_through_gate(
                 store, candidate_id, device=live.device if live else args.device,
                 channel=args.channel, ranking=args.policy, reason=args.reason,
-                force=args.force, refit=refit, decision=live,
+                force=args.force, refit=refit, decision=live, event=event,
             )
         _report(store, record, args.format, "promoted")
     return 0
+
+
+def _canary_event(args: argparse.Namespace) -> Any:
+    """The rollout start event of ``--canary`` (None without it); bad values are user errors."""
+    if args.canary is None:
+        if args.widen_after is not None or args.min_labelled is not None:
+            raise ConfigError("--widen-after and --min-labelled apply to a staged rollout; add "
+                              "--canary 10% (or device ids)")
+        return None
+    from selection.fleet.rollout import (
+        DEFAULT_MIN_LABELLED,
+        DEFAULT_WIDEN_AFTER_S,
+        RolloutPlan,
+        parse_canary,
+        start_event,
+    )
+
+    share, devices = parse_canary(args.canary)
+    plan = RolloutPlan(
+        share=share, devices=devices, widen_on=args.widen_on,
+        widen_after_s=DEFAULT_WIDEN_AFTER_S if args.widen_after is None else args.widen_after,
+        min_labelled=DEFAULT_MIN_LABELLED if args.min_labelled is None else args.min_labelled)
+    return start_event(plan)
 
 
 def _refit_step(store: Store) -> Callable[[str], str]:
