@@ -3,9 +3,12 @@
 A family declares its hyper-parameters (with ranges and defaults) and builds a
 torch module from them. Training settings (learning rate, epochs, batch size)
 are hyper-parameters of the family too, because they are what a sweep varies.
-Adding a family is adding one module with its :class:`ModelFamily` subclass and
-one ``FAMILIES.register`` line in ``shadow/models/__init__.py``, where the
-built-ins are registered, all in one place.
+Adding a built-in family is adding one module with its :class:`ModelFamily`
+subclass and one ``FAMILIES.register`` line in ``shadow/models/__init__.py``,
+where the built-ins are registered, all in one place. A user's own family needs
+no edit here: ``[model] family = "my_pkg.models:MyFamily"`` names it by import
+path (:mod:`shadow.models.external` resolves it, :mod:`shadow.models.contract`
+checks it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selection.registry import Registry
@@ -70,10 +74,18 @@ class ModelFamily(ABC):
     - A family that cannot handle the data (e.g. a CNN without an image shape)
       raises ConfigError naming the fix. Families hold no state: one instance is
       registered and shared.
+    - Training (optional hooks): the default loop (:func:`shadow.models.training.train`)
+      reads ``epochs`` and ``batch_size``, shuffles with the candidate's seed and,
+      per batch, calls :meth:`loss`, then steps the optimizer from
+      :meth:`make_optimizer` and the schedule from :meth:`make_scheduler`. The
+      defaults (Adam on ``lr``/``weight_decay``, mean cross-entropy, no schedule)
+      are the built-ins' training exactly; a family overrides only what differs
+      (its own loss, optimizer or learning-rate schedule), and declares in
+      ``params`` whatever its hooks read.
     """
 
     name: ClassVar[str]
-    description: ClassVar[str]
+    description: ClassVar[str] = ""
     params: ClassVar[list[Param]]
 
     def validate(self, params: dict[str, Any], where: str) -> dict[str, Any]:
@@ -91,13 +103,38 @@ class ModelFamily(ABC):
         for families that need it; inputs still arrive flat.
         """
 
+    def make_optimizer(self, module: nn.Module, params: dict[str, Any]) -> torch.optim.Optimizer:
+        """The optimizer the training loop steps once per batch; default Adam on ``lr``, ``weight_decay``."""
+        return torch.optim.Adam(module.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+
+    def make_scheduler(
+        self, optimizer: torch.optim.Optimizer, params: dict[str, Any], total_steps: int,
+    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A learning-rate schedule stepped after every optimizer step (``total_steps`` in all); default none."""
+        return None
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        """One batch's training loss (a scalar) from logits and int64 class targets; default mean cross-entropy."""
+        return F.cross_entropy(logits, targets)
+
 
 #: Model families by name (one shared instance each); built-ins registered in ``shadow/models/__init__.py``.
 FAMILIES: Registry[ModelFamily] = Registry(
-    "model family", fix="Set [model] family to one of those names."
+    "model family",
+    fix="Set [model] family to one of those names, or to your own family's import path "
+        "such as \"my_pkg.models:MyFamily\".",
 )
 
 
 def get_family(name: str, where: str = "[model]") -> ModelFamily:
-    """The registered family ``name``, or a ConfigError listing the known ones."""
+    """The family ``name``: a registered one, or an import path ``"module:attr"`` resolved and checked.
+
+    An unknown name, a path that does not import or a family that breaks the
+    contract is a ConfigError naming it and the fix.
+    """
+    if isinstance(name, str) and ":" in name:
+        # Imported here: external imports this module (for ModelFamily).
+        from shadow.models.external import resolve_family
+
+        return resolve_family(name, where)
     return FAMILIES.get(name, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,19 +32,23 @@ def train(
     seed: int,
     input_shape: tuple[int, ...] | None = None,
 ) -> TrainedModel:
-    """Fit a fresh model of ``family`` on the given rows with Adam + cross-entropy."""
+    """Fit a fresh model of ``family`` on the given rows with the family's training hooks.
+
+    Mini-batches of ``batch_size`` rows for ``epochs`` epochs, shuffled by a generator
+    seeded with ``seed``; per batch: :meth:`ModelFamily.loss`, backward, the optimizer
+    from :meth:`ModelFamily.make_optimizer`, then the schedule, if any, from
+    :meth:`ModelFamily.make_scheduler`. The hooks' defaults are Adam + cross-entropy.
+    """
     started = time.perf_counter()
     torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
     module = family.build(params, x.shape[1], n_classes, mean, std, input_shape)
-    optimizer = torch.optim.Adam(
-        module.parameters(), lr=params["lr"], weight_decay=params["weight_decay"]
-    )
-    loss_fn = nn.CrossEntropyLoss()
+    optimizer = family.make_optimizer(module, params)
     generator = torch.Generator().manual_seed(seed)
     batch = min(params["batch_size"], len(x))
+    scheduler = family.make_scheduler(optimizer, params, params["epochs"] * math.ceil(len(x) / batch))
     module.train()
     loss = torch.zeros(())
     for _ in range(params["epochs"]):
@@ -51,9 +56,11 @@ def train(
         for begin in range(0, len(x), batch):
             idx = order[begin:begin + batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x[idx]), y[idx])
+            loss = family.loss(module(x[idx]), y[idx], params)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
     module.eval()
     final = float(loss.detach())
     if not np.isfinite(final):
