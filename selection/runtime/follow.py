@@ -221,10 +221,13 @@ class RemoteChannelRuntime(ChannelRuntime):
         return backoff * (0.5 + self._rng.random() / 2)  # jitter: a fleet does not retry in step
 
     def _sync_loop(self) -> None:
-        while not self._sync_stop.wait(self._delay()):
+        delay = self._delay()
+        while not self._sync_stop.wait(delay):
             try:
-                self.sync_once()
+                # After a swap, poll again at once: the server learns what this device runs now.
+                delay = 0.0 if self.sync_once() == "updated" else self._delay()
             except Exception as exc:  # noqa: BLE001 - the sync thread must outlive any surprise
                 self._failures += 1
+                delay = self._delay()
                 self._emit(RuntimeEvent("refused", datetime.now(UTC), None,
                                         detail=f"sync error: {exc!r}"))
