@@ -53,7 +53,7 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able form, stored with the rollout event it caused."""
-        return {"action": self.action, "reason": self.reason, "canary": asdict(self.canary),
+        return {"verdict": self.action, "test_reason": self.reason, "canary": asdict(self.canary),
                 "control": asdict(self.control), "p_worse_accuracy": self.p_worse_accuracy,
                 "p_more_errors": self.p_more_errors}
 

@@ -217,7 +217,7 @@ def step_event(rollout: Rollout, action: str, reason: str, evidence: dict[str, A
     return EventRecord(channel=rollout.channel, kind="rollout", candidate_id=rollout.candidate_id,
                        history_id=history_id if history_id is not None else rollout.history_id,
                        reason=reason, at=utc_now(),
-                       evidence={"action": action, "rollout_id": rollout.rollout_id, **evidence})
+                       evidence={**evidence, "action": action, "rollout_id": rollout.rollout_id})
 
 
 def widen(store: Store, rollout: Rollout, reason: str, evidence: dict[str, Any]) -> Rollout:

@@ -1,0 +1,148 @@
+"""Staged rollouts: the canary share first, widening, and the automatic rollback of a worse canary.
+
+Real devices (RemoteChannelRuntime threads with their own prediction logs)
+answer real requests; their labels come back through the live log
+(``selection.live``) and reach the server as counts on each poll.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from selection import promote
+from selection.errors import ConfigError
+from selection.fleet.evidence import Arm, judge, p_lower
+from selection.fleet.rollout import RolloutPlan, load_rollout, parse_canary, start_event
+from selection.live.feedback import parse_feedback
+from selection.runtime import load_model_bytes
+from selection.testing import tiny_classifier
+from tests.selection.fleet.conftest import Fleet
+from tests.selection.fleet.test_faults import REPO
+from tests.selection.fleet.test_serve_follow import wait_for
+
+
+def test_the_test_rolls_back_only_on_enough_evidence() -> None:
+    good, bad = Arm(1000, 0, 300, 270), Arm(1000, 0, 300, 200)
+    assert judge(bad, good, alpha=0.01, min_labelled=200, min_predictions=100).action == "rollback"
+    assert judge(good, good, alpha=0.01, min_labelled=200, min_predictions=100).action == "widen"
+    # The same gap on fewer labels than the minimum: wait, never judge on a handful.
+    few = judge(Arm(100, 0, 30, 20), Arm(100, 0, 30, 27), alpha=0.01, min_labelled=200,
+                min_predictions=100)
+    assert few.action == "wait" and "200 each" in few.reason
+    errors = judge(Arm(500, 40, 0, 0), Arm(500, 0, 0, 0), alpha=0.01, min_labelled=200,
+                   min_predictions=100)
+    assert errors.action == "rollback" and "errors rose" in errors.reason
+    assert p_lower(50, 100, 50, 100) == pytest.approx(0.5)
+    assert p_lower(0, 0, 5, 10) == 1.0
+
+
+def test_canary_flags_are_checked() -> None:
+    assert parse_canary("10%") == (0.1, ())
+    assert parse_canary("0.25") == (0.25, ())
+    assert parse_canary("robot-1,robot-7") == (0.0, ("robot-1", "robot-7"))
+    for bad in ("200%", "0", "bad id!"):
+        with pytest.raises(ConfigError):
+            parse_canary(bad)
+
+
+def _teacher_labels(rows: np.ndarray) -> list[str]:
+    """Ground truth for the test: what c-a (the first champion) predicts."""
+    teacher = load_model_bytes(tiny_classifier(1000), candidate_id="teacher")
+    return [("dry", "rain")[i] for i in teacher.run(rows).argmax(axis=1)]
+
+
+def test_a_worse_canary_is_rolled_back_by_itself(fleet: Fleet) -> None:
+    ids = [f"dev-{i}" for i in range(6)]
+    devices = [fleet.device(d, log=fleet.tmp / "logs" / f"{d}.db") for d in ids]
+    for device in devices:
+        device.start()
+    try:
+        plan = RolloutPlan(devices=tuple(ids[:3]), share=0.0, widen_after_s=3600,
+                           min_labelled=60, min_predictions=60)
+        promote(fleet.store, "c-c", event=start_event(plan))  # c-c agrees with c-a ~40 %
+        wait_for(lambda: all(d.model.candidate_id == "c-c" for d in devices[:3]))
+        assert all(d.model.candidate_id == "c-a" for d in devices[3:])  # the rest stay
+        rng = np.random.default_rng(1)
+        for _ in range(200):
+            rows = rng.normal(size=(10, 8)).astype(np.float32)
+            labels = _teacher_labels(rows)
+            for device in devices:
+                answers = [device.predict({"rows": [r.tolist()]}) for r in rows]
+                assert device.log is not None
+                device.log.add_feedback(parse_feedback([
+                    {"request_id": a["request_id"], "label": y}
+                    for a, y in zip(answers, labels, strict=True)]))
+            rollout = load_rollout(fleet.store, "production")
+            if rollout is not None and rollout.state == "rolled_back":
+                break
+        rollout = load_rollout(fleet.store, "production")
+        assert rollout is not None and rollout.state == "rolled_back"
+        wait_for(lambda: all(d.model.candidate_id == "c-a" for d in devices))
+        [back] = [e for e in fleet.store.list_events(channel="production", kinds="rollout")
+                  if e.evidence["action"] == "rollback"]
+        assert back.evidence["canary"]["labelled"] >= 60
+        assert back.evidence["p_worse_accuracy"] < 0.01
+        assert "rolled back" in back.reason and back.history_id == 3
+        history = fleet.store.list_events(channel="production", kinds="rollout")
+        assert [e.evidence["action"] for e in reversed(history)] == ["start", "rollback"]
+    finally:
+        for device in devices:
+            device.stop()
+            assert device.log is not None
+            device.log.close()
+
+
+def test_a_rollout_widens_on_schedule_to_every_device(fleet: Fleet) -> None:
+    ids = [f"dev-{i}" for i in range(8)]
+    devices = [fleet.device(d) for d in ids]
+    for device in devices:
+        device.start()
+    try:
+        plan = RolloutPlan(share=0.25, stages=(0.5, 1.0), widen_after_s=0.5, widen_on="time")
+        promote(fleet.store, "c-b", event=start_event(plan))
+        rollout = load_rollout(fleet.store, "production")
+        assert rollout is not None and rollout.state == "canary"
+        canary = {d for d in ids if rollout.in_canary(d)}
+        assert canary != set(ids)
+        wait_for(lambda: all(d.model.candidate_id == "c-b" for d in devices), 20)
+        wait_for(lambda: load_rollout(fleet.store, "production").state == "complete")  # type: ignore[union-attr]
+        actions = [e.evidence["action"] for e in reversed(
+            fleet.store.list_events(channel="production", kinds="rollout"))]
+        assert actions == ["start", "widen", "complete"]
+    finally:
+        for device in devices:
+            device.stop()
+
+
+def test_cli_promote_canary_and_fleet_list(fleet: Fleet) -> None:
+    home = str(fleet.store.home.root)
+
+    def shadow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shadow", *args, "--home", home],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    bad = shadow("promote", "c-b", "--canary", "150%", "--force", "--reason", "t")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--canary" in bad.stderr
+    with fleet.device("dev-1"):
+        done = shadow("promote", "c-b", "--canary", "dev-1", "--force", "--reason", "canary")
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: fleet.server.registry.devices()[0].running is not None
+                 and "production-2-" in str(fleet.server.registry.devices()[0].running))
+        fleet.server.registry.save(force=True)
+        listed = shadow("fleet", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    [row] = json.loads(listed.stdout)
+    assert row["device_id"] == "dev-1" and row["canary"] is True and row["in_sync"] is True
+    assert row["rollout"] == "canary"
+    exposed = subprocess.run(
+        [sys.executable, "-m", "shadow", "fleet", "serve", "--host", "0.0.0.0", "--home", home],
+        capture_output=True, text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin"})
+    assert exposed.returncode == 2 and "token" in exposed.stderr
+    assert len(exposed.stderr.strip().splitlines()) == 1
