@@ -122,7 +122,21 @@ def _full(level1: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _order(policy: RankingPolicy, cols: Mapping[str, Any]) -> list[Any]:
-    return [(cols[name].asc() if asc else cols[name].desc()).nulls_last() for name, asc in policy.order]
+    """ORDER BY terms of the eligible rows (the only rows ranked), objective first.
+
+    The objective carries no NULLS LAST: eligibility requires it (the
+    ``objective`` rule), so it changes nothing, and without it a descending
+    objective is the backward scan of the ascending board index on PostgreSQL
+    too (there ``DESC NULLS LAST`` matches no btree order and "top 20 of
+    100,000" sorted every row: 40 ms instead of 1). SQLite sorts NULLs first
+    ascending, so plain ``DESC`` is already NULLS LAST there.
+    """
+    objective = policy.order[0][0]
+    terms = []
+    for name, asc in policy.order:
+        term = cols[name].asc() if asc else cols[name].desc()
+        terms.append(term if name == objective else term.nulls_last())
+    return terms
 
 
 def _policy_columns(policy: RankingPolicy) -> dict[str, Any]:
