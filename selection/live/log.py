@@ -22,6 +22,12 @@ first. So:
 
 Feedback goes through the same writer, after every prediction accepted before
 it, so a label sent right after its answer finds the request it names.
+
+A log that writes only shadows' rows while another writer logs the champion's
+(the shadows' own process, ``selection.live.shadow_writer``) passes
+``wait_for_request_s``: a shadow's rows whose request is not logged yet are
+held back and tried again with each commit, and dropped (``orphaned``) once
+older than that, so they are never stored under an id logged for other inputs.
 """
 
 from __future__ import annotations
@@ -86,8 +92,10 @@ class PredictionLog:
                  flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
                  max_pending: int = DEFAULT_MAX_PENDING,
                  writer_nice: int = DEFAULT_WRITER_NICE,
-                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+                 wait_for_request_s: float = 0.0) -> None:
         self.path = Path(path)
+        self.wait_for_request_s = wait_for_request_s
         self.busy_timeout_s = busy_timeout_s
         self.writer_nice = writer_nice
         self.channel = channel
@@ -100,13 +108,17 @@ class PredictionLog:
         self._wake = threading.Event()
         self._pending: list[Any] = []
         self._keys: dict[str, int] = {}  # sha256 -> models.model_key
+        # Shadow records waiting for their request's row (wait_for_request_s), with when each
+        # was first tried; only the writer thread touches it.
+        self._held: list[tuple[float, tuple[Any, ...]]] = []
         self._closed = False
         # max_batch: the most records one commit wrote; a SIGKILL loses at most the batch being
         # committed plus the one gathering (each about that size at a steady rate).
         # retries: batches put back because another writer held the lock past the busy timeout;
-        # mismatched: records left out because their request id was logged for other inputs.
+        # mismatched: records left out because their request id was logged for other inputs;
+        # orphaned: shadow records whose request was never logged within wait_for_request_s.
         self.counts = {"logged": 0, "dropped": 0, "batches": 0, "errors": 0, "max_batch": 0,
-                       "retries": 0, "mismatched": 0}
+                       "retries": 0, "mismatched": 0, "orphaned": 0}
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{self.path.stem}",
                                         daemon=True)
         self._thread.start()
@@ -231,7 +243,11 @@ class PredictionLog:
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 closing = self._closed
-            if batch:
+            if closing and not batch and self._held:
+                self._write([])  # the last try for rows held back for their request
+                self.counts["orphaned"] += len(self._held)
+                self._held = []
+            elif batch or self._held:
                 if self._write(batch):
                     retry_s = 0.0
                 else:
@@ -274,15 +290,26 @@ class PredictionLog:
 
     def _write(self, batch: list[Any]) -> bool:
         """Commit a batch, then run its jobs; False (nothing done) if the file stayed locked."""
-        records = [r for r in batch if isinstance(r, tuple)]
+        held, self._held = self._held, []
+        since = {id(r): t for t, r in held}
+        records = [r for _, r in held] + [r for r in batch if isinstance(r, tuple)]
         jobs = [r for r in batch if isinstance(r, _Waiter)]
         if records:
             try:
-                self._commit(records)
-                self.counts["logged"] += len(records)
+                waiting = self._commit(records)
+                written = len(records) - len(waiting)
+                self.counts["logged"] += written
                 self.counts["batches"] += 1
-                self.counts["max_batch"] = max(self.counts["max_batch"], len(records))
+                self.counts["max_batch"] = max(self.counts["max_batch"], written)
+                now = time.monotonic()
+                for record in waiting:
+                    first = since.get(id(record), now)
+                    if now - first > self.wait_for_request_s:
+                        self.counts["orphaned"] += 1
+                    else:
+                        self._held.append((first, record))
             except sqlite3.Error as exc:
+                self._held = held  # tried again with the batch
                 if is_busy(exc):
                     return False  # another writer (shadow feedback, a merge): retried
                 # Disk full or a broken file: count it; the server keeps answering.
@@ -298,7 +325,12 @@ class PredictionLog:
             job.done.set()
         return True
 
-    def _commit(self, records: list[tuple[Any, ...]]) -> None:
+    def _commit(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Write the records in one transaction; returns the shadow records held back.
+
+        Held back (only with ``wait_for_request_s``): shadow records whose request
+        has no row yet (its champion answer is another writer's, not committed yet).
+        """
         conn = self._conn
         predictions: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -308,7 +340,7 @@ class PredictionLog:
             conn.executemany("INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?)",
                              [(r[1], r[5], len(r[3]), r[4], r[2].sha256) for r in records
                               if r[0] == "c"])
-            records = self._same_inputs(records)
+            records, waiting = self._same_inputs(records)
             for record in records:
                 kind, request_id, model, predicted = record[:4]
                 if kind == "c":
@@ -328,15 +360,20 @@ class PredictionLog:
             raise
         # Only now: a key read inside a transaction that rolled back may be given to another model.
         self._keys.update(keys)
+        return waiting
 
-    def _same_inputs(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _same_inputs(self, records: list[tuple[Any, ...]]
+                     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The records whose inputs are the ones their request id was first logged with.
 
         A client that reuses an ``X-Request-Id`` for other inputs must not get
         predictions on those inputs paired with the first request's label:
-        they are left out and counted (``mismatched``).
+        they are left out and counted (``mismatched``). Second: the shadow
+        records whose request is not logged yet, when this log waits for them
+        (``wait_for_request_s``); otherwise that list is empty.
         """
-        claimed = {r[1] for r in records if _digest(r) is not None}
+        waits = self.wait_for_request_s > 0
+        claimed = {r[1] for r in records if _digest(r) is not None or (waits and r[0] == "s")}
         stored: dict[str, str] = {}
         ids = sorted(claimed)
         for start in range(0, len(ids), 500):
@@ -344,10 +381,14 @@ class PredictionLog:
             stored.update(self._conn.execute(
                 "SELECT request_id, inputs_sha256 FROM requests WHERE request_id IN "
                 f"({', '.join('?' * len(part))})", part).fetchall())
+        waiting: list[tuple[Any, ...]] = []
+        if waits:
+            waiting = [r for r in records if r[0] == "s" and r[1] not in stored]
+            records = [r for r in records if r[0] != "s" or r[1] in stored]
         kept = [r for r in records if stored.get(r[1], _digest(r)) == _digest(r)
                 or _digest(r) is None]
         self.counts["mismatched"] += len(records) - len(kept)
-        return kept
+        return kept, waiting
 
     def _model_keys(self, models: dict[str, ModelRef]) -> dict[str, int]:
         """Each model's key (added to ``models`` first if new), inside the open transaction.

@@ -10,6 +10,13 @@ then log every shadow's predicted labels under each request's id. Waking on a
 clock rather than per request keeps the workers' share of the GIL and of
 context switches small however fast requests come.
 
+With a ``sink`` (:class:`~selection.live.shadow_writer.ShadowLogProcess`, what
+``shadow serve`` uses), the workers send each scored batch to a process of its
+own, which turns it into log rows: that per-row work, K rows per request, is
+what cost the champion its tail latency when done in the server's process
+(it holds the interpreter's lock whatever the thread's priority). Without one
+(an app embedding ``ChannelRuntime``), the rows go to ``log`` from here.
+
 The workers run at a lower CPU priority (``nice``, per thread on Linux), so on
 a busy machine the scheduler gives the cores to the request threads first and
 the shadows take what is left; ONNX Runtime runs on the calling thread
@@ -28,6 +35,7 @@ import numpy as np
 
 from selection.errors import ConfigError
 from selection.live.log import PredictionLog, lower_thread_priority
+from selection.live.shadow_writer import ShadowLogProcess, log_scored
 from selection.runtime.model import LoadedModel
 
 DEFAULT_QUEUE_SIZE = 256
@@ -49,13 +57,15 @@ class ShadowScorer:
     def __init__(self, models: Sequence[LoadedModel], log: PredictionLog | None = None, *,
                  queue_size: int = DEFAULT_QUEUE_SIZE, workers: int = 1,
                  max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS, nice: int = DEFAULT_NICE,
-                 max_models: int | None = None, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 max_models: int | None = None, interval_s: float = DEFAULT_INTERVAL_S,
+                 sink: ShadowLogProcess | None = None) -> None:
         if queue_size < 1 or workers < 1:
             raise ConfigError(f"shadow scoring needs queue_size >= 1 and workers >= 1; got "
                               f"{queue_size} and {workers}")
         self._models: tuple[LoadedModel, ...] = tuple(_unique(models))
         self.max_models = max_models if max_models is not None else len(self._models)
         self.log = log
+        self.sink = sink
         self.max_batch_rows = max_batch_rows
         self.nice = nice
         self.queue_size = queue_size
@@ -89,6 +99,11 @@ class ShadowScorer:
         for thread in self._threads:
             thread.join(timeout)
         self._started = False
+        if self.sink is not None:
+            # The champion's rows first: the sink's rows wait for their requests' rows.
+            if self.log is not None:
+                self.log.flush()
+            self.sink.close()
 
     def submit(self, request_id: str, batch: np.ndarray, champion: LoadedModel,
                champion_labels: list[Any], inputs_sha256: str | None = None) -> bool:
@@ -122,7 +137,8 @@ class ShadowScorer:
         """Counters and the shadows' ids (JSON-able)."""
         return {**self.counts, "queued": len(self._queue),
                 "models": [{"candidate_id": m.candidate_id, "sha256": m.sha256}
-                           for m in self._models]}
+                           for m in self._models],
+                "log_process": self.sink.stats() if self.sink is not None else None}
 
     # -- workers ------------------------------------------------------------------------
 
@@ -159,6 +175,7 @@ class ShadowScorer:
         for width in {item[1].shape[1] for item in items}:
             group = [it for it in items if it[1].shape[1] == width]
             stacked = np.concatenate([item[1] for item in group])
+            scored: list[tuple[LoadedModel, np.ndarray]] = []
             for model in models:
                 if model.n_features != width:
                     with self._lock:
@@ -170,26 +187,24 @@ class ShadowScorer:
                     with self._lock:
                         self.counts["errors"] += 1
                     continue
-                labels = _labels(model, probabilities.argmax(axis=1))
-                if self.log is None:
-                    continue
-                answers: list[tuple[str, list[object], list[Any], str | None]] = []
-                offset = 0
-                for request_id, batch, champion_sha, champion_labels, digest in group:
-                    n = len(batch)
-                    if model.sha256 != champion_sha:
-                        answers.append((request_id, labels[offset:offset + n], champion_labels,
-                                        digest))
-                    offset += n
-                self.log.log_shadow_many(model.ref, answers)
+                scored.append((model, probabilities.argmax(axis=1)))
+            if self.log is not None and scored:
+                self._log(group, scored)
         with self._lock:
             self.counts["scored"] += len(items)
             self.counts["batches"] += 1
 
-
-def _labels(model: LoadedModel, indices: np.ndarray) -> list[object]:
-    classes = model.classes
-    return [classes[i] if classes and i < len(classes) else i for i in indices.tolist()]
+    def _log(self, group: list[_Item], scored: list[tuple[LoadedModel, np.ndarray]]) -> None:
+        """One message to the sink's process; in-process rows if there is none (or it died)."""
+        refs = [model.ref for model, _ in scored]
+        items = [(rid, len(batch), champion_sha, champion_labels, digest)
+                 for rid, batch, champion_sha, champion_labels, digest in group]
+        sink = self.sink
+        if sink is not None and sink.alive and sink.log_batch(
+                refs, items, [each.astype(np.int32).tobytes() for _, each in scored]):
+            return
+        assert self.log is not None
+        log_scored(self.log, refs, items, [each.tolist() for _, each in scored])
 
 
 def _unique(models: Sequence[LoadedModel]) -> list[LoadedModel]:

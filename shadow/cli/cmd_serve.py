@@ -14,6 +14,7 @@ from selection.channels.names import check_channel
 from selection.home import Home
 from selection.live.db import live_log_path
 from selection.live.log import DEFAULT_FLUSH_INTERVAL_S, PredictionLog
+from selection.live.shadow_writer import ShadowLogProcess
 from selection.records import DEFAULT_CHANNEL
 from selection.runtime import DEFAULT_POLL_S, ChannelRuntime, RuntimeEvent
 from selection.runtime.server import DEFAULT_HOST, DEFAULT_PORT, ServerLimits, make_server
@@ -84,7 +85,9 @@ Every answer (champion and shadows) is logged with its request id, model id and
 sha256 in $SHADOW_HOME/live/<channel>.db (SQLite, WAL), in batches committed every
 --log-flush-ms (fsync'd): SIGTERM or Ctrl-C writes everything answered; a SIGKILL
 loses at most the batch being committed and the one gathering (about two flush
-intervals of answers; /model shows log.max_batch). `shadow leaderboard --live`
+intervals of answers; /model shows log.max_batch). The shadows' rows are written
+by a process of their own (so their Python work never holds the server's lock on
+the interpreter), after their request's row. `shadow leaderboard --live`
 compares the models on the requests whose labels came back.
 
 signed manifests: with --trust-key PUBFILE (repeatable; or $SHADOW_TRUST_KEYS,
@@ -193,12 +196,15 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     log = None if args.no_log else PredictionLog(
         live_log_path(home.root, args.channel), channel=args.channel,
         flush_interval_s=args.log_flush_ms / 1000)
-    # One writer for champion and shadow rows: a second writer of the same file at a lower
-    # priority was tried, and under load it held SQLite's write lock while starved of CPU,
-    # stalling the champion's commits (a SIGKILL then lost most of the answers).
+    # The shadows' rows (K per request) are written by a process of their own, at the same
+    # priority as the champion log's writer: written here, that Python work took the
+    # interpreter's lock from the request threads. (A second writer thread at a lower priority
+    # was tried first: under load it held SQLite's write lock while starved of CPU.)
+    sink = (ShadowLogProcess(log.path, channel=args.channel, flush_interval_s=log.flush_interval_s)
+            if wanted and shadows and log is not None else None)
     logs = [log] if log is not None else []
     scorer = (ShadowScorer(shadows, log, queue_size=args.shadow_queue,
-                           max_models=len(shadows)) if wanted else None)
+                           max_models=len(shadows), sink=sink) if wanted else None)
     runtime = ChannelRuntime(home.channels_dir, args.channel, poll_s=args.poll_ms / 1000,
                              reload=not args.no_reload, threads=args.threads, on_event=_log_event,
                              verify=verify, trusted_keys=_trust_keys(args), log=log,
@@ -206,8 +212,7 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     try:
         model = runtime.start()
     except BaseException:
-        for each in logs:
-            each.close()
+        _close(logs, sink)
         raise
     try:
         server = make_server(runtime, args.host, args.port,
@@ -215,8 +220,7 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
                              error_log=note)
     except OSError as exc:
         runtime.stop()
-        for each in logs:
-            each.close()
+        _close(logs, sink)
         raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
                           "pick another --port (0 = any free one)") from None
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -240,12 +244,20 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
     finally:
         server.server_close()
         runtime.stop()  # shadows finish their queue, then every answer is committed
-        for each in logs:
-            each.close()
-    logged = sum(each.counts["logged"] for each in logs)
-    dropped = sum(each.counts["dropped"] for each in logs)
+        _close(logs, sink)
+    shadow_rows = sink.stats() if sink is not None else {}
+    logged = sum(each.counts["logged"] for each in logs) + shadow_rows.get("logged", 0)
+    dropped = sum(each.counts["dropped"] for each in logs) + shadow_rows.get("dropped", 0)
     note("stopped" + ("" if log is None else f" ({logged} records logged, {dropped} dropped)"))
     return 0
+
+
+def _close(logs: list[PredictionLog], sink: ShadowLogProcess | None) -> None:
+    """Commit what the shadows' process received, then the champion's log (idempotent)."""
+    if sink is not None:
+        sink.close()
+    for each in logs:
+        each.close()
 
 
 def _load_shadows(store: Store, args: argparse.Namespace) -> list[LoadedModel]:

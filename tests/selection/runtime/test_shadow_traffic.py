@@ -18,6 +18,7 @@ import pytest
 
 from selection import Store, promote
 from selection.live import PredictionLog, live_log_path
+from selection.live.shadow_writer import ShadowLogProcess
 from selection.runtime import ChannelRuntime, ShadowScorer, load_model_bytes
 from selection.runtime.server import ModelServer, make_server
 from selection.signature import ModelSignature
@@ -34,13 +35,19 @@ def _shadow(store: Store, cid: str) -> object:
                             signature=ModelSignature.from_lineage(candidate.lineage))
 
 
-@pytest.fixture
-def served(store: Store) -> Iterator[tuple[ModelServer, PredictionLog]]:
+@pytest.fixture(params=["log-process", "in-process"])
+def served(store: Store, request: pytest.FixtureRequest
+           ) -> Iterator[tuple[ModelServer, PredictionLog]]:
+    """A server with 2 shadows; their rows written by their own process (as `shadow serve`
+    does) or by the server's (as an app embedding ChannelRuntime does)."""
     add_tiny_candidates(store, ["c-a", "c-b", "c-c"])
     promote(store, "c-a")
     log = PredictionLog(live_log_path(store.home.root, "production"), channel="production",
                         flush_interval_s=0.01)
-    scorer = ShadowScorer([_shadow(store, "c-b"), _shadow(store, "c-c")], log)  # type: ignore[list-item]
+    sink = (ShadowLogProcess(log.path, channel="production", flush_interval_s=0.01)
+            if request.param == "log-process" else None)
+    scorer = ShadowScorer([_shadow(store, "c-b"), _shadow(store, "c-c")], log,  # type: ignore[list-item]
+                          sink=sink)
     runtime = ChannelRuntime(store.home.channels_dir, poll_s=0.002, log=log, shadows=scorer)
     runtime.start()
     srv = make_server(runtime, "127.0.0.1", 0)
@@ -103,8 +110,11 @@ def test_request_ids_logged_shadows_and_feedback(served: tuple[ModelServer, Pred
     assert (status, result) == (200, {"received": 2, "added": 1, "unchanged": 1})
     log.flush()
     path = log.path
-    by_role = dict(_rows(path, "SELECT role, COUNT(*) FROM predictions GROUP BY role"))
-    assert by_role == {0: 3, 1: 6}  # 3 rows x (champion + 2 shadows); 0 = champion
+    deadline = time.monotonic() + 10  # the shadows' rows may come from their own process
+    while (by_role := dict(_rows(path, "SELECT role, COUNT(*) FROM predictions GROUP BY role"))
+           ) != {0: 3, 1: 6}:  # 3 rows x (champion + 2 shadows); 0 = champion
+        assert time.monotonic() < deadline, by_role
+        time.sleep(0.01)
     shas = {s for (s,) in _rows(path, "SELECT DISTINCT m.sha256 FROM predictions p JOIN models "
                                       "m ON m.model_key = p.model")}
     assert shas == {store.get_candidate(c).onnx_sha256 for c in ("c-a", "c-b", "c-c")}
@@ -299,8 +309,16 @@ def test_a_reused_request_id_with_other_inputs_logs_nothing_more(
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert log.flush()
-    rows = _rows(log.path, "SELECT row, COUNT(*) FROM predictions WHERE request_id = 'dup' "
-                           "GROUP BY row")
-    assert rows == [(0, 3)]  # the first request's row: the champion and two shadows
-    assert log.counts["mismatched"] == 3  # the second request's champion and shadow records
+
+    def mismatched() -> int:
+        sink = shadows.sink.stats()["mismatched"] if shadows.sink is not None else 0
+        return int(log.counts["mismatched"]) + int(sink)
+
+    deadline = time.monotonic() + 10  # the shadows' rows may come from their own process
+    while (rows := _rows(log.path, "SELECT row, COUNT(*) FROM predictions WHERE request_id = "
+                                   "'dup' GROUP BY row")) != [(0, 3)] or mismatched() < 3:
+        assert time.monotonic() < deadline, rows  # 3: the champion and two shadows
+        time.sleep(0.01)
+    time.sleep(0.2)  # nothing more arrives
+    assert mismatched() == 3  # the second request's champion and shadow records
     assert _rows(log.path, "SELECT n_rows FROM requests WHERE request_id = 'dup'") == [(1,)]
