@@ -14,6 +14,12 @@ change at a time, a second one fails at once with a clear message):
    rolls all of it back;
 3. after the commit, swap the channel symlink (one atomic rename).
 
+A channel whose candidates' sweeps are tracked in MLflow (``[mlflow]``, or
+``$MLFLOW_TRACKING_URI``) also moves the registered model's ``champion`` alias
+(:mod:`selection.channels.champion_alias`): the version is registered before
+step 1 (an unreachable registry refuses the change, nothing changed) and the
+alias is pointed after step 3.
+
 The database is the source of truth. A SIGKILL before the commit changes
 nothing a reader sees (at most an unused version directory is left); one
 between the commit and the one-rename swap leaves the old model serving while
@@ -37,6 +43,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from selection.channels import champion_alias
 from selection.channels.files import (
     channel_lock,
     channel_target,
@@ -147,6 +154,12 @@ def promote(
     candidate, result, sha = verify_promotion(store, candidate_id, device=device, channel=channel)
     record = _new_record(channel, "promote", candidate_id, device, sha, who, reason)
     record = replace(record, decision={} if decision is None else decision.to_json())
+    serving = current(store, channel)
+    # Registry first (before the lock: it talks to a server): unreachable refuses, nothing changed.
+    alias = None
+    if serving is None or (serving.candidate_id, serving.sha256) != (candidate_id, sha):
+        alias = champion_alias.prepare(store, channel, candidate, device, sha,
+                                       outgoing=serving.candidate_id if serving else None)
     with channel_lock(store.home, channel):
         try:
             with store.transaction() as conn:
@@ -177,6 +190,8 @@ def promote(
                    "were brought up to date" if healed else "")
             )
         point_channel(store.home, channel, version)
+        if alias is not None:
+            alias.apply(store, record)
     return record
 
 
@@ -219,10 +234,29 @@ def rollback(
     """
     check_channel(channel)
     check_channel_paths(store.home, channel)  # before the lock and the transaction, as promote
+    # The row a rollback would append, read without locking, so the registry can be readied
+    # first (as promote does); the transaction re-reads it and, when a registry was readied for
+    # it, refuses if another change landed in between.
+    alias = planned = None
+    try:
+        with store.snapshot() as conn:
+            planned = _rollback_row(store, conn, channel, who, reason, lock=False)
+    except (NotFoundError, PromotionError, StoreError):
+        pass  # refused below, under the lock, with the same message (a busy channel says so first)
+    if planned is not None:
+        alias = champion_alias.prepare(
+            store, channel, store.get_candidate(planned.candidate_id), planned.device, planned.sha256,
+            outgoing=planned.previous_candidate_id)
     with channel_lock(store.home, channel):
         try:
             with store.transaction() as conn:
                 record = _rollback_row(store, conn, channel, who, reason)
+                if alias is not None and planned is not None and (
+                        record.reverts_id, record.sha256) != (planned.reverts_id, planned.sha256):
+                    raise PromotionError(
+                        f"channel {channel!r} was changed by another process while this rollback "
+                        "was prepared; nothing was changed by this command; check `shadow "
+                        "history` and retry")
                 candidate = store.get_candidate(record.candidate_id)
                 result = _device_result(store, record, candidate)
                 record = queries.append(conn, record)
@@ -233,14 +267,17 @@ def rollback(
         except SAIntegrityError as exc:
             raise _concurrent_change(channel, exc) from None
         point_channel(store.home, channel, version)
+        if alias is not None:
+            alias.apply(store, record)
     return record
 
 
 def _rollback_row(
-    store: Store, conn: Connection, channel: str, who: str | None, reason: str | None
+    store: Store, conn: Connection, channel: str, who: str | None, reason: str | None,
+    *, lock: bool = True,
 ) -> PromotionRecord:
     """The rollback row to append (not yet stored): it restores the row before the undone one."""
-    now = queries.channel_row(conn, channel, for_update=True)
+    now = queries.channel_row(conn, channel, for_update=lock)
     if now is None:
         raise NotFoundError(
             f"channel {channel!r} has never been promoted in the store at {store.url}; "
