@@ -24,7 +24,8 @@ server died right after a change, this moves it to the channel's model now.
 
 
 def add_parsers(verbs: Any) -> None:
-    p = verbs.add_parser("mlflow", help="bring MLflow up to date with the store",
+    p = verbs.add_parser("mlflow", help="log a sweep's missing candidates to MLflow, or move a channel's "
+                         "champion alias",
                          description="MLflow tracking and registry, kept in step with the store.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     actions.required = True
