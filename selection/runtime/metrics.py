@@ -86,10 +86,23 @@ class _RuntimeCollector(Collector):
         yield GaugeMetricFamily("shadow_serve_shadow_models", "Shadow models scoring now",
                                 value=len(shadows.models) if shadows is not None else 0)
         log = runtime.log
-        logged = log.counts if log is not None else {}
+        logged = dict(log.counts) if log is not None else {}
+        sink = shadows.sink if shadows is not None else None
+        if sink is not None:  # the shadows' rows, written by their own process
+            for key, value in sink.stats().items():
+                if key in logged:
+                    logged[key] += value
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    logged[key] = value
         yield CounterMetricFamily("shadow_serve_log_records", "Prediction records committed "
                                   "to the log", value=logged.get("logged", 0))
         yield CounterMetricFamily("shadow_serve_log_dropped", "Prediction records dropped "
                                   "(log buffer full)", value=logged.get("dropped", 0))
+        for key, text in (
+                ("retries", "Log batches retried because another writer held the file"),
+                ("mismatched", "Records left out: their request id was logged for other inputs"),
+                ("orphaned", "Shadow records dropped: their request was never logged"),
+                ("errors", "Log batches that failed (disk full, a damaged file)")):
+            yield CounterMetricFamily(f"shadow_serve_log_{key}", text, value=logged.get(key, 0))
         yield GaugeMetricFamily("shadow_serve_log_pending", "Prediction records accepted, "
                                 "not yet committed", value=log.pending if log is not None else 0)

@@ -168,6 +168,16 @@ def test_metrics_in_prometheus_text(served: tuple[ModelServer, PredictionLog]) -
     assert 'shadow_serve_model_info{candidate_id="c-a"' in text
     assert "shadow_serve_shadow_models 2.0" in text and "shadow_serve_swaps_total 0.0" in text
     assert "shadow_serve_shadow_skipped_total" in text
+    for key in ("retries", "mismatched", "orphaned", "errors"):
+        assert f"shadow_serve_log_{key}_total 0.0" in text
+    # The champion's 3 rows and both shadows' 6, whichever process committed them.
+    log = srv.runtime.log
+    assert log is not None and log.flush()
+    deadline = time.monotonic() + 10
+    while "shadow_serve_log_records_total 9.0" not in text:
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+        text = _call(srv, "GET", "/metrics")[1]["text"]
 
 
 def test_swap_the_old_champion_becomes_a_shadow(served: tuple[ModelServer, PredictionLog],
