@@ -76,6 +76,7 @@ class FleetServer(BoundedServer):
         self.registry = DeviceRegistry(fleet_file(store.home.root, channel))
         self.counts = {"polls": 0, "idle_polls": 0, "idle_bytes": 0, "downloads": 0,
                        "download_bytes": 0, "refused": 0}
+        self._count_lock = threading.Lock()
         self.last_error: str | None = None
         self.on_step: Callable[[str], None] | None = None
         self._stop = threading.Event()
@@ -84,6 +85,12 @@ class FleetServer(BoundedServer):
         self._control = threading.Thread(target=self._control_loop, daemon=True,
                                          name=f"fleet-{channel}")
         self._control.start()
+
+    def count(self, **deltas: int) -> None:
+        """Add to :attr:`counts` (from many request threads)."""
+        with self._count_lock:
+            for key, delta in deltas.items():
+                self.counts[key] += delta
 
     def state(self) -> FleetState:
         """What is on offer now."""
@@ -155,7 +162,7 @@ class _Handler(JsonHandler):
         given = self.headers.get("Authorization", "")
         if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode()):
             return True
-        self.server.counts["refused"] += 1
+        self.server.count(refused=1)
         self._error(401, "this fleet server needs its token: send 'Authorization: Bearer "
                          "<token>' (the device's --fleet-token-file)")
         return False
@@ -193,7 +200,7 @@ class _Handler(JsonHandler):
         except ConfigError as exc:
             self._error(429, str(exc))
             return
-        server.counts["polls"] += 1
+        server.count(polls=1)
         if served is None:
             self._error(503, f"channel {server.channel!r} has no version to offer yet; promote "
                              "a model first", allow=None)
@@ -203,10 +210,9 @@ class _Handler(JsonHandler):
             head = (f"HTTP/1.1 304 Not Modified\r\nETag: {offer.etag}\r\n"
                     + ("Connection: close\r\n" if self.close_connection else "")
                     + "\r\n").encode("latin-1")
+            server.count(idle_polls=1, idle_bytes=self._request_bytes() + len(head))
             self._answered = True
             self.wfile.write(head)
-            server.counts["idle_polls"] += 1
-            server.counts["idle_bytes"] += self._request_bytes() + len(head)
             return
         self._send(200, offer.to_json(), extra=(f"ETag: {offer.etag}",))
 
@@ -234,8 +240,7 @@ class _Handler(JsonHandler):
         with open(served.model_path, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 self.wfile.write(chunk)
-        self.server.counts["downloads"] += 1
-        self.server.counts["download_bytes"] += size
+        self.server.count(downloads=1, download_bytes=size)
 
     def _fleet(self, body: bytes) -> None:
         if not self._authorized():

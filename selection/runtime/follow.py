@@ -87,7 +87,9 @@ class RemoteChannelRuntime(ChannelRuntime):
         self.backoff_max_s = backoff_max_s
         self.first_model_timeout_s = first_model_timeout_s
         self._etag: str | None = None
-        self._reported: str | None = None  # the last report the server took (sent again only if changed)
+        # Counts the server has taken, per model: a poll sends only the models whose counts
+        # changed since (the server keeps the rest), so an idle device sends no report at all.
+        self._reported: dict[str, tuple[int, int, int, int]] = {}
         self._failures = 0
         self._last_ok: datetime | None = None
         self._last_error: str | None = None
@@ -155,11 +157,11 @@ class RemoteChannelRuntime(ChannelRuntime):
     def sync_once(self) -> str:
         """One poll: ``idle`` (nothing new), ``updated`` (a new version linked) or ``failed``."""
         current = self._model.version if self._model is not None else None
-        report = self.report()
+        changed = self._changed_counts()
         try:
             offer = self.client.offer(self._etag, current,
-                                      None if report == self._reported else report)
-            self._reported = report
+                                      encode_report(changed) if changed else None)
+            self._reported.update(changed)  # the server took them
             if offer is None or offer.version == current:
                 if offer is not None:
                     self._etag = offer.etag
@@ -177,14 +179,19 @@ class RemoteChannelRuntime(ChannelRuntime):
         self._etag = offer.etag
         return self._ok("updated")
 
-    def report(self) -> str:
-        """This device's cumulative counts per model, as the poll reports them."""
+    def counts(self) -> dict[str, tuple[int, int, int, int]]:
+        """This device's cumulative (predictions, errors, labelled, correct) per model sha256."""
         with self._lock:
             counts = {sha: (c[0], c[1], 0, 0) for sha, c in self._served.items()}
         for sha, n, correct in self._labelled():
             served = counts.get(sha, (0, 0, 0, 0))
             counts[sha] = (served[0], served[1], n, correct)
-        return encode_report(counts)
+        return counts
+
+    def _changed_counts(self) -> dict[str, tuple[int, int, int, int]]:
+        """The counts the server has not seen yet (at most the 16 most recent models)."""
+        changed = {sha: c for sha, c in self.counts().items() if self._reported.get(sha) != c}
+        return dict(list(changed.items())[-16:])
 
     def _labelled(self) -> list[tuple[str, int, int]]:
         """(sha256, labelled, correct) of each champion in the log (the live board's counts)."""

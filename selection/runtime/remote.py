@@ -177,7 +177,8 @@ class FleetClient:
         digest, got = hashlib.sha256(), 0
         try:
             with self._open(offer.artifact, {}) as answer, open(dest, "xb") as out:
-                while chunk := answer.read(_CHUNK):
+                # read1: what has arrived (read() would wait for the whole chunk)
+                while chunk := answer.read1(_CHUNK):
                     got += len(chunk)
                     if got > offer.size_bytes:
                         raise FetchError(f"the model of {offer.version} is longer than the "
