@@ -18,6 +18,7 @@ examples:
   shadow sweep run my-sweep.toml --resume s-20261122-093015-a1f3   # after a crash or Ctrl-C
   shadow sweep run my-sweep.toml --data-version 3        # an earlier version of a growing dataset
   shadow sweep run my-sweep.toml --data-version 9f2c4e1a # ... named by its fingerprint (prefix)
+  shadow sweep run my-sweep.toml --mlflow http://127.0.0.1:5000   # each candidate an MLflow run
 
 The config names the dataset, the holdout (the most recent rows, never trained
 on), the slice strategies (all, recent, window, bootstrap), the model family
@@ -60,6 +61,11 @@ def add_parsers(verbs: Any) -> None:
         help="train on this version of the dataset: its number or its fingerprint (or a prefix "
         "of 6+ characters) from `shadow data versions NAME` (default: the latest; with "
         "--resume: the version the sweep started on)",
+    )
+    run.add_argument(
+        "--mlflow", metavar="URI", default=None,
+        help="log every candidate as a run of this MLflow tracking server (overrides [mlflow] "
+        "tracking_uri and $MLFLOW_TRACKING_URI); checked before anything runs",
     )
     run.add_argument("--quiet", action="store_true", help="no per-candidate progress lines")
     add_format_option(run)
@@ -154,7 +160,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             with SweepProgress(quiet=args.quiet) as progress:
                 summary = run_sweep(
                     prepared, store, address=args.address, on_progress=progress,
-                    on_start=start, resume=args.resume is not None,
+                    on_start=start, resume=args.resume is not None, mlflow=args.mlflow,
                 )
         except KeyboardInterrupt:
             note(f"sweep {prepared.sweep_id} interrupted; finished candidates are stored. Finish it "
@@ -173,6 +179,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         "device": config.devices[0],
         "store": store.url,
     }
+    if summary.mlflow is not None:
+        result["mlflow"] = summary.mlflow
+        if summary.mlflow["error"]:
+            note(f"MLflow: {summary.mlflow['not_logged']} candidates not logged ({summary.mlflow['error']}); "
+                 f"they are in the store; log them later with: shadow mlflow sync --sweep {summary.sweep_id}")
     render_mapping(result, args.format)
     if args.format == "table":
         print(

@@ -37,6 +37,7 @@ from typing import Any
 
 from selection.gate.decision import gate_from_config
 from selection.ranking.policies import policy_from_config
+from selection.tracking.settings import MlflowSettings, settings_from_config
 from selection.validation import Param, check_known_keys, parse_table, read_toml
 from shadow.data.slicing.base import SliceStrategy, build_strategy
 from shadow.devices import get_device
@@ -101,6 +102,8 @@ class SweepConfig:
     watch: WatchConfig | None = None
     #: The ensemble of the sweep's top candidates (``[ensemble]``), if configured.
     ensemble: EnsembleConfig | None = None
+    #: Where the candidates are tracked in MLflow (``[mlflow]``), if configured in the file.
+    mlflow: MlflowSettings | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -123,7 +126,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     where = str(path) if path else "sweep config"
     _refuse_nul(raw, where)
     check_known_keys(
-        raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch", "ensemble"],
+        raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch", "ensemble",
+              "mlflow"],
         where,
     )
     # Ranking and gate settings belong to selection; it validates them, and reads
@@ -136,6 +140,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     ensemble = None
     if "ensemble" in raw:
         ensemble = EnsembleConfig(**parse_table(raw["ensemble"], _ENSEMBLE, f"{where} [ensemble]"))
+    mlflow = settings_from_config(raw["mlflow"], f"{where} [mlflow]") if "mlflow" in raw else None
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
@@ -195,6 +200,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         fixed_params=dict(model["params"]),
         watch=watch,
         ensemble=ensemble,
+        mlflow=mlflow,
     )
 
 

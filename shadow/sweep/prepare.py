@@ -183,7 +183,8 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateReco
     changes = [
         what for what, same in (
             ("holdout", stored.holdout == planned.holdout),
-            ("config", stored.config == json.loads(json.dumps(planned.config))),
+            # Where runs are tracked ([mlflow], --mlflow) does not change what is trained.
+            ("config", _untracked(stored.config) == _untracked(json.loads(json.dumps(planned.config)))),
         ) if not same
     ]
     if changes:
@@ -194,3 +195,8 @@ def check_resumable(prepared: PreparedSweep, store: Store) -> list[CandidateReco
         )
     # Refits (shadow.sweep.refit) belong to the sweep's lineage but were never planned by it.
     return [r for r in store.list_candidates(prepared.sweep_id) if not r.refit_of]
+
+
+def _untracked(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored sweep config without its ``[mlflow]`` table (the runner writes the one in force)."""
+    return {k: v for k, v in config.items() if k != "mlflow"}

@@ -13,6 +13,9 @@ Order of work, and why:
 4. Keep at most ``max_in_flight`` tasks running; collect with ``ray.wait`` as
    each finishes and write it right away (only the driver writes the store).
    A crash after this point loses at most the candidates still running.
+5. With MLflow configured (:mod:`shadow.sweep.tracking`), the server is checked
+   before step 2 and each stored candidate is then logged as a run; MLflow
+   failing mid-sweep never stops the sweep or loses a stored result.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's pub
     sweep_record,
 )
 from shadow.sweep.task import CandidateOutcome, describe_error, run_candidate
+from shadow.sweep.tracking import SweepTracker, open_tracker
 
 #: Retries of a task whose worker process died (not of a candidate that raised).
 WORKER_RETRIES = 3
@@ -72,6 +76,8 @@ class SweepSummary:
     best_candidate_id: str | None = None
     best_accuracy: float | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    #: Where the candidates were tracked in MLflow and how many runs were logged (None: not tracked).
+    mlflow: dict[str, Any] | None = None
 
 
 def run_sweep(
@@ -82,18 +88,21 @@ def run_sweep(
     on_progress: Callable[[Progress], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     resume: bool = False,
+    mlflow: str | None = None,
 ) -> SweepSummary:
     """Run every planned candidate on Ray and store each result as it lands.
 
     With ``resume``, the sweep must already be stored (``prepared`` planned
-    with its id): only candidates not yet stored run.
+    with its id): only candidates not yet stored run. ``mlflow`` is a tracking
+    URI that overrides ``[mlflow]`` and ``$MLFLOW_TRACKING_URI``.
     """
     started = time.perf_counter()
     stored: list[CandidateRecord] = []
     if resume:  # a resume that does not match is refused before Ray starts
         # The ensemble was never planned: it is built again (or found) after the candidates.
         stored = [r for r in check_resumable(prepared, store) if r.family != ENSEMBLE_FAMILY]
-    # Connect first: a cluster that cannot be reached must leave the store untouched.
+    # MLflow, then Ray: a server or cluster that cannot be reached leaves the store untouched.
+    tracker = open_tracker(prepared, mlflow)
     with ray_session(address):
         if prepared.home is not None:
             # A folder or table source pins the version it trains on (idempotent; refuses if
@@ -103,7 +112,10 @@ def run_sweep(
             store.reopen_sweep(prepared.sweep_id)
         else:
             store.artifacts.put(prepared.holdout_data)
-            store.create_sweep(sweep_record(prepared), slice_records(prepared))
+            record = sweep_record(prepared)
+            store.create_sweep(tracker.stored_config(record) if tracker else record, slice_records(prepared))
+        if tracker is not None:
+            tracker.start(store, prepared.sweep_id, stored)
         planner = make_planner(prepared, stored)
         todo = planner.total - len(stored) if prepared.config.search else planner.total
         summary = SweepSummary(prepared.sweep_id, planned=todo, skipped=len(stored))
@@ -112,15 +124,16 @@ def run_sweep(
         status: SweepStatus = "failed"
         try:
             if todo:
-                _fan_out(prepared, planner, store, summary, started, on_progress)
+                _fan_out(prepared, planner, store, summary, started, on_progress, tracker)
             if prepared.config.ensemble is not None:
-                _ensemble(prepared, store, summary)
+                _ensemble(prepared, store, summary, tracker)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
             summary.seconds = time.perf_counter() - started
+            summary.mlflow = tracker.report() if tracker else None
             store.finish_sweep(prepared.sweep_id, status)
     return summary
 
@@ -132,6 +145,7 @@ def _fan_out(
     summary: SweepSummary,
     started: float,
     on_progress: Callable[[Progress], None] | None,
+    tracker: SweepTracker | None = None,
 ) -> None:
     import ray
 
@@ -153,6 +167,8 @@ def _fan_out(
                 spec = running.pop(ref)
                 outcome = _collect(ref, spec, prepared.sweep_id)
                 store.add_candidate(outcome.record, outcome.artifacts)
+                if tracker is not None:  # after the store: MLflow failing loses nothing stored
+                    tracker.log(outcome.record, outcome.artifacts)
                 planner.tell(spec, outcome.record)
                 _tally(summary, outcome.record, prepared.config.devices[0])
                 if on_progress is not None:
@@ -166,7 +182,9 @@ def _fan_out(
             ray.cancel(ref, force=True)
 
 
-def _ensemble(prepared: PreparedSweep, store: Store, summary: SweepSummary) -> None:
+def _ensemble(
+    prepared: PreparedSweep, store: Store, summary: SweepSummary, tracker: SweepTracker | None = None,
+) -> None:
     """Build and store the sweep's ensemble (``[ensemble]``); a failure is a failed row, never a crash."""
     config = prepared.config.ensemble
     assert config is not None
@@ -179,6 +197,9 @@ def _ensemble(prepared: PreparedSweep, store: Store, summary: SweepSummary) -> N
                                  prepared.config.seed, exc)
         if record.candidate_id not in store.candidate_ids(prepared.sweep_id):
             store.add_candidate(record, {})
+    if tracker is not None:
+        model = record.onnx_sha256
+        tracker.log(record, {model: store.artifacts.read_verified(model)} if model else {})
     _tally(summary, record, prepared.config.devices[0])
 
 
