@@ -11,7 +11,7 @@ from selection.errors import ConfigError
 from selection.ranking.policies import POLICIES
 from selection.records import DEFAULT_CHANNEL, HOST_DEVICE, PromotionRecord
 from shadow.cli.cmd_keys import announce_new_key
-from shadow.cli.common import add_format_option, add_store_options, open_store
+from shadow.cli.common import add_format_option, add_store_options, int_arg, open_store
 from shadow.cli.output import note, render_frame, render_mapping
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--widen-on", choices=("evidence", "time"), default="evidence",
                    help="with --canary: widen when the labels show the canary is not worse "
                    "(default), or on the clock alone")
-    p.add_argument("--min-labelled", type=int, default=None, metavar="N",
+    p.add_argument("--min-labelled", type=int_arg(1, example=200), default=None, metavar="N",
                    help="with --canary: labelled requests needed on each side before the test "
                    "judges (default: 200)")
     add_format_option(p)
