@@ -60,6 +60,8 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 #: Largest model a device downloads (a manifest announcing more is refused before any byte).
 MAX_MODEL_BYTES = 2 * 1024 ** 3
 _CHUNK = 64 * 1024
+#: Version folders a device keeps (the one it serves included).
+KEEP_VERSIONS = 3
 
 
 class FetchError(ShadowError, OSError):
@@ -240,7 +242,22 @@ def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
         _remove(final)  # never keep a folder that did not verify under a version's name
         raise
     replace_symlink_atomic(cache_dir / client.channel, Path(VERSIONS_DIR) / offer.version)
+    prune(cache_dir, offer.version)
     return model
+
+
+def prune(cache_dir: Path, current: str, keep: int = KEEP_VERSIONS) -> list[str]:
+    """Remove all but the ``keep`` newest version folders (never ``current``); their names.
+
+    The ones kept make a rollback a local copy instead of a download.
+    """
+    versions = cache_dir / VERSIONS_DIR
+    found = sorted((p for p in versions.iterdir() if not p.name.startswith(".")
+                    and p.name != current), key=lambda p: p.stat().st_mtime, reverse=True)
+    dropped = [p.name for p in found[max(0, keep - 1):]]
+    for name in dropped:
+        _remove(versions / name)
+    return dropped
 
 
 def clean_staging(cache_dir: Path) -> int:

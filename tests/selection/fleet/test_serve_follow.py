@@ -73,9 +73,14 @@ def test_a_device_follows_promotions_and_rollbacks_without_a_failed_prediction(
         wait_for(lambda: runtime.model.candidate_id == "c-b")
         rollback(fleet.store)
         wait_for(lambda: runtime.model.candidate_id == "c-a")
+        for candidate in ("c-c", "c-b", "c-c"):
+            promote(fleet.store, candidate)
+            wait_for(lambda c=candidate: runtime.model.candidate_id == c)  # type: ignore[misc]
+        # The cache keeps the 3 newest versions, the one serving included.
+        assert len(list((runtime.channels_dir / ".versions").iterdir())) == 3
         stop.set()
         worker.join()
-        assert runtime.status()["swaps"] == 2
+        assert runtime.status()["swaps"] == 5
         # The poll after a swap tells the server what the device runs now.
         wait_for(lambda: fleet.server.registry.devices()[0].running == runtime.model.version)
     assert failures == []
