@@ -15,6 +15,13 @@ On-disk spelling (what ``to_dict`` writes, and what every shipped sweep wrote)::
      "features": ["temp", ...], "classes": ["dry", "rain"],
      "target": "rain", "input_shape": null}
 
+A model whose dataset declares that each row's label is known before the next
+row is scored may take earlier rows' labels as features; the signature then
+lists them, ``"label_features": ["label_lag_1"]``, and the app sends each as the
+class index (into ``classes``) of that earlier label, -1 when it has none. The
+key is written only when the list is not empty, so every other manifest reads
+as before (and in runtimes that predate it).
+
 ``from_dict`` also reads the long spelling (``input_name``, ``output_name``,
 ``feature_columns``, ``class_labels``) that runtimes before this module
 accepted from hand-written manifests; it is never written.
@@ -36,7 +43,7 @@ SIGNATURE_KEY = "model_io"
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
-_KEYS = ("input", "output", "features", "classes", "target", "input_shape")
+_KEYS = ("input", "output", "features", "classes", "target", "input_shape", "label_features")
 #: Read-only synonyms some hand-written manifests used; mapped to the key above.
 _LEGACY = {"input_name": "input", "output_name": "output", "feature_columns": "features",
            "class_labels": "classes"}
@@ -55,7 +62,9 @@ class ModelSignature:
     it, else the graph's only one), ``features`` the input columns in order
     (None: unnamed columns),
     ``classes`` the label of each output column (None: answer indices),
-    ``input_shape`` the per-row shape of an image model (None: flat rows).
+    ``input_shape`` the per-row shape of an image model (None: flat rows),
+    ``label_features`` the features that are earlier rows' labels (class
+    indices; -1 when not known), which the runtime checks in every request.
     """
 
     input: str | None = INPUT_NAME
@@ -64,6 +73,7 @@ class ModelSignature:
     classes: tuple[str, ...] | None = None
     target: str | None = None
     input_shape: tuple[int, ...] | None = None
+    label_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Validate here too, so a record built in code is as trustworthy as one read.
@@ -71,6 +81,13 @@ class ModelSignature:
         _check_name(self.output, "output")
         _check_labels(self.features, "features")
         _check_labels(self.classes, "classes")
+        _check_labels(self.label_features, "label_features")
+        if self.label_features:
+            missing = [f for f in self.label_features if f not in (self.features or ())]
+            if missing or not self.classes:
+                raise SignatureError(
+                    "a model signature's 'label_features' must be among its 'features' and "
+                    f"come with its 'classes'; {missing or 'no classes'} do not")
         if self.target is not None and not isinstance(self.target, str):
             raise SignatureError(f"a model signature's 'target' must be a string or null; "
                                  f"got {self.target!r}")
@@ -102,7 +119,13 @@ class ModelSignature:
             "classes": list(self.classes) if self.classes is not None else None,
             "target": self.target,
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            **({"label_features": list(self.label_features)} if self.label_features else {}),
         }
+
+    def label_columns(self) -> tuple[int, ...]:
+        """The input columns that hold earlier labels (positions in ``features``)."""
+        features = self.features or ()
+        return tuple(features.index(name) for name in self.label_features)
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "the model signature") -> ModelSignature:
@@ -129,6 +152,8 @@ class ModelSignature:
                 classes=_labels_as_text(_tuple(values.get("classes"), "classes", where)),
                 target=values.get("target"),
                 input_shape=_tuple(values.get("input_shape"), "input_shape", where),
+                label_features=_tuple(values.get("label_features"), "label_features",
+                                      where) or (),
             )
         except SignatureError as exc:
             message = str(exc)

@@ -231,8 +231,11 @@ class ChannelRuntime:
         skipped when they are behind), never waited for.
         """
         model = self.model  # read once: this request finishes on this model, swap or not
+        signature = model.signature
         batch = parse_rows(payload, n_features=model.n_features, features=model.features,
-                           dtype=model.dtype)
+                           dtype=model.dtype,
+                           label_columns=signature.label_columns() if signature else (),
+                           n_classes=len(model.classes or ()))
         answer = model.predict(batch)
         rid = request_id if request_id is not None else new_request_id()
         answer["request_id"] = rid

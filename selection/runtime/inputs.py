@@ -108,8 +108,15 @@ def parse_rows(
     features: Sequence[str] | None,
     dtype: type[np.floating[Any]] = np.float32,
     max_rows: int = MAX_ROWS,
+    label_columns: Sequence[int] = (),
+    n_classes: int = 0,
 ) -> np.ndarray:
-    """The ``(n_rows, n_features)`` array a request's JSON ``payload`` describes."""
+    """The ``(n_rows, n_features)`` array a request's JSON ``payload`` describes.
+
+    ``label_columns``: the columns that carry earlier rows' labels (the
+    signature's ``label_features``); each value there must be a class index
+    below ``n_classes``, or -1 for a label the app does not know.
+    """
     if not isinstance(payload, dict) or "rows" not in payload:
         got = type(payload).__name__ if not isinstance(payload, dict) else f"keys {sorted(payload)}"
         got = got if len(got) <= 80 else got[:77] + "..."
@@ -143,7 +150,24 @@ def parse_rows(
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
         raise _out_of_range(i, j, float(wide[i, j]), features, dtype)
+    if label_columns:
+        _check_labels(wide, label_columns, n_classes, features)
     return wide.astype(dtype, copy=False)
+
+
+def _check_labels(wide: np.ndarray, columns: Sequence[int], n_classes: int,
+                  features: Sequence[str] | None) -> None:
+    """Earlier labels must be class indices (-1: not known); the model never saw others."""
+    part = wide[:, list(columns)]
+    bad = (part != np.round(part)) | (part < -1) | (part >= n_classes)
+    if bad.any():
+        i, k = (int(x) for x in np.argwhere(bad)[0])
+        name = _column(columns[k], features)
+        raise BadInputError(
+            f"row {i}: {name!r} carries an earlier row's label, so it must be that label's "
+            f"class index (0..{n_classes - 1}) or -1 when it is not known; got "
+            f"{_short(float(part[i, k]))}; send the index of the class in the model's classes"
+        )
 
 
 def _row_values(row: Any, i: int, n_features: int, features: Sequence[str] | None) -> list[Any]:

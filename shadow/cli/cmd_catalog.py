@@ -40,7 +40,7 @@ def run_datasets(args: argparse.Namespace) -> int:
             "title": m.title,
             "rows": m.declared_rows,
             "target": m.target,
-            "features": len(m.features),
+            "features": len(m.features) + m.label_lags,  # with the earlier labels it carries
             "drift_from_row": m.drift_from_row,
             "license": m.license,
             "manifest": str(m.path),

@@ -40,6 +40,8 @@ class Dataset:
     input_shape: tuple[int, ...] | None = None
     #: Segment column -> its value on every row (what `segment` slices cut by).
     segments: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The features that are earlier rows' labels (class indices; -1 before the first rows).
+    label_features: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -203,17 +205,36 @@ def dataset_from_arrays(
     values = np.ascontiguousarray(values)
     labels = labels.astype(np.int64)
     class_names = tuple(str(c) for c in classes)
+    # The data's identity is its rows: the lagged labels are derived from them, after.
+    fingerprint = _fingerprint(values, labels, manifest.features, class_names, segments)
     return Dataset(
         name=manifest.name,
-        features=values,
+        features=with_label_lags(values, labels, manifest.label_lags),
         labels=labels,
-        feature_names=manifest.features,
+        feature_names=manifest.features + manifest.label_features,
         classes=class_names,
-        fingerprint=_fingerprint(values, labels, manifest.features, class_names, segments),
+        fingerprint=fingerprint,
         manifest=manifest,
         input_shape=manifest.input_shape,
         segments=segments,
+        label_features=manifest.label_features,
     )
+
+
+def with_label_lags(values: np.ndarray, labels: np.ndarray, lags: int) -> np.ndarray:
+    """The rows with the labels of the ``lags`` rows before each appended as features.
+
+    Column ``k`` (from 1) holds the class index of the label ``k`` rows earlier,
+    and -1 where there is none (the first rows): what an app that has not seen
+    a label yet sends too. Only for data whose manifest declares that a row's
+    label is known before the next row is scored (``[lagged_labels]``).
+    """
+    if lags == 0:
+        return values
+    lagged = np.full((len(labels), lags), -1.0, dtype=np.float32)
+    for k in range(1, lags + 1):
+        lagged[k:, k - 1] = labels[:-k]
+    return np.ascontiguousarray(np.hstack([values, lagged]))
 
 
 def _refuse_continuous_target(target: np.ndarray, where: str, name: str) -> None:

@@ -72,6 +72,17 @@ _SOURCE_SQL = [
 ]
 _SOURCE_KINDS = ("package", "csv", "idx", "sklearn", "directory", "sql")
 _DRIFT = [Param("from_row", int, default=None, low=0), Param("note", str, default="")]
+#: Most earlier labels a row may carry as features.
+MAX_LABEL_LAGS = 16
+_LAGGED_LABELS = [
+    Param("known_before_next_row", bool,
+          help="true when each row's label is known before the next row is scored (a "
+               "next-day forecast, a sensor checked within the period); required"),
+    Param("lags", int, default=1, low=1, high=MAX_LABEL_LAGS,
+          help="how many earlier labels each row carries: features label_lag_1 .. label_lag_N"),
+]
+#: The name of the feature holding the label of the row ``k`` rows earlier.
+LABEL_LAG_PREFIX = "label_lag_"
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,13 @@ class DatasetManifest:
     drift_from_row: int | None
     drift_note: str
     path: Path
+    #: Earlier rows' labels each row carries as features (``[lagged_labels]``; 0: none).
+    label_lags: int = 0
+
+    @property
+    def label_features(self) -> tuple[str, ...]:
+        """The lagged-label features, after the declared ones: ``label_lag_1`` .. ``_N``."""
+        return tuple(f"{LABEL_LAG_PREFIX}{k}" for k in range(1, self.label_lags + 1))
 
     @classmethod
     def from_file(cls, path: Path) -> DatasetManifest:
@@ -129,8 +147,9 @@ class DatasetManifest:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], path: Path) -> DatasetManifest:
         where = str(path)
-        check_known_keys(raw, [p.name for p in _TOP] + ["source", "drift"], where)
-        top = parse_table({k: v for k, v in raw.items() if k not in ("source", "drift")}, _TOP, where)
+        tables = ("source", "drift", "lagged_labels")
+        check_known_keys(raw, [p.name for p in _TOP] + list(tables), where)
+        top = parse_table({k: v for k, v in raw.items() if k not in tables}, _TOP, where)
         if not _NAME.match(top["name"]):
             raise ConfigError(
                 f"{where}: 'name' must be lower-case letters, digits, '-', '_' or '.'; "
@@ -163,6 +182,8 @@ class DatasetManifest:
                 f"{top['time_column']!r}. Name the table's time (or id) column."
             )
         drift = parse_table(raw.get("drift", {}), _DRIFT, f"{where} [drift]")
+        label_lags = _parse_lagged_labels(raw.get("lagged_labels"), f"{where} [lagged_labels]",
+                                          features, shape)
         return cls(
             name=top["name"],
             title=top["title"],
@@ -180,7 +201,32 @@ class DatasetManifest:
             drift_from_row=drift["from_row"],
             drift_note=drift["note"],
             path=path,
+            label_lags=label_lags,
         )
+
+
+def _parse_lagged_labels(table: Any, where: str, features: list[str],
+                         shape: tuple[int, ...] | None) -> int:
+    """How many earlier labels each row carries as features (0 without the table)."""
+    if table is None:
+        return 0
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table (known_before_next_row = true, lags = N).")
+    parsed = parse_table(table, _LAGGED_LABELS, where)
+    if not parsed["known_before_next_row"]:
+        raise ConfigError(
+            f"{where}: earlier labels may be features only when each row's label is known "
+            "before the next row is scored; set known_before_next_row = true if that holds "
+            "where the model serves, or remove the table.")
+    if shape is not None:
+        raise ConfigError(f"{where}: an image dataset (input_shape) cannot carry lagged "
+                          "labels; remove the table or 'input_shape'.")
+    names = [f"{LABEL_LAG_PREFIX}{k}" for k in range(1, parsed["lags"] + 1)]
+    clash = [n for n in names if n in features]
+    if clash:
+        raise ConfigError(f"{where}: the lagged-label features {clash} clash with declared "
+                          "features of the same names; rename those columns.")
+    return int(parsed["lags"])
 
 
 def _parse_source(table: Any, where: str, base: Path) -> DatasetSource:
