@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ class Fleet:
                                     device_id=device_id, **options)  # type: ignore[arg-type]
 
 
-def start_server(store: Store, **kwargs: object) -> FleetServer:
+def start_server(store: Store, **kwargs: Any) -> FleetServer:
     server = make_fleet_server(store, "production", port=0, refresh_s=0.05, **kwargs)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                      daemon=True).start()

@@ -75,7 +75,7 @@ def test_a_device_follows_promotions_and_rollbacks_without_a_failed_prediction(
         wait_for(lambda: runtime.model.candidate_id == "c-a")
         for candidate in ("c-c", "c-b", "c-c"):
             promote(fleet.store, candidate)
-            wait_for(lambda c=candidate: runtime.model.candidate_id == c)  # type: ignore[misc]
+            wait_for(lambda c=candidate: runtime.model.candidate_id == c)
         # The cache keeps the 3 newest versions, the one serving included.
         assert len(list((runtime.channels_dir / ".versions").iterdir())) == 3
         stop.set()
