@@ -7,8 +7,9 @@ by import path instead (``[model] family = "my_pkg.models:MyFamily"``, see
 what it builds on.
 """
 
-from shadow.models.base import FAMILIES, ModelFamily, Standardize, WithProbabilities, get_family
+from shadow.models.base import FAMILIES, ModelFamily, Standardize, WithProbabilities
 from shadow.models.cnn import CNNFamily
+from shadow.models.external import get_family
 from shadow.models.mlp import TRAINING_PARAMS, MLPFamily
 
 for _family in (CNNFamily, MLPFamily):

@@ -119,22 +119,9 @@ class ModelFamily(ABC):
 
 
 #: Model families by name (one shared instance each); built-ins registered in ``shadow/models/__init__.py``.
+#: ``shadow.models.get_family`` looks a family up here, or by import path.
 FAMILIES: Registry[ModelFamily] = Registry(
     "model family",
     fix="Set [model] family to one of those names, or to your own family's import path "
         "such as \"my_pkg.models:MyFamily\".",
 )
-
-
-def get_family(name: str, where: str = "[model]") -> ModelFamily:
-    """The family ``name``: a registered one, or an import path ``"module:attr"`` resolved and checked.
-
-    An unknown name, a path that does not import or a family that breaks the
-    contract is a ConfigError naming it and the fix.
-    """
-    if isinstance(name, str) and ":" in name:
-        # Imported here: external imports this module (for ModelFamily).
-        from shadow.models.external import resolve_family
-
-        return resolve_family(name, where)
-    return FAMILIES.get(name, where)

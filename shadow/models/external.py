@@ -1,4 +1,6 @@
-"""A user's own model family, named by import path: ``[model] family = "my_pkg.models:MyFamily"``.
+"""Looking a family up (:func:`get_family`): a built-in by name, or a user's own by import path.
+
+``[model] family = "my_pkg.models:MyFamily"`` names a family outside shadow-sweep.
 
 The path is a string everywhere (the sweep file, candidate specs, stored
 records), and every process that trains resolves it itself: the driver when it
@@ -27,8 +29,7 @@ import threading
 from typing import Any
 
 from shadow.errors import ConfigError
-from shadow.models.base import ModelFamily
-from shadow.models.contract import check_declaration
+from shadow.models.base import FAMILIES, ModelFamily
 
 #: ``package.module:Attr``: dotted identifiers on both sides of one colon.
 _PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -37,8 +38,29 @@ _FIX_IMPORT = (
     "that folder to PYTHONPATH; on a Ray cluster every node needs it (see docs/user-guide.md)"
 )
 
+
+
+class FamilyImportError(ConfigError):
+    """The path does not import here; ``reason`` says why in a few words (for a worker's report)."""
+
+    def __init__(self, at: str, reason: str, fix: str) -> None:
+        super().__init__(f"{at}: {reason}; {fix}.")
+        self.reason = reason
+
+
 _resolved: dict[str, ModelFamily] = {}
 _lock = threading.Lock()
+
+
+def get_family(name: str, where: str = "[model]") -> ModelFamily:
+    """The family ``name``: a registered one, or an import path ``"module:attr"`` resolved and checked.
+
+    An unknown name, a path that does not import or a family that breaks the
+    contract is a ConfigError naming it and the fix.
+    """
+    if isinstance(name, str) and is_family_path(name):
+        return resolve_family(name, where)
+    return FAMILIES.get(name, where)
 
 
 def is_family_path(name: str) -> bool:
@@ -68,12 +90,15 @@ def _import_family(path: str, where: str) -> ModelFamily:
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise ConfigError(
-                f"{at}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
-                f"{attr_path!r}; check the spelling after the colon."
+            raise FamilyImportError(
+                at, f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
+                f"{attr_path!r}", "check the spelling after the colon"
             )
         target = getattr(target, part)
     family = _instantiate(target, at)
+    # Imported here: the contract's dry run needs the exporter (onnx), which a lookup by name does not.
+    from shadow.models.contract import check_declaration
+
     check_declaration(family, at)
     return family
 
@@ -90,15 +115,15 @@ def _import_module(module_name: str, at: str) -> Any:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
-            raise ConfigError(f"{at}: no module named {missing!r} here; {_FIX_IMPORT}.") from None
-        raise ConfigError(
-            f"{at}: importing {module_name!r} failed: it needs module {missing!r}, which is not "
-            "installed; install it (and on every Ray node)."
+            raise FamilyImportError(at, f"no module named {missing!r}", _FIX_IMPORT) from None
+        raise FamilyImportError(
+            at, f"importing {module_name!r} failed: it needs module {missing!r}, which is not installed",
+            "install it (and on every Ray node)",
         ) from None
     except Exception as exc:  # the user's module raised while importing: say where, not a traceback
-        raise ConfigError(
-            f"{at}: importing {module_name!r} failed with {type(exc).__name__}: {_one_line(exc)}; "
-            "fix that module (run `python -c \"import " + module_name + "\"` to see the traceback)."
+        raise FamilyImportError(
+            at, f"importing {module_name!r} failed with {type(exc).__name__}: {_one_line(exc)}",
+            f"fix that module (run `python -c \"import {module_name}\"` to see the traceback)",
         ) from None
 
 

@@ -21,11 +21,13 @@ PROBE_TIMEOUT_S = 300.0
 
 def try_import_family(path: str) -> str | None:
     """Resolve ``path`` in this process: None when it works, else the one-line reason (runs in a worker)."""
-    from shadow.models.external import resolve_family
+    from shadow.models.external import FamilyImportError, resolve_family
 
     try:
         resolve_family(path)
-    except ConfigError as exc:
+    except FamilyImportError as exc:
+        return exc.reason
+    except ConfigError as exc:  # imports, but breaks the contract there (another version of it?)
         return str(exc)
     return None
 
@@ -53,7 +55,7 @@ def check_workers_import(family: str) -> None:
     for node, reason in answers.items():
         if reason is not None:
             raise ConfigError(
-                f"Ray node {node[:12]} cannot import the model family ({reason.rstrip('.')}). Install the "
-                "package on every node, or ship it with the job: `ray job submit --working-dir .` or "
-                "runtime_env {\"py_modules\": [...]} (docs/user-guide.md, \"Your own model family\")."
+                f"[model] family {family!r}: Ray node {node[:12]} cannot use it ({reason}); install its "
+                "package on every node, or ship it with the job (`ray job submit --working-dir .`, or "
+                "runtime_env {\"py_modules\": [...]}): see docs/user-guide.md, \"Your own model family\"."
             )

@@ -28,7 +28,7 @@ def test_a_class_or_an_instance_resolves_to_one_shared_family() -> None:
     ("my pkg:Family", "is not an import path"),
     (":Family", "is not an import path"),
     ("pkg.models:", "is not an import path"),
-    ("no_such_pkg_xyz.models:Family", "no module named 'no_such_pkg_xyz' here; install the package"),
+    ("no_such_pkg_xyz.models:Family", "no module named 'no_such_pkg_xyz'; install the package"),
     (f"{HERE}:Nope", "has no attribute 'Nope'; check the spelling after the colon"),
     (f"{HERE}:not_a_family", "is a function, not a model family; point it at a subclass of "
                              "shadow.models.ModelFamily"),
