@@ -11,9 +11,7 @@ driver must join the head (its candidates carry the head's node id) and the resu
 the store and home named on the command line, outside the job's working folder.
 
 ``ray stop`` would stop every cluster of this user on the machine, so the cluster is stopped by
-pid: every live process that names the temp folder on its command line or in its environment
-(``RAY_TMPDIR``), and their descendants (workers and dashboard modules rename themselves, which
-overwrites what ``/proc`` shows of their command line and environment).
+pid (``tests/shadow/sweep/own_ray.py``).
 """
 
 from __future__ import annotations
@@ -21,15 +19,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +31,7 @@ import pytest
 
 from selection.store import Store
 from shadow.sweep.cluster import LOOPBACK, private_ray_env
+from tests.shadow.sweep.own_ray import free_ports, stop_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,56 +58,6 @@ epochs = 2
 
 #: The excludes of the user guide's recipe (keep the upload small when run from a clone).
 EXCLUDES = {"excludes": [".venv", ".shadow", ".git"]}
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on loopback now (held together, so never the same twice)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind((LOOPBACK, 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-def cluster_pids(ray_tmp: Path) -> list[int]:
-    """Live processes of the cluster under ``ray_tmp`` (this one aside): see the module docstring."""
-    marker, env_marker = str(ray_tmp).encode(), f"RAY_TMPDIR={ray_tmp}".encode()
-    parent: dict[int, int] = {}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            stat = (entry / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # a zombie: already dead, waiting for its parent to reap it
-            parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-            if marker in (entry / "cmdline").read_bytes() or env_marker in (entry / "environ").read_bytes():
-                found.add(pid)
-        except OSError:
-            continue  # it ended while we looked, or is not ours to read
-    while True:
-        children = {pid for pid, ppid in parent.items() if ppid in found} - found
-        if not children:
-            break
-        found |= children
-    found.discard(os.getpid())
-    return sorted(found)
-
-
-def stop_cluster(ray_tmp: Path, grace_s: float = 10.0) -> list[int]:
-    """SIGTERM the cluster's processes, SIGKILL what outlives ``grace_s``; returns what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in cluster_pids(ray_tmp):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while cluster_pids(ray_tmp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    return cluster_pids(ray_tmp)
 
 
 @dataclass(frozen=True)
