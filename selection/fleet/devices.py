@@ -10,7 +10,10 @@ The registry lives in memory (a poll must not wait on a database write) and
 is written to ``$SHADOW_HOME/fleet/<channel>.json`` atomically at most once
 per ``save_every_s`` when something changed, and on stop; ``shadow fleet
 list`` reads that file, and a restarted server loads it, so last-seen times
-and the canary's evidence survive a restart. At most two seconds of reports
+and the canary's evidence survive a restart. With the counts goes the *mark*
+of the current rollout: every device's counts when the server first saw it,
+so a canary is judged on what both models did since it started (a stream
+that drifted last week does not count against either side). At most two seconds of reports
 are lost on a SIGKILL; the next poll of each device reports them again.
 """
 
@@ -88,6 +91,8 @@ class DeviceRegistry:
         self.save_every_s = save_every_s
         self._lock = threading.Lock()
         self._devices: dict[str, Device] = {}
+        # rollout id -> device -> sha256 -> counts when the server first saw that rollout
+        self._marks: dict[str, dict[str, dict[str, list[int]]]] = {}
         self._dirty = False
         self._saved_at = 0.0
         if path is not None and path.is_file():
@@ -118,15 +123,37 @@ class DeviceRegistry:
             return [Device(**{**asdict(d), "counts": {k: list(v) for k, v in d.counts.items()}})
                     for _, d in sorted(self._devices.items())]
 
-    def arm(self, sha256: str, device_ids: Iterable[str] | None = None) -> Arm:
-        """Counts for ``sha256`` summed over ``device_ids`` (every device if None)."""
+    def arm(self, sha256: str, device_ids: Iterable[str] | None = None, *,
+            since: int | None = None) -> Arm:
+        """Counts for ``sha256`` summed over ``device_ids`` (every device if None).
+
+        ``since`` (a rollout id whose :meth:`mark` was taken): only what was counted
+        after it, so both sides of a canary are compared over the same period.
+        """
         with self._lock:
             wanted = self._devices if device_ids is None else {
                 d: self._devices[d] for d in device_ids if d in self._devices}
+            marks = self._marks.get(str(since), {}) if since is not None else {}
             total = Arm()
-            for device in wanted.values():
-                total = total + device.arm(sha256)
+            for device_id, device in wanted.items():
+                now, then = device.arm(sha256), marks.get(device_id, {}).get(sha256)
+                if then is not None:
+                    now = Arm(*(max(0, a - b) for a, b in zip(
+                        (now.predictions, now.errors, now.labelled, now.correct), then,
+                        strict=True)))
+                total = total + now
             return total
+
+    def mark(self, rollout_id: int) -> bool:
+        """Remember every device's counts now, once per rollout id; True if taken now."""
+        with self._lock:
+            key = str(rollout_id)
+            if key in self._marks:
+                return False
+            self._marks = {key: {d: {sha: list(c) for sha, c in dev.counts.items()}
+                                 for d, dev in self._devices.items()}}  # the newest rollout only
+            self._dirty = True
+            return True
 
     def save(self, *, force: bool = False) -> bool:
         """Write the view if it changed (and ``save_every_s`` passed, unless ``force``)."""
@@ -136,7 +163,8 @@ class DeviceRegistry:
             if not self._dirty or (not force and time.monotonic() - self._saved_at
                                    < self.save_every_s):
                 return False
-            data = {"devices": [asdict(d) for _, d in sorted(self._devices.items())]}
+            data = {"devices": [asdict(d) for _, d in sorted(self._devices.items())],
+                    "marks": self._marks}
             self._dirty = False
             self._saved_at = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +173,11 @@ class DeviceRegistry:
 
     def _load(self, path: Path) -> None:
         self._devices = {d.device_id: d for d in read_devices(path)}
+        try:
+            marks = json.loads(path.read_text(encoding="utf-8")).get("marks", {})
+        except ValueError:
+            marks = {}
+        self._marks = marks if isinstance(marks, dict) else {}
 
 
 def read_devices(path: Path) -> list[Device]:

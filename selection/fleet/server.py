@@ -114,9 +114,11 @@ class FleetServer(BoundedServer):
     def _judge(self, rollout: Rollout) -> bool:
         """Widen or roll back ``rollout`` if the evidence (or the clock) says so; True if it moved."""
         plan = rollout.plan
+        self.registry.mark(rollout.rollout_id)  # once: the counts before it do not count
         ids = [d.device_id for d in self.registry.devices()]
-        canary = self.registry.arm(rollout.sha256, [d for d in ids if rollout.in_canary(d)])
-        control = self.registry.arm(rollout.previous_sha256)
+        canary = self.registry.arm(rollout.sha256, [d for d in ids if rollout.in_canary(d)],
+                                   since=rollout.rollout_id)
+        control = self.registry.arm(rollout.previous_sha256, since=rollout.rollout_id)
         verdict = judge(canary, control, alpha=plan.alpha, min_labelled=plan.min_labelled,
                         min_predictions=plan.min_predictions)
         evidence = verdict.to_json()

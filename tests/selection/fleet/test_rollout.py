@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from selection import promote
 from selection.errors import ConfigError
+from selection.fleet.devices import DeviceRegistry
 from selection.fleet.evidence import Arm, judge, p_lower
 from selection.fleet.rollout import RolloutPlan, load_rollout, parse_canary, start_event
 from selection.live.feedback import parse_feedback
@@ -146,3 +148,19 @@ def test_cli_promote_canary_and_fleet_list(fleet: Fleet) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=60, env={"PATH": "/usr/bin"})
     assert exposed.returncode == 2 and "token" in exposed.stderr
     assert len(exposed.stderr.strip().splitlines()) == 1
+
+
+def test_a_canary_is_judged_on_what_happened_since_it_started(tmp_path: Path) -> None:
+    sha = "ab" * 32
+    registry = DeviceRegistry(tmp_path / "fleet.json", save_every_s=0)
+    registry.seen("d1", running="v", offered="v", address="127.0.0.1",
+                  counts={sha: [10, 0, 10, 2]})  # a bad week before the rollout
+    assert registry.mark(7) and not registry.mark(7)
+    registry.seen("d1", running="v", offered="v", address="127.0.0.1",
+                  counts={sha: [20, 1, 20, 12]})
+    registry.seen("d2", running="v", offered="v", address="127.0.0.1",
+                  counts={sha: [5, 0, 5, 5]})  # first seen after the mark: all of it counts
+    assert registry.arm(sha, since=7) == Arm(15, 1, 15, 15)
+    assert registry.arm(sha) == Arm(25, 1, 25, 17)
+    registry.save(force=True)
+    assert DeviceRegistry(tmp_path / "fleet.json").arm(sha, since=7) == Arm(15, 1, 15, 15)
