@@ -192,7 +192,8 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         max_in_flight=sweep["max_in_flight"],
         holdout=dict(raw["holdout"]),
         slices=strategies,
-        family=family.name,
+        # As written: a built-in's name, or the import path every worker resolves again.
+        family=model["family"],
         grid=grid,
         path=path,
         raw=raw,

@@ -23,6 +23,8 @@ from shadow.data.loader import Dataset, load_dataset
 from shadow.data.slicing.base import Holdout, Slice, cut_holdout, make_slices, rows_sha256
 from shadow.errors import ConfigError
 from shadow.models import get_family
+from shadow.models.contract import check_on_rows
+from shadow.models.external import is_family_path
 from shadow.sweep.config import SweepConfig
 from shadow.sweep.lineage import code_lineage
 from shadow.sweep.plan import CandidateSpec, GridPlanner, new_sweep_id, plan_candidates
@@ -88,6 +90,11 @@ def prepare_sweep(
     holdout = cut_holdout(dataset.n_rows, config.holdout, f"{config.path or 'config'} [holdout]")
     columns = {name: values[:holdout.start] for name, values in dataset.segments.items()}
     slices = make_slices(list(config.slices), holdout.start, columns)
+    if is_family_path(config.family):  # a user's family: built, trained a step and exported once, here
+        rows = slices[0].rows[:64]
+        check_on_rows(get_family(config.family), config.grid[0], dataset.features[rows], dataset.labels[rows],
+                      len(dataset.classes), dataset.input_shape, f"{config.path or 'sweep config'} [model]: "
+                      f"family {config.family!r}")
     sweep_id = sweep_id or new_sweep_id()
     candidates = [] if config.search else plan_candidates(
         sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed

@@ -44,6 +44,7 @@ from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's pub
 )
 from shadow.sweep.task import CandidateOutcome, describe_error, run_candidate
 from shadow.sweep.tracking import SweepTracker, open_tracker
+from shadow.sweep.workers import check_workers_import
 
 #: Retries of a task whose worker process died (not of a candidate that raised).
 WORKER_RETRIES = 3
@@ -104,6 +105,8 @@ def run_sweep(
     # MLflow, then Ray: a server or cluster that cannot be reached leaves the store untouched.
     tracker = open_tracker(prepared, mlflow)
     with ray_session(address):
+        # A family named by import path must import on every node, before the store changes.
+        check_workers_import(prepared.config.family)
         if prepared.home is not None:
             # A folder or table source pins the version it trains on (idempotent; refuses if
             # its rows changed since they were loaded): later edits to those rows are caught.
