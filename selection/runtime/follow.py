@@ -30,6 +30,7 @@ is whatever the server, or anyone between, says.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from selection.atomic import write_bytes_atomic
 from selection.errors import ConfigError, ShadowError
 from selection.live.log import PredictionLog
 from selection.runtime.channel import ChannelRuntime, RuntimeEvent
@@ -51,6 +53,21 @@ from selection.signing import PublicKey, TrustedKeys
 #: Seconds between two polls of the fleet server (a 304 each when nothing changed).
 DEFAULT_REMOTE_POLL_S = 5.0
 DEFAULT_BACKOFF_MAX_S = 60.0
+#: In the cache folder: this device's prediction and error counts per model.
+COUNTS_FILE = "counts.json"
+
+
+def _read_counts(path: Path) -> dict[str, list[int]]:
+    """The counts a previous run kept ({} if none or unreadable: they are a report)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: [int(v[0]), int(v[1])] for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, int) and x >= 0 for x in v)}
 
 
 class RemoteChannelRuntime(ChannelRuntime):
@@ -96,7 +113,10 @@ class RemoteChannelRuntime(ChannelRuntime):
         self._sync_thread: threading.Thread | None = None
         self._sync_stop = threading.Event()
         self._lock = threading.Lock()
-        self._served: dict[str, list[int]] = {}  # sha256 -> [predictions, errors]
+        # sha256 -> [predictions, errors]; kept in the cache (written after each report the
+        # server took) so a restart does not start the counts the server compares again from 0.
+        self._counts_file = Path(cache_dir) / COUNTS_FILE
+        self._served: dict[str, list[int]] = _read_counts(self._counts_file)
         self._rng = random.Random(device_id)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -161,7 +181,9 @@ class RemoteChannelRuntime(ChannelRuntime):
         try:
             offer = self.client.offer(self._etag, current,
                                       encode_report(changed) if changed else None)
-            self._reported.update(changed)  # the server took them
+            if changed:
+                self._reported.update(changed)  # the server took them
+                self._save_counts()
             if offer is None or offer.version == current:
                 if offer is not None:
                     self._etag = offer.etag
@@ -209,6 +231,14 @@ class RemoteChannelRuntime(ChannelRuntime):
         except (ShadowError, OSError, Exception):  # noqa: BLE001 - evidence is best effort
             return []
         return [(r.sha256, r.n, round(r.accuracy * r.n)) for r in rows if r.role == "champion"]
+
+    def _save_counts(self) -> None:
+        with self._lock:
+            data = json.dumps(self._served).encode()
+        try:
+            write_bytes_atomic(self._counts_file, data)
+        except OSError:
+            pass  # a full disk must not stop the syncing; the counts are a report, not state
 
     def _count(self, sha: str, errors: int = 0) -> None:
         with self._lock:

@@ -96,11 +96,17 @@ def test_a_restarted_device_serves_its_cached_model_offline(fleet: Fleet) -> Non
     with fleet.device("dev-1") as runtime:
         promote(fleet.store, "c-b")
         wait_for(lambda: runtime.model.candidate_id == "c-b")
+        for _ in range(3):
+            runtime.predict(ROW)
+        sha = runtime.model.sha256
+        wait_for(lambda: fleet.server.registry.devices()[0].counts.get(sha, [0])[0] == 3)
     fleet.server.shutdown()
     fleet.server.server_close()
     offline = fleet.device("dev-1", first_model_timeout_s=0.5)
     with offline:
         assert offline.model.candidate_id == "c-b"
+        # Its counts survive the restart (the server compares cumulative counts).
+        assert offline.counts()[sha] == (3, 0, 0, 0)
         assert offline.predict(ROW)["candidate_id"] == "c-b"
         wait_for(lambda: offline.status()["remote"]["failures"] >= 1)
     # A device with an empty cache and no server says so in one message.
