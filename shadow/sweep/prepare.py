@@ -147,6 +147,8 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
         classes=tuple(dataset.classes),
         target=dataset.manifest.target,
         input_shape=tuple(dataset.input_shape) if dataset.input_shape else None,
+        # Earlier rows' labels among the features: the app must send them (the runtime checks).
+        label_features=tuple(dataset.label_features),
     )
     lineage: dict[str, Any] = {
         "dataset": dataset.name,

@@ -99,3 +99,23 @@ def test_the_runtime_takes_class_indices_and_minus_one() -> None:
                       n_features=2, features=("a", "label_lag_1"), label_columns=(1,),
                       n_classes=2)
     assert rows[:, 1].tolist() == [-1, 1]
+
+
+def test_a_sweep_on_lagged_data_writes_the_contract_into_every_candidates_signature(
+        tmp_path: Path) -> None:
+    from shadow.sweep import load_config
+    from shadow.sweep.prepare import prepare_sweep, sweep_data
+
+    config = tmp_path / "sweep.toml"
+    config.write_text('[sweep]\nname = "lagged"\ndataset = "noaa-weather-lagged"\n'
+                      '[holdout]\nrows = 365\n[[slices]]\nstrategy = "recent"\nrows = 730\n'
+                      '[model]\nfamily = "mlp"\n')
+    data = sweep_data(prepare_sweep(load_config(config)))
+    signature = ModelSignature.from_lineage(data.lineage)
+    assert signature is not None and signature.label_features == ("label_lag_1",)
+    assert signature.features is not None and signature.features[-1] == "label_lag_1"
+    assert data.features.shape[1] == len(signature.features) == 9
+    # What the runtime then asks of every request, from that signature alone.
+    with pytest.raises(BadInputError, match="'label_lag_1' carries an earlier row's label"):
+        parse_rows({"rows": [[0.0] * 8 + [3]]}, n_features=9, features=signature.features,
+                   label_columns=signature.label_columns(), n_classes=len(signature.classes or ()))
