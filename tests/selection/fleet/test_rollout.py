@@ -164,3 +164,59 @@ def test_a_canary_is_judged_on_what_happened_since_it_started(tmp_path: Path) ->
     assert registry.arm(sha) == Arm(25, 1, 25, 17)
     registry.save(force=True)
     assert DeviceRegistry(tmp_path / "fleet.json").arm(sha, since=7) == Arm(15, 1, 15, 15)
+
+
+def _add_twin(fleet: Fleet, candidate_id: str) -> None:
+    """A candidate computing exactly what c-a computes, in other bytes (another sha256)."""
+    import onnx
+
+    from selection.artifacts.content import sha256_bytes
+    from selection.records import HOST_DEVICE, CandidateRecord, DeviceResult
+
+    model = onnx.load_from_string(tiny_classifier(1000))
+    model.graph.name = "twin-of-c-a"
+    data = model.SerializeToString()
+    sha = sha256_bytes(data)
+    first = fleet.store.get_candidate("c-a")
+    fleet.store.add_candidate(CandidateRecord(
+        candidate_id=candidate_id, sweep_id=first.sweep_id, slice_id="all", family="mlp",
+        params={"hidden": 16}, seed=1000, status="ok", onnx_sha256=sha, lineage=first.lineage,
+        devices=(DeviceResult(HOST_DEVICE, "ok", accuracy=0.7, latency_ms=0.01,
+                              size_bytes=len(data), artifact_sha256=sha),)), {sha: data})
+
+
+def test_a_canary_as_good_as_the_champion_widens_on_evidence(fleet: Fleet) -> None:
+    _add_twin(fleet, "c-twin")
+    ids = [f"dev-{i}" for i in range(4)]
+    devices = [fleet.device(d, log=fleet.tmp / "logs" / f"{d}.db") for d in ids]
+    for device in devices:
+        device.start()
+    try:
+        plan = RolloutPlan(devices=tuple(ids[:2]), share=0.0, stages=(1.0,), widen_after_s=0,
+                           min_labelled=50, min_predictions=50)
+        promote(fleet.store, "c-twin", event=start_event(plan))
+        wait_for(lambda: all(d.model.candidate_id == "c-twin" for d in devices[:2]))
+        rng = np.random.default_rng(2)
+        for _ in range(100):
+            rows = rng.normal(size=(10, 8)).astype(np.float32)
+            labels = _teacher_labels(rows)
+            for device in devices:
+                answers = [device.predict({"rows": [r.tolist()]}) for r in rows]
+                assert device.log is not None
+                device.log.add_feedback(parse_feedback([
+                    {"request_id": a["request_id"], "label": y}
+                    for a, y in zip(answers, labels, strict=True)]))
+            rollout = load_rollout(fleet.store, "production")
+            if rollout is not None and rollout.state != "canary":
+                break
+        rollout = load_rollout(fleet.store, "production")
+        assert rollout is not None and rollout.state == "complete", rollout
+        [done] = [e for e in fleet.store.list_events(channel="production", kinds="rollout")
+                  if e.evidence["action"] == "complete"]
+        assert done.evidence["verdict"] == "widen" and done.evidence["canary"]["labelled"] >= 50
+        wait_for(lambda: all(d.model.candidate_id == "c-twin" for d in devices))
+    finally:
+        for device in devices:
+            device.stop()
+            assert device.log is not None
+            device.log.close()
