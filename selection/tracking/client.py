@@ -19,10 +19,11 @@ only place global MLflow state is touched; everything else uses
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError, ShadowError
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
 
 #: Seconds to wait for ``/health`` before calling the server unreachable.
 HEALTH_TIMEOUT_S = 5.0
-# MLflow's defaults (7 retries with backoff, 120 s timeout) make a dead server cost minutes.
+# MLflow's defaults (7 retries with backoff, 120 s timeout) make a dead server cost minutes; and
+# it prints each run's URL on stdout, where `--format json` must be alone.
 _REQUEST_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-                     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+                     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class TrackingError(ShadowError, ConnectionError):
@@ -88,9 +91,14 @@ def connect(uri: str) -> MlflowClient:
 
 @contextmanager
 def calls(uri: str, what: str) -> Iterator[None]:
-    """Run MLflow calls; any failure becomes one TrackingError line saying ``what`` failed."""
+    """Run MLflow calls; any failure becomes one TrackingError line saying ``what`` failed.
+
+    Whatever MLflow writes to stdout meanwhile goes to stderr: library code never prints, and a
+    verb's ``--format json`` owns stdout.
+    """
     try:
-        yield
+        with redirect_stdout(sys.stderr):
+            yield
     except ShadowError:
         raise
     except Exception as exc:  # MlflowException, requests' errors, urllib3's: all one outcome

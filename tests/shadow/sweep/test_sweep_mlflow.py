@@ -3,12 +3,16 @@
 One server for the module (SQLite backend store, artifacts served by it) and one tiny sweep
 (2 ok candidates, 2 that diverge): runs with params, per-device metrics and lineage tags,
 each ok model logged in the onnx flavour with its signature, FAILED runs for the failures;
-the registry's 'champion' alias following promote, promote and rollback; and, with the
-server stopped, a sweep and a promotion that refuse before anything changes.
+the registry's 'champion' alias following promote, promote and rollback; a server lost
+mid-sweep (every result stored, the rest logged later by `shadow mlflow sync`, none twice);
+and, with the server stopped, a sweep, a promotion and a rollback that refuse before anything
+changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 
@@ -55,8 +59,12 @@ def swept(server: MlflowServer, tmp_path_factory: pytest.TempPathFactory, ray_lo
         f'[mlflow]\ntracking_uri = "{server.url}"\n'
     )
     home = root / "home"
-    code = main(["sweep", "run", str(config), "--home", str(home), "--format", "json", "--quiet"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["sweep", "run", str(config), "--home", str(home), "--format", "json", "--quiet"])
     assert code == 0
+    summary = json.loads(out.getvalue())  # stdout is the JSON alone (MLflow's run URLs go elsewhere)
+    assert summary["mlflow"]["logged"] == 4 and summary["mlflow"]["experiment"] == "mlflow-e2e"
     with Store.open(home, create=False) as store:
         sweep_id = store.latest_sweep_id()
         records = {r.candidate_id: r for r in store.list_candidates(sweep_id)}
@@ -156,14 +164,31 @@ def test_the_champion_alias_follows_promote_and_rollback(server, swept, capsys):
     assert json.loads(out)["champion_version"] == first_version
 
 
-def test_with_the_server_down_nothing_changes_and_the_next_promote_catches_up(server, swept, capsys):
+def test_a_server_lost_mid_sweep_loses_nothing_and_what_follows_refuses_or_catches_up(
+        server, swept, capsys, ray_local):
+    from selection.channels.champion_alias import AliasMove
+    from selection.channels.promotion import current
+    from selection.home import Home
+    from shadow.sweep import load_config, prepare_sweep, run_sweep
+
     home, name = swept["home"], swept["model_name"]
     model = home / "channels" / "production" / "model.onnx"
+    prepared = prepare_sweep(load_config(swept["config"]), home=Home.resolve(home))
+
+    def lose_the_server(progress) -> None:  # the server dies once the first result is logged
+        if progress.done == 1:
+            server.stop()
+
     with Store.open(home, create=False) as store:
-        history_before = len(store.list_sweeps()), model.read_bytes()
+        summary = run_sweep(prepared, store, on_progress=lose_the_server)
+        stored = store.list_candidates(prepared.sweep_id)
+        n_sweeps = len(store.list_sweeps())
+    assert len(stored) == 4 and summary.ok + summary.failed == 4  # every result kept in the store
+    assert (summary.mlflow["logged"], summary.mlflow["not_logged"]) == (1, 3)
+    assert "failed" in summary.mlflow["error"]
     ok = swept["board"][swept["board"]["status"] == "ok"].sort_values("rank")
     second = ok["candidate_id"].tolist()[1]
-    server.stop()
+    before = model.read_bytes()
     try:
         # Promotion: refused before the channel's transaction; history and files unchanged.
         code, out, err = run_cli(capsys, "promote", second, "--home", str(home), "--force",
@@ -172,25 +197,49 @@ def test_with_the_server_down_nothing_changes_and_the_next_promote_catches_up(se
         assert "cannot be reached" in err and "nothing changed" in err and len(err.strip().splitlines()) == 1
         code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
         assert [h["action"] for h in json.loads(out)] == ["rollback", "promote", "promote"]
-        assert model.read_bytes() == history_before[1]
+        assert model.read_bytes() == before
         # A sweep asked to track fails fast: before Ray trains anything or the store changes.
         code, out, err = run_cli(capsys, "sweep", "run", str(swept["config"]), "--home", str(home),
                                  "--quiet")
         assert code == 2 and "cannot be reached" in err
         with Store.open(home, create=False) as store:
-            assert len(store.list_sweeps()) == history_before[0]
+            assert len(store.list_sweeps()) == n_sweeps
+            # The alias move after a swap failing (the server gone in that instant): the change
+            # stands and an error event records the alias left behind.
+            record = current(store, "production")
+            dead = mlflow.MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+            why = AliasMove(dead, server.url, name, "1", "production").apply(store, record)
+            event = store.list_events(channel="production", kinds="error", limit=1)[0]
+        assert why is not None and event.history_id == record.history_id
+        assert event.evidence["mlflow"]["pending"] is True and "shadow mlflow sync" in event.reason
     finally:
         server.start()
+    # Back up: the sync logs the three MLflow lacks, none twice; promotion works again.
+    code, out, err = run_cli(capsys, "mlflow", "sync", "--sweep", prepared.sweep_id, "--home", str(home),
+                             "--format", "json")
+    assert code == 0, err
+    assert (json.loads(out)["logged"], json.loads(out)["not_logged"]) == (3, 0)
+    c = client(server)
+    experiment = c.get_experiment_by_name("mlflow-e2e").experiment_id
+    runs = c.search_runs([experiment], filter_string=f"tags.`shadow.sweep_id` = '{prepared.sweep_id}'")
+    assert sorted(r.data.tags["shadow.candidate_id"] for r in runs) == sorted(r.candidate_id for r in stored)
     code, out, err = run_cli(capsys, "promote", second, "--home", str(home), "--force", "--reason", "back up")
     assert code == 0, err
-    champion = client(server).get_model_version_by_alias(name, "champion")
+    champion = c.get_model_version_by_alias(name, "champion")
     assert champion.tags["shadow.candidate_id"] == second
     assert sha256_bytes(model.read_bytes()) == champion.tags["shadow.sha256"]
 
-    # Rollback prepares the registry first too: down, it refuses and changes nothing.
+    # Rollback readies the registry first too: down, it refuses and changes nothing.
     server.stop()
     code, out, err = run_cli(capsys, "rollback", "--home", str(home))
     assert code == 2 and "cannot be reached" in err and "nothing changed" in err
     code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
     assert [h["action"] for h in json.loads(out)][:2] == ["promote", "rollback"]
     assert sha256_bytes(model.read_bytes()) == champion.tags["shadow.sha256"]
+
+
+def test_a_tracking_uri_that_is_no_uri_is_one_line_before_anything_runs(swept, capsys):
+    code, out, err = run_cli(capsys, "sweep", "run", str(swept["config"]), "--home", str(swept["home"]),
+                             "--mlflow", "127.0.0.1:5000", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "--mlflow: the MLflow tracking URI must start with one of http:" in err
