@@ -125,6 +125,8 @@ def backtest_config(config: SweepConfig, dataset_toml: Path,
     if settings.quick and "search" in raw:
         raw["search"] = {**raw["search"], "trials": 1, "parallel": 1}
         notes.append("--quick: 1 Optuna trial per slice")
+    if raw.pop("mlflow", None) is not None:  # simulated sweeps in a scratch home: not the team's runs
+        notes.append("[mlflow] ignored: the backtest's sweeps and promotions are not tracked")
     return config_from_dict(raw, config.path), notes
 
 
