@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError, ShadowError
 from selection.signature import INPUT_NAME, OUTPUT_NAME, ModelSignature
+from selection.tracking.settings import ENV_TRACKING_URI
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -152,16 +153,28 @@ def log_onnx_model(
 
 @contextmanager
 def _tracking_uri(mlflow: Any, uri: str) -> Iterator[None]:
-    """MLflow's global tracking URI set to ``uri`` for one call, then put back."""
+    """MLflow's global tracking URI set to ``uri`` for one call, then put back.
+
+    MLflow's ``set_tracking_uri`` also writes (and, restoring "unset", deletes) the process's
+    ``$MLFLOW_TRACKING_URI``: the user's variable is saved and put back too, or a long-running
+    driver (``shadow watch``) would forget it after its first logged model.
+    """
+    saved_env = os.environ.get(ENV_TRACKING_URI)
     try:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-    except ImportError:  # a future MLflow without the private helper: set and restore by hand
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
         try:
+            from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+        except ImportError:  # a future MLflow without the private helper: set and restore by hand
+            previous = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(previous)
+            return
+        with _use_tracking_uri(uri):
             yield
-        finally:
-            mlflow.set_tracking_uri(previous)
-        return
-    with _use_tracking_uri(uri):
-        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(ENV_TRACKING_URI, None)
+        else:
+            os.environ[ENV_TRACKING_URI] = saved_env

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -83,7 +84,7 @@ def client(server: MlflowServer):
     return mlflow.MlflowClient(tracking_uri=server.url, registry_uri=server.url)
 
 
-def test_every_candidate_is_a_run_with_params_metrics_lineage_and_its_model(server, swept):
+def test_every_candidate_is_a_run_with_params_metrics_lineage_and_its_model(server, swept, monkeypatch):
     c = client(server)
     experiment = c.get_experiment_by_name("mlflow-e2e")  # named after the sweep
     runs = c.search_runs([experiment.experiment_id])
@@ -127,6 +128,12 @@ def test_every_candidate_is_a_run_with_params_metrics_lineage_and_its_model(serv
         got = ort.InferenceSession(loaded.SerializeToString()).run(None, {"features": rows})[0]
         want = ort.InferenceSession(original).run(None, {"features": rows})[0]
         np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Logging a model sets MLflow's global URI for the call; the user's variable survives it.
+    from selection.tracking.client import log_onnx_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    log_onnx_model(server.url, by_id[ok[0].candidate_id].info.run_id, original, None, name="probe", tags={})
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9"
     for record in failed:
         run = by_id[record.candidate_id]
         assert run.info.status == "FAILED"
