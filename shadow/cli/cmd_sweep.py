@@ -179,6 +179,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         "device": config.devices[0],
         "store": store.url,
     }
+    if summary.warm_start is not None:
+        result["warm_start"] = summary.warm_start
     if summary.mlflow is not None:
         result["mlflow"] = summary.mlflow
         if summary.mlflow["error"]:

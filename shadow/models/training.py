@@ -31,6 +31,7 @@ def train(
     n_classes: int,
     seed: int,
     input_shape: tuple[int, ...] | None = None,
+    initial: bytes | None = None,
 ) -> TrainedModel:
     """Fit a fresh model of ``family`` on the given rows with the family's training hooks.
 
@@ -38,6 +39,10 @@ def train(
     seeded with ``seed``; per batch: :meth:`ModelFamily.loss`, backward, the optimizer
     from :meth:`ModelFamily.make_optimizer`, then the schedule, if any, from
     :meth:`ModelFamily.make_scheduler`. The hooks' defaults are Adam + cross-entropy.
+
+    ``initial``: an exported graph of this family and params (the champion's) whose
+    weights training starts from (a warm start), feature scaling included, instead
+    of a fresh module's.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -45,6 +50,10 @@ def train(
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False)
     module = family.build(params, x.shape[1], n_classes, mean, std, input_shape)
+    if initial is not None:
+        from shadow.models.weights import load_onnx_weights
+
+        load_onnx_weights(module, initial)
     optimizer = family.make_optimizer(module, params)
     generator = torch.Generator().manual_seed(seed)
     batch = min(params["batch_size"], len(x))

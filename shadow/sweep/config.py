@@ -71,6 +71,28 @@ _ENSEMBLE = [
 ]
 
 
+_WARM_START = [
+    Param("channel", str, default="production",
+          help="the channel whose champion the warm start continues training"),
+    Param("rows", int, default=None, low=1,
+          help="the newest rows before the holdout it trains on (default: as many as the holdout)"),
+    Param("epochs", int, default=3, low=1, high=1000, help="epochs over those rows"),
+    Param("lr_scale", float, default=0.3, low=0.0, high=1.0, low_open=True,
+          help="the champion's learning rate times this (a smaller step: it starts trained)"),
+]
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """``[warm_start]``: the sweep also continues training the channel's champion on the newest rows."""
+
+    channel: str = "production"
+    #: None: as many rows as the holdout holds.
+    rows: int | None = None
+    epochs: int = 3
+    lr_scale: float = 0.3
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:
     """``[ensemble]``: after its candidates, the sweep combines its top ones into one model."""
@@ -104,6 +126,8 @@ class SweepConfig:
     ensemble: EnsembleConfig | None = None
     #: Where the candidates are tracked in MLflow (``[mlflow]``), if configured in the file.
     mlflow: MlflowSettings | None = None
+    #: The champion continued on the newest rows (``[warm_start]``), if configured.
+    warm_start: WarmStartConfig | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -127,7 +151,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     _refuse_nul(raw, where)
     check_known_keys(
         raw, ["sweep", "holdout", "slices", "model", "search", "ranking", "gate", "watch", "ensemble",
-              "mlflow"],
+              "mlflow", "warm_start"],
         where,
     )
     # Ranking and gate settings belong to selection; it validates them, and reads
@@ -141,6 +165,10 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     if "ensemble" in raw:
         ensemble = EnsembleConfig(**parse_table(raw["ensemble"], _ENSEMBLE, f"{where} [ensemble]"))
     mlflow = settings_from_config(raw["mlflow"], f"{where} [mlflow]") if "mlflow" in raw else None
+    warm_start = None
+    if "warm_start" in raw:
+        warm_start = WarmStartConfig(**parse_table(raw["warm_start"], _WARM_START,
+                                                   f"{where} [warm_start]"))
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
@@ -202,6 +230,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         watch=watch,
         ensemble=ensemble,
         mlflow=mlflow,
+        warm_start=warm_start,
     )
 
 

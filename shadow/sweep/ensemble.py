@@ -71,7 +71,10 @@ def choose_members(store: Store, sweep_id: str, top_k: int, device: str) -> list
     frame = frame[frame["rank"].notna() & (frame["family"] != ENSEMBLE_FAMILY)]
     ranked = [str(c) for c in frame.sort_values("rank")["candidate_id"]]
     records = {cid: store.get_candidate(cid) for cid in ranked}
-    ranked = [cid for cid in ranked if not records[cid].refit_of]
+    # Neither refits (in-sample scores) nor warm starts (their rows are no slice the config
+    # cuts, and they are built after the ensemble: shadow.sweep.warm_start).
+    ranked = [cid for cid in ranked if not records[cid].refit_of
+              and "warm_start" not in (records[cid].lineage or {})]
     chosen: list[str] = []
     seen: set[str] = set()
     for cid in ranked:  # distinct slices first

@@ -26,6 +26,9 @@ class CandidateSpec:
     trial: int | None = None
     #: Share of the slice, at its end, held out to score the trial (0: train on all of it).
     validation_fraction: float = 0.0
+    #: sha256 of an exported model whose weights training starts from (a warm start), if any;
+    #: its bytes travel in ``SweepData.init_models``.
+    init_model: str | None = None
 
 
 def new_sweep_id(now: datetime | None = None) -> str:

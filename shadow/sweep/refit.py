@@ -34,6 +34,9 @@ and passes the same checks against the ensemble. ``plan_refit`` on an ensemble o
 that stored refit (there is no single training task to hand out); ``refit_candidate`` makes
 it. Training runs in this process: it is one model, and the driver (the CLI's ``shadow promote
 --refit``) holds no Ray workers.
+
+A warm start (:mod:`shadow.sweep.warm_start`) is refit as it was made: the model it continued,
+trained further with its params on its rows (the newest before the holdout) plus the holdout.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ from shadow.sweep.plan import CandidateSpec
 from shadow.sweep.prepare import PreparedSweep, sweep_data
 from shadow.sweep.restore import prepare_stored_sweep
 from shadow.sweep.task import CandidateOutcome, SweepData, run_candidate
+from shadow.sweep.warm_start import LINEAGE_KEY as WARM_LINEAGE
+from shadow.sweep.warm_start import continued_from, warm_rows
 
 #: Default for ``max_drop``: the most a refit may score below its parent on rows it trained on.
 DEFAULT_MAX_DROP = 0.05
@@ -90,6 +95,14 @@ def refit_rows(prepared: PreparedSweep, slice_id: str) -> tuple[np.ndarray, int]
         holdout = holdout[values == piece.params["value"]]
     rows = np.union1d(piece.rows, holdout).astype(np.int64)
     return rows, int(len(rows) - len(np.unique(piece.rows)))
+
+
+def _warm_refit_rows(prepared: PreparedSweep, parent: CandidateRecord) -> tuple[np.ndarray, int]:
+    """A warm start's rows (the newest before the holdout, as it counted them) plus the holdout."""
+    n_rows = int(parent.lineage[WARM_LINEAGE]["rows"])
+    holdout = prepared.holdout.rows
+    rows = np.union1d(warm_rows(prepared.holdout.start, n_rows), holdout).astype(np.int64)
+    return rows, int(len(holdout))
 
 
 #: The device rules a refit must keep wherever its parent keeps them, whatever the sweep's
@@ -194,12 +207,16 @@ def plan_refit(
                              "its members and combining them again, which refit_candidate does "
                              "(`shadow promote --refit`), not a single training task")
         return plan
-    rows, added = refit_rows(prepared, parent.slice_id)
+    init = continued_from(parent)
+    rows, added = (_warm_refit_rows(prepared, parent) if init else
+                   refit_rows(prepared, parent.slice_id))
     new_id = refit_id(candidate_id, rows_sha256(rows))
     slice_id = parent.slice_id + SLICE_SUFFIX
     data = replace(sweep_data(prepared), slice_rows={slice_id: rows},
-                   devices=tuple(d.device for d in parent.devices if d.status == "ok"))
-    spec = CandidateSpec(new_id, slice_id, parent.family, dict(parent.params), parent.seed)
+                   devices=tuple(d.device for d in parent.devices if d.status == "ok"),
+                   init_models={init: store.artifacts.read_verified(init)} if init else {})
+    spec = CandidateSpec(new_id, slice_id, parent.family, dict(parent.params), parent.seed,
+                         init_model=init)
     try:
         stored: CandidateRecord | None = store.get_candidate(new_id)
     except NotFoundError:
@@ -226,7 +243,10 @@ def finish_refit(
     }
     if parent.lineage.get("trial") is not None:
         refit["trial"] = parent.lineage["trial"]
-    record = replace(record, refit_of=parent.candidate_id, lineage={**record.lineage, "refit": refit},
+    lineage = {**record.lineage, "refit": refit}
+    if WARM_LINEAGE in parent.lineage:  # what it continued, for the next period's warm start
+        lineage[WARM_LINEAGE] = parent.lineage[WARM_LINEAGE]
+    record = replace(record, refit_of=parent.candidate_id, lineage=lineage,
                      devices=tuple(_unranked(d, parent.candidate_id) for d in record.devices))
     try:
         store.add_candidate(record, outcome.artifacts)

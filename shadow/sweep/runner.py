@@ -44,6 +44,8 @@ from shadow.sweep.prepare import (  # noqa: F401  (re-exported: the runner's pub
 )
 from shadow.sweep.task import CandidateOutcome, describe_error, run_candidate
 from shadow.sweep.tracking import SweepTracker, open_tracker
+from shadow.sweep.warm_start import SLICE_PREFIX as WARM_SLICE_PREFIX
+from shadow.sweep.warm_start import build_warm_start
 from shadow.sweep.workers import check_workers_import
 
 #: Retries of a task whose worker process died (not of a candidate that raised).
@@ -79,6 +81,8 @@ class SweepSummary:
     errors: dict[str, str] = field(default_factory=dict)
     #: Where the candidates were tracked in MLflow and how many runs were logged (None: not tracked).
     mlflow: dict[str, Any] | None = None
+    #: The warm start (``[warm_start]``): its candidate id, or why there was none (None: not asked).
+    warm_start: str | None = None
 
 
 def run_sweep(
@@ -101,7 +105,9 @@ def run_sweep(
     stored: list[CandidateRecord] = []
     if resume:  # a resume that does not match is refused before Ray starts
         # The ensemble was never planned: it is built again (or found) after the candidates.
-        stored = [r for r in check_resumable(prepared, store) if r.family != ENSEMBLE_FAMILY]
+        # So is the warm start.
+        stored = [r for r in check_resumable(prepared, store) if r.family != ENSEMBLE_FAMILY
+                  and not r.slice_id.startswith(WARM_SLICE_PREFIX)]
     # MLflow, then Ray: a server or cluster that cannot be reached leaves the store untouched.
     tracker = open_tracker(prepared, mlflow)
     with ray_session(address):
@@ -130,6 +136,8 @@ def run_sweep(
                 _fan_out(prepared, planner, store, summary, started, on_progress, tracker)
             if prepared.config.ensemble is not None:
                 _ensemble(prepared, store, summary, tracker)
+            if prepared.config.warm_start is not None:  # after the ensemble: never its member
+                _warm_start(prepared, store, summary, tracker)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -204,6 +212,24 @@ def _ensemble(
         model = record.onnx_sha256
         tracker.log(record, {model: store.artifacts.read_verified(model)} if model else {})
     _tally(summary, record, prepared.config.devices[0])
+
+
+def _warm_start(
+    prepared: PreparedSweep, store: Store, summary: SweepSummary, tracker: SweepTracker | None = None,
+) -> None:
+    """Continue the champion on the newest rows (``[warm_start]``), if there is one to continue."""
+    settings = prepared.config.warm_start
+    assert settings is not None
+    built = build_warm_start(store, prepared, settings)
+    if isinstance(built, str):  # no champion to continue (yet): not a failure of the sweep
+        summary.warm_start = f"skipped: {built}"
+        return
+    summary.planned += 1
+    summary.warm_start = built.candidate_id
+    if tracker is not None:
+        model = built.onnx_sha256
+        tracker.log(built, {model: store.artifacts.read_verified(model)} if model else {})
+    _tally(summary, built, prepared.config.devices[0])
 
 
 def _collect(ref: Any, spec: CandidateSpec, sweep_id: str) -> CandidateOutcome:

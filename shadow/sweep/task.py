@@ -52,6 +52,8 @@ class SweepData:
     devices: tuple[str, ...]
     lineage: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, ...] | None = None
+    #: Exported models warm starts continue from, by sha256 (``CandidateSpec.init_model``).
+    init_models: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         trained = train(
             get_family(spec.family), spec.params, data.features[train_rows],
             data.labels[train_rows], data.n_classes, spec.seed, data.input_shape,
+            initial=data.init_models[spec.init_model] if spec.init_model else None,
         )
         if len(validation_rows):
             lineage["validation_rows"] = int(len(validation_rows))

@@ -1,0 +1,51 @@
+"""A trained model's weights read back from its exported ONNX graph, for a warm start.
+
+Artifacts are ONNX, never pickles, so a model that is to continue training
+(a warm start from the champion) gets its weights from the graph it was
+served as: :func:`~shadow.models.export.export_onnx` wraps the module in
+:class:`~shadow.models.base.WithProbabilities`, and the exporter keeps each
+parameter and buffer as an initializer named ``model.<its state_dict key>``.
+A graph that does not carry every tensor under that name with the module's
+shape (another exporter, a folded constant) is refused with the first
+missing name, rather than training a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from shadow.errors import ExportError
+
+#: The prefix export_onnx's wrapper adds to every tensor name of the wrapped module.
+PREFIX = "model."
+
+
+class WeightsError(ExportError):
+    """An ONNX graph whose tensors do not fill a module of the family it names."""
+
+
+def load_onnx_weights(module: nn.Module, onnx_bytes: bytes) -> None:
+    """Copy the tensors of an exported graph into ``module`` (of the same family and params)."""
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    tensors = {init.name: init for init in graph.initializer}
+    state = module.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    for key, current in state.items():
+        stored = tensors.get(PREFIX + key)
+        if stored is None:
+            raise WeightsError(
+                f"the graph carries no tensor {PREFIX + key!r} (the module's {key!r}, shape "
+                f"{list(current.shape)}): it was not exported by this version's export_onnx "
+                "from a module of this family and params, so it cannot be trained further")
+        array = numpy_helper.to_array(stored)
+        if tuple(array.shape) != tuple(current.shape):
+            raise WeightsError(
+                f"tensor {PREFIX + key!r} has shape {list(array.shape)} in the graph but "
+                f"{list(current.shape)} in the module: the family or its params differ")
+        loaded[key] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True)).to(
+            current.dtype)
+    module.load_state_dict(loaded)
