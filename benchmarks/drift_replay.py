@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
                    "top_k = K`; default 0: off)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="each sweep also continues the champion on the newest period "
+                   "(`[warm_start]`)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--home", type=Path, default=None, help="SHADOW_HOME (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, args.period, trials=args.trials or (1 if args.quick else 3),
             epochs=args.epochs, seed=args.seed, latency_guard=args.latency_guard,
             refit=not args.no_refit, require=args.require, selection=args.selection,
-            ensemble=args.ensemble))
+            ensemble=args.ensemble, warm_start=args.warm_start))
         # The trials are set above (1 with --quick), so the settings' quick only moves the start.
         settings = BacktestSettings(period=args.period, start=args.start, periods=args.periods,
                                     quick=args.quick, seed=args.seed)

@@ -18,6 +18,7 @@ examples:
   shadow backtest sweep.toml --period 365                  # your sweep file, a period = 365 rows
   shadow backtest sweep.toml --period 365 --quick          # fewer boundaries, 1 trial per slice
   shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
+  shadow backtest --dataset noaa-weather --period 365 --warm-start   # + the champion continued
   shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
 
 What it does: the dataset's rows up to the first boundary become a dataset of
@@ -75,6 +76,9 @@ def add_parsers(verbs: Any) -> None:
                    help="skip river's online learners (minutes on long streams)")
     p.add_argument("--no-ablations", action="store_true",
                    help="skip the strict-gate ablation channels")
+    p.add_argument("--warm-start", action="store_true",
+                   help="with --dataset: each sweep also continues the champion on the newest "
+                   "period ([warm_start]); in your own file, set [warm_start] there")
     p.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0,
                    help="seed of the preset and river (default 0)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -94,8 +98,12 @@ def _config(args: argparse.Namespace) -> Any:
         raise ConfigError("name a sweep file (CONFIG) or a dataset (--dataset NAME), not both "
                           "and not neither; e.g. `shadow backtest sweep.toml --period 365`")
     if args.config is not None:
+        if args.warm_start:
+            raise ConfigError("--warm-start sets [warm_start] in the preset of --dataset; with "
+                              f"your own sweep file, add a [warm_start] table to {args.config}")
         return load_config(args.config)
-    return config_from_dict(replay_config(args.dataset, args.period, seed=args.seed))
+    return config_from_dict(replay_config(args.dataset, args.period, seed=args.seed,
+                                          warm_start=args.warm_start))
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:

@@ -75,6 +75,9 @@ def write_prefix(manifest: DatasetManifest, table: pd.DataFrame, stop: int, fold
     if manifest.license:
         lines.append(f"license = {_toml(manifest.license)}")
     lines += ["", "[source]", 'kind = "csv"', 'path = "data.csv"']
+    if manifest.label_lags:  # the same promise, so the same features are derived from the rows
+        lines += ["", "[lagged_labels]", "known_before_next_row = true",
+                  f"lags = {manifest.label_lags}"]
     path = folder / "dataset.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -29,6 +29,7 @@ def replay_config(
     latency_guard: float | None = None, refit: bool = True, require: str | None = None,
     channel: str = "production", windows: tuple[int, ...] = WINDOWS,
     expanding_gap: int = EXPANDING_GAP, selection: str = "holdout", ensemble: int = 0,
+    warm_start: bool = False,
 ) -> dict[str, Any]:
     """The preset as a raw sweep config (``shadow.sweep.config_from_dict`` validates it).
 
@@ -38,6 +39,8 @@ def replay_config(
     ``expanding_gap`` are in periods. ``selection``: ``[watch.selection] policy`` (how the
     challenger is picked out of each sweep: "holdout" or "track-record"). ``ensemble``:
     combine each sweep's top this many candidates into one more (``[ensemble] top_k``; 0: off).
+    ``warm_start``: each sweep also continues the champion on the newest period
+    (``[warm_start]``, the defaults: as many rows as the holdout, 3 epochs, 0.3 x its lr).
     """
     if period < MIN_PERIOD:
         raise ConfigError(f"the drift replay's sweep file measures its slices in periods, which "
@@ -74,4 +77,6 @@ def replay_config(
     }
     if ensemble > 0:
         config["ensemble"] = {"top_k": ensemble}
+    if warm_start:
+        config["warm_start"] = {"channel": channel}
     return config

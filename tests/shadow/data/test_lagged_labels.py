@@ -119,3 +119,15 @@ def test_a_sweep_on_lagged_data_writes_the_contract_into_every_candidates_signat
     with pytest.raises(BadInputError, match="'label_lag_1' carries an earlier row's label"):
         parse_rows({"rows": [[0.0] * 8 + [3]]}, n_features=9, features=signature.features,
                    label_columns=signature.label_columns(), n_classes=len(signature.classes or ()))
+
+
+def test_a_backtests_copy_of_the_history_keeps_the_promise(tmp_path: Path) -> None:
+    from shadow.data.history import full_table, write_prefix
+
+    manifest = find_manifest("seattle-weather-lagged")
+    table = full_table(manifest)
+    copy = DatasetManifest.from_file(write_prefix(manifest, table, 500, tmp_path / "cut"))
+    assert copy.label_lags == 1 and copy.label_features == ("label_lag_1",)
+    cut = load_dataset(copy)
+    whole = load_dataset(manifest)
+    assert np.array_equal(cut.features, whole.features[:500])
