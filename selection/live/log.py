@@ -237,17 +237,21 @@ class PredictionLog:
         while True:
             if retry_s:
                 time.sleep(retry_s)  # a wake-up (a full batch) must not cut the backoff short
-            else:
+            elif not self._closed:  # closing: no more waiting, what is left is written now
                 self._wake.wait(self.flush_interval_s)
             with self._lock:
                 self._wake.clear()
                 batch, self._pending = self._pending, []
                 closing = self._closed
             if closing and not batch and self._held:
-                self._write([])  # the last try for rows held back for their request
-                self.counts["orphaned"] += len(self._held)
-                self._held = []
-            elif batch or self._held:
+                with self._lock:
+                    more = bool(self._pending)
+                if not more:  # the last try for rows held back for their request
+                    self._write([])
+                    self.counts["orphaned"] += len(self._held)
+                    self._held = []
+                    continue
+            if batch or self._held:
                 if self._write(batch):
                     retry_s = 0.0
                 else:
@@ -256,7 +260,7 @@ class PredictionLog:
                     continue
             if closing:
                 with self._lock:
-                    if not self._pending:
+                    if not self._pending and not self._held:
                         return
 
     def _requeue(self, batch: list[Any]) -> None:
@@ -308,6 +312,10 @@ class PredictionLog:
                         self.counts["orphaned"] += 1
                     else:
                         self._held.append((first, record))
+                excess = len(self._held) - self.max_pending  # bounded like the pending queue
+                if excess > 0:  # the oldest go first: they are the likeliest never to match
+                    self.counts["orphaned"] += excess
+                    self._held = self._held[excess:]
             except sqlite3.Error as exc:
                 self._held = held  # tried again with the batch
                 if is_busy(exc):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import threading
 from array import array
 from collections.abc import Sequence
@@ -135,6 +136,11 @@ class ShadowLogProcess:
 def _child(receive: Any, path: str, channel: str | None, flush_interval_s: float, nice: int,
            wait_for_request_s: float, counts: Any, ready: Any) -> None:
     """The child's loop: messages to rows, until end of file; then write all and exit."""
+    # Ctrl-C and systemd's stop signal the whole process group: the server then finishes
+    # its requests, flushes the champion's log and closes the pipe, and that end of file,
+    # not the signal, is this process's cue (it would otherwise die with rows unwritten).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if nice > 0 and hasattr(os, "nice"):
         os.nice(nice)
     log = PredictionLog(path, channel=channel, flush_interval_s=flush_interval_s,

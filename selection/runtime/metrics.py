@@ -81,7 +81,9 @@ class _RuntimeCollector(Collector):
         counts = shadows.counts if shadows is not None else {}
         for key, text in (("scored", "Requests the shadows scored"),
                           ("skipped", "Requests skipped by the shadows (queue full)"),
-                          ("errors", "Shadow inferences that failed")):
+                          ("errors", "Shadow inferences that failed"),
+                          ("log_fallback", "Scored batches whose rows the server wrote itself "
+                                           "(the shadows' log process was gone)")):
             yield CounterMetricFamily(f"shadow_serve_shadow_{key}", text, value=counts.get(key, 0))
         yield GaugeMetricFamily("shadow_serve_shadow_models", "Shadow models scoring now",
                                 value=len(shadows.models) if shadows is not None else 0)
@@ -89,11 +91,12 @@ class _RuntimeCollector(Collector):
         logged = dict(log.counts) if log is not None else {}
         sink = shadows.sink if shadows is not None else None
         if sink is not None:  # the shadows' rows, written by their own process
-            for key, value in sink.stats().items():
-                if key in logged:
-                    logged[key] += value
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    logged[key] = value
+            child = sink.stats()
+            for key in ("logged", "dropped", "retries", "mismatched", "orphaned", "errors"):
+                logged[key] = logged.get(key, 0) + int(child.get(key, 0))
+            yield GaugeMetricFamily("shadow_serve_shadow_log_process_up", "Whether the process "
+                                    "writing the shadows' rows runs (0: the server writes them)",
+                                    value=1 if child["alive"] else 0)
         yield CounterMetricFamily("shadow_serve_log_records", "Prediction records committed "
                                   "to the log", value=logged.get("logged", 0))
         yield CounterMetricFamily("shadow_serve_log_dropped", "Prediction records dropped "

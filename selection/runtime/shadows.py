@@ -74,7 +74,9 @@ class ShadowScorer:
         self._take = threading.Lock()  # one worker drains at a time (keeps batches whole)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.counts = {"submitted": 0, "skipped": 0, "scored": 0, "batches": 0, "errors": 0}
+        # log_fallback: batches whose rows the server wrote because the sink's process was gone.
+        self.counts = {"submitted": 0, "skipped": 0, "scored": 0, "batches": 0, "errors": 0,
+                       "log_fallback": 0}
         self._threads = [threading.Thread(target=self._work, name=f"shadow-{i}", daemon=True)
                          for i in range(workers)]
         self._started = False
@@ -203,6 +205,9 @@ class ShadowScorer:
         if sink is not None and sink.alive and sink.log_batch(
                 refs, items, [each.astype(np.int32).tobytes() for _, each in scored]):
             return
+        if sink is not None:  # its process died: the rows are written here (counted, on /metrics)
+            with self._lock:
+                self.counts["log_fallback"] += 1
         assert self.log is not None
         log_scored(self.log, refs, items, [each.tolist() for _, each in scored])
 

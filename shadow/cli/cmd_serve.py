@@ -253,7 +253,13 @@ def _serve(args: argparse.Namespace, home: Home, store: Store | None, limits: Se
 
 
 def _close(logs: list[PredictionLog], sink: ShadowLogProcess | None) -> None:
-    """Commit what the shadows' process received, then the champion's log (idempotent)."""
+    """Commit the champion's rows, then what the shadows' process received, then close (idempotent).
+
+    In that order: the shadows' rows wait for their requests' rows.
+    """
+    for each in logs:
+        if not each.closed:
+            each.flush()
     if sink is not None:
         sink.close()
     for each in logs:

@@ -133,3 +133,62 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_rows_still_held_at_close_are_counted_never_silently_gone(tmp_path: Path) -> None:
+    path = tmp_path / "live.db"
+    champion_log = PredictionLog(path, channel="production", flush_interval_s=60)
+    champion_log.log_champion("r1", CHAMP, ["dry"], "1" * 64)  # pending: not in the file yet
+    sink = ShadowLogProcess(path, channel="production", flush_interval_s=60)
+    assert sink.log_batch([SHADOW], [("r1", 1, CHAMP.sha256, ["dry"], "1" * 64)], [_ints(1)])
+    sink.close()  # before the champion's row: its one row can only be orphaned, and counted
+    champion_log.close()
+    stats = sink.stats()
+    assert (stats["received"], stats["logged"], stats["orphaned"]) == (1, 0, 1)
+
+
+def test_held_rows_are_bounded_like_the_pending_queue(tmp_path: Path) -> None:
+    with PredictionLog(tmp_path / "live.db", max_pending=10, wait_for_request_s=60) as log:
+        for i in range(25):  # in batches within the pending bound; each commit holds them
+            assert log.log_shadow(f"r{i}", SHADOW, ["rain"], ["dry"], "1" * 64)
+            if i % 5 == 4:
+                assert log.flush()
+        assert log.counts["orphaned"] == 15  # the oldest; 10 are still waiting for requests
+    assert log.counts["orphaned"] == 25 and log.counts["logged"] == 0
+
+
+def test_a_stop_signal_to_the_whole_group_loses_no_shadow_row(tmp_path: Path) -> None:
+    """Ctrl-C and systemd signal every process of the server's group, the child included."""
+    path = tmp_path / "live.db"
+    script = textwrap.dedent(f"""
+        import os, signal, sqlite3, time
+        from array import array
+        from selection.live import ModelRef, PredictionLog
+        from selection.live.shadow_writer import ShadowLogProcess
+        champ = ModelRef("champ", "a" * 64, ("dry", "rain"))
+        shadow = ModelRef("shadow", "b" * 64, ("dry", "rain"))
+        if __name__ == "__main__":
+            os.setpgrp()
+            log = PredictionLog({str(path)!r}, channel="production", flush_interval_s=0.05)
+            sink = ShadowLogProcess({str(path)!r}, channel="production", flush_interval_s=0.05)
+            ids = [f"r{{i}}" for i in range(50)]
+            for rid in ids:
+                log.log_champion(rid, champ, ["dry"], "1" * 64)
+            sink.log_batch([shadow], [(rid, 1, champ.sha256, ["dry"], "1" * 64) for rid in ids],
+                           [array("i", [1] * 50).tobytes()])
+            stops = []
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stops.append(1))
+            os.killpg(0, signal.SIGTERM)
+            os.killpg(0, signal.SIGINT)
+            time.sleep(0.3)
+            log.flush(); sink.close(); log.close()  # shadow serve's clean stop, in its order
+            print(len(stops), sink.stats()["logged"])
+    """)
+    server = tmp_path / "server.py"
+    server.write_text(script)
+    proc = subprocess.run([sys.executable, str(server)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.split() == ["2", "50"]
+    assert _rows(path, "SELECT COUNT(*) FROM predictions WHERE role = 1") == [(50,)]
