@@ -104,6 +104,18 @@ def _metric_columns() -> dict[str, Any]:
     return cols
 
 
+def _eligible(policy: RankingPolicy, cols: Mapping[str, Any]) -> Any:
+    """``eligible_sql`` over level-1 columns, the run's status read from its two plain columns.
+
+    The same rows as the rules on the ``status`` column above (a CASE: "ok" exactly when
+    ``candidate_ok IS NOT FALSE AND status = 'ok'``), but PostgreSQL cannot estimate a CASE:
+    it guessed 1 row of 100,000 eligible, and chose parallel plans that funnel every row
+    through a Gather (the 1,000 best by accuracy: 15 ms instead of 1 at 300,000 candidates).
+    """
+    plain = {**cols, "status": _M.c.status}
+    return and_(_M.c.candidate_ok.is_not(False), eligible_sql(policy, plain))
+
+
 def _full(level1: Mapping[str, Any]) -> dict[str, Any]:
     """Every leaderboard column: level-1 ones where they exist, else the joined tables."""
     cols = {
@@ -168,7 +180,7 @@ def _level1(sweep_id: str, device: str, policy: RankingPolicy, top: int | None,
         return chosen.add_columns(literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
     base = select(*(expr.label(name) for name, expr in cols.items())).where(
         *_on_board(sweep_id, device))
-    best = base.where(eligible_sql(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
+    best = base.where(_eligible(policy, cols)).order_by(*_order(policy, cols)).limit(top).subquery("best")
     rank = func.row_number().over(order_by=_order(policy, dict(best.c.items())))
     return select(best, literal(True).label("eligible"), rank.label("rank")).subquery("ranked")
 
@@ -183,7 +195,7 @@ def _ranked(sweep_id: str, device: str, policy: RankingPolicy, bound: Any = None
     """
     cols = _policy_columns(policy)
     query = select(*(expr.label(name) for name, expr in cols.items())).where(
-        *_on_board(sweep_id, device), eligible_sql(policy, cols))
+        *_on_board(sweep_id, device), _eligible(policy, cols))
     if bound is not None:
         objective, ascending = policy.order[0]
         query = query.where(cols[objective] <= bound if ascending else cols[objective] >= bound)
@@ -194,7 +206,7 @@ def _ranked(sweep_id: str, device: str, policy: RankingPolicy, bound: Any = None
 def _unranked(sweep_id: str, device: str, policy: RankingPolicy, eligible: bool) -> Any:
     """The eligible or the ineligible rows of one device, without rank (no window: filters push down)."""
     cols = _policy_columns(policy)
-    ok = case((eligible_sql(policy, cols), True), else_=False)
+    ok = case((_eligible(policy, cols), True), else_=False)
     return select(*(expr.label(name) for name, expr in cols.items())).where(
         *_on_board(sweep_id, device), ok.is_(eligible),
     ).add_columns(literal(eligible).label("eligible"), cast(null(), Integer).label("rank")
@@ -343,7 +355,7 @@ def metric_points(
     for a, la, s in beaten_by:  # not dominated by (a, la, s): better somewhere, or equal
         query = query.where(or_(acc > a, lat < la, size < s, and_(acc == a, lat == la, size == s)))
     query = query.where(_not_refit(sweep_id))
-    query = query.where(eligible_sql(policy, cols))
+    query = query.where(_eligible(policy, cols))
     if objective_in is not None:
         query = query.where(cols[policy.order[0][0]].in_(list(objective_in)))
     if top is not None:
@@ -373,7 +385,7 @@ def better_counts(
     objective, ascending = policy.order[0]
     obj = cols[objective]
     base = select(func.count()).select_from(_M).where(
-        *_on_board(sweep_id, device), eligible_sql(policy, cols))
+        *_on_board(sweep_id, device), _eligible(policy, cols))
     counts: list[int] = []
     total, previous = 0, None
     for start in range(0, len(values), 100):  # statements of bounded size
