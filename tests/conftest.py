@@ -35,3 +35,18 @@ def ray_local() -> Iterator[None]:
     yield
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored() -> Iterator[None]:
+    """``$MLFLOW_TRACKING_URI`` as it was before each test (MLflow's own calls set it).
+
+    A test that points MLflow at its server must not leave the next test (a sweep, a
+    promotion) tracking into a server that is gone.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -114,7 +114,9 @@ def test_every_candidate_is_a_run_with_params_metrics_lineage_and_its_model(serv
 
         # The model, logged in the onnx flavour with the signature an edge app needs.
         model_uri = tags[f"shadow.model_uri.{record.onnx_sha256}"]
-        mlflow.set_tracking_uri(server.url)
+        # Not mlflow.set_tracking_uri: it writes os.environ behind monkeypatch's back, and the
+        # dead server's URL then leaked into every later test of the session.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         info = mlflow.models.get_model_info(model_uri)
         assert "onnx" in info.flavors
         spec = info.signature.inputs.inputs[0]
