@@ -9,8 +9,9 @@ this process, each with its own cache folder and prediction log) and one
 predictions the whole time; any failed prediction is counted.
 
 1. promotions and rollbacks: time from ``promote``/``rollback`` returning to
-   every device serving the new model (p50, max); bytes per idle poll (the
-   server's count of request and 304 bytes);
+   every device serving the new model (p50, max); bytes per idle poll, measured
+   at the proxy: the HTTP request and 304 answer bytes it forwarded (TCP/IP
+   framing not included), with the server's own count next to it;
 2. faults, each while a promotion is pending: a corrupted download, the server
    gone mid-transfer (bodies cut in half), the server process SIGKILLed (and
    restarted), a device process SIGKILLed mid-download (restarted offline). Each
@@ -188,14 +189,20 @@ def main() -> None:
     out["changes"] = len(times)
     # Idle polls with the devices answering requests (each poll reports its new counts), then
     # with the devices idle (no counts to report: the 304 alone).
+    # Measured on the wire at the proxy: the request and 304 bytes it forwarded per idle poll
+    # (HTTP bytes; TCP/IP framing and the connection's handshake not included), next to the
+    # server's own count of the same (rebuilt from the parsed headers) as a cross-check.
     for key, busy in (("bytes_per_idle_poll_reporting", True), ("bytes_per_idle_poll", False)):
         load.paused = not busy
         time.sleep(2 * opts.poll_ms / 1000)
-        before = _fleet(server_url)["counts"]
+        before, wire_before = _fleet(server_url)["counts"], dict(proxy.wire)
         time.sleep(4 * opts.poll_ms / 1000)
-        after = _fleet(server_url)["counts"]
-        polls = after["idle_polls"] - before["idle_polls"]
-        out[key] = round((after["idle_bytes"] - before["idle_bytes"]) / max(1, polls), 1)
+        after, wire_after = _fleet(server_url)["counts"], dict(proxy.wire)
+        polls = wire_after["idle_polls"] - wire_before["idle_polls"]
+        out[key] = round((wire_after["idle_bytes"] - wire_before["idle_bytes"]) / max(1, polls), 1)
+        server_polls = after["idle_polls"] - before["idle_polls"]
+        out[key + "_server_count"] = round(
+            (after["idle_bytes"] - before["idle_bytes"]) / max(1, server_polls), 1)
     load.paused = False
 
     # 2. faults: each keeps the old model serving, then converges once lifted.
@@ -238,6 +245,7 @@ def main() -> None:
     load.label = True
     time.sleep(2.0)  # the champion's labelled requests come in first
     canary = RolloutPlan(share=0.2, widen_after_s=3600, min_labelled=200, min_predictions=200)
+    out["canary_max_looks"] = canary.max_looks
     t = time.monotonic()
     promote(store, "m-4", event=start_event(canary))
     rolled = wait_for(lambda: _state(store) == "rolled_back", 120)
@@ -254,6 +262,7 @@ def main() -> None:
         out["control_accuracy"] = round(event.evidence["control"]["correct"]
                                         / max(1, event.evidence["control"]["labelled"]), 3)
         out["canary_min_labelled"] = canary.min_labelled
+        out["canary_look_at_rollback"] = event.evidence.get("looks", {}).get("accuracy")
     load.stop()
     out["failed_predictions"] = load.failed
     out["predictions"] = load.answered

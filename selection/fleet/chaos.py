@@ -33,6 +33,10 @@ class FaultyProxy:
         self.slow_chunk = slow_chunk
         self.slow_delay_s = slow_delay_s
         self.faults = 0  # artifact answers broken so far
+        # What crossed the proxy, counted as it was forwarded (HTTP bytes: request head and
+        # answer; TCP/IP framing not included): every exchange, and the 304 polls alone.
+        self.wire = {"exchanges": 0, "bytes": 0, "idle_polls": 0, "idle_bytes": 0}
+        self._wire_lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -69,12 +73,22 @@ class FaultyProxy:
                     up.sendall(request)
                     answer = _read_all(up)
                 path = request.split(b" ", 2)[1].decode("latin-1") if b" " in request else ""
+                self._count(request, answer)
                 if path.startswith(ARTIFACT_ROUTE) and self.mode != "pass":
                     self._broken(client, answer)
                 else:
                     client.sendall(answer)
             except OSError:
                 return
+
+    def _count(self, request: bytes, answer: bytes) -> None:
+        idle = answer.startswith(b"HTTP/1.1 304 ") or answer.startswith(b"HTTP/1.0 304 ")
+        with self._wire_lock:
+            self.wire["exchanges"] += 1
+            self.wire["bytes"] += len(request) + len(answer)
+            if idle:
+                self.wire["idle_polls"] += 1
+                self.wire["idle_bytes"] += len(request) + len(answer)
 
     def _broken(self, client: socket.socket, answer: bytes) -> None:
         head, _, body = answer.partition(b"\r\n\r\n")

@@ -1,5 +1,14 @@
 """What the fleet server knows of its devices: last seen, the version each runs, their counts.
 
+Bounded whatever devices send: counts are kept only for the models that
+matter to this channel (``keep``: the fleet server passes the models on
+offer or in its rollout now and the few before them, at most
+``fleet.server.KEEP_SHAS``, 8, per device), the running version must be ``-`` or a
+version name of the channel (``runtime.remote.check_running``), and at most
+``max_devices`` devices are tracked, a full registry making room by forgetting
+the device seen least recently once it has been unseen for ``evict_unseen_s``
+(an hour by default).
+
 Devices tell the server on every poll (``runtime.remote``'s headers): their
 id, the version they serve and their cumulative counts per model
 (predictions, failed predictions, labelled requests, correct ones).
@@ -22,6 +31,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,8 +44,12 @@ from selection.runtime.remote import SHA_RE
 
 #: Models a device may report counts for in one poll (older ones are of little use).
 MAX_REPORTED_MODELS = 16
-#: Devices one server tracks (a poll from one more is refused with a 4xx).
+#: Devices one server tracks. When full, a new device takes the place of the device seen
+#: least recently if that one was unseen for EVICT_UNSEEN_S; else it is refused with a 429.
 MAX_DEVICES = 100_000
+#: One hour: a device that polls (every few seconds) is never forgotten to make room; made-up
+#: ids can lock new devices out for at most this long after they stop polling.
+EVICT_UNSEEN_S = 3600.0
 
 
 def fleet_file(home_root: str | Path, channel: str) -> Path:
@@ -86,11 +100,15 @@ def parse_report(text: str | None) -> dict[str, list[int]]:
 class DeviceRegistry:
     """The devices of one channel's fleet server (thread-safe)."""
 
-    def __init__(self, path: Path | None, *, save_every_s: float = 1.0) -> None:
+    def __init__(self, path: Path | None, *, save_every_s: float = 1.0,
+                 max_devices: int = MAX_DEVICES, evict_unseen_s: float = EVICT_UNSEEN_S) -> None:
         self.path = path
         self.save_every_s = save_every_s
+        self.max_devices = max_devices
+        self.evict_unseen_s = evict_unseen_s
         self._lock = threading.Lock()
-        self._devices: dict[str, Device] = {}
+        # least recently seen first (a poll moves its device to the end): eviction is O(1)
+        self._devices: OrderedDict[str, Device] = OrderedDict()
         # rollout id -> device -> sha256 -> counts when the server first saw that rollout
         self._marks: dict[str, dict[str, dict[str, list[int]]]] = {}
         self._dirty = False
@@ -99,23 +117,41 @@ class DeviceRegistry:
             self._load(path)
 
     def seen(self, device_id: str, *, running: str | None, offered: str | None, address: str,
-             counts: dict[str, list[int]]) -> None:
-        """Record one poll."""
+             counts: dict[str, list[int]], keep: Iterable[str] | None = None) -> None:
+        """Record one poll; ``keep``: the models whose counts are kept (None: all reported)."""
         now = datetime.now(UTC)
         with self._lock:
             device = self._devices.get(device_id)
             if device is None:
-                if len(self._devices) >= MAX_DEVICES:
-                    raise ConfigError(f"this fleet server tracks at most {MAX_DEVICES} devices")
+                self._make_room()
                 device = Device(device_id, now.isoformat(), now.isoformat(), time.time(),
                                 address, running)
                 self._devices[device_id] = device
+            self._devices.move_to_end(device_id)
             device.last_seen, device.last_seen_s = now.isoformat(), time.time()
             device.address, device.running, device.offered = address, running, offered
             device.polls += 1
             if counts:
                 device.counts.update(counts)
+            if keep is not None:
+                wanted = set(keep)
+                # Counts are cumulative on the device: one dropped now comes back whole with its
+                # next report if its model matters again.
+                device.counts = {s: c for s, c in device.counts.items() if s in wanted}
             self._dirty = True
+
+    def _make_room(self) -> None:
+        """Forget the least recently seen device if the registry is full (ConfigError if none may go)."""
+        if len(self._devices) < self.max_devices:
+            return
+        oldest = next(iter(self._devices.values()), None)
+        if oldest is None or time.time() - oldest.last_seen_s < self.evict_unseen_s:
+            raise ConfigError(f"this fleet server tracks at most {self.max_devices} devices and "
+                              f"every one polled within {self.evict_unseen_s:g} s; retry later "
+                              "or run another `shadow fleet serve` for the rest")
+        # Its rollout mark stays (bounded by the devices at mark time): if it polls again,
+        # only what it counted since the rollout started counts.
+        del self._devices[oldest.device_id]
 
     def devices(self) -> list[Device]:
         """Copies of every device, by id."""
@@ -172,7 +208,8 @@ class DeviceRegistry:
         return True
 
     def _load(self, path: Path) -> None:
-        self._devices = {d.device_id: d for d in read_devices(path)}
+        self._devices = OrderedDict((d.device_id, d) for d in sorted(
+            read_devices(path), key=lambda d: d.last_seen_s))
         try:
             marks = json.loads(path.read_text(encoding="utf-8")).get("marks", {})
         except ValueError:

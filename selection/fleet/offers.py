@@ -48,6 +48,13 @@ class FleetState:
             return self.previous
         return self.current
 
+    def shas(self) -> frozenset[str]:
+        """The models whose counts matter now: on offer, or either side of the rollout."""
+        found = {s.offer.sha256 for s in (self.current, self.previous) if s is not None}
+        if self.rollout is not None:
+            found |= {self.rollout.sha256, self.rollout.previous_sha256}
+        return frozenset(found)
+
     def by_sha(self, sha256: str) -> Served | None:
         """The offer whose model is ``sha256`` (what ``GET /v1/artifact`` serves)."""
         for served in (self.current, self.previous):

@@ -6,8 +6,11 @@ the same transaction (``start``): the plan (the canary share or device ids,
 the stages, when to widen, the test's thresholds) and the history rows of
 the new and the previous model. Every later step is another ``rollout``
 event naming the start event's id: ``widen`` (the share grew), ``complete``
-(every device), ``rollback`` (appended in the transaction of the rollback
-history row, with the evidence). :func:`load_rollout` folds them; the fleet
+(every device), ``look`` (the canary test took one of its planned looks,
+``fleet.evidence``: the looks spent so far, so a restart does not look
+again), ``superseded`` (an automatic rollback refused because the channel
+moved on, see :func:`roll_back`), ``rollback`` (appended in the transaction
+of the rollback history row, with the evidence). :func:`load_rollout` folds them; the fleet
 server reads that, so a restarted server resumes the rollout where the
 events say it was. A rollout whose promotion is no longer the channel's
 current row (someone promoted or rolled back by hand) is ``superseded``.
@@ -28,7 +31,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from selection.channels import promotion
-from selection.errors import ConfigError
+from selection.errors import ConfigError, PromotionError
+from selection.fleet.evidence import Looks
 from selection.records import EventRecord, PromotionRecord, utc_now
 from selection.store import Store, channel_rows
 
@@ -40,6 +44,11 @@ DEFAULT_WIDEN_AFTER_S = 300.0
 DEFAULT_MIN_LABELLED = 200
 DEFAULT_MIN_PREDICTIONS = 200
 DEFAULT_ALPHA = 0.01
+#: Planned looks of the canary test (labelled counts 200, 400, ..., 3200 by default).
+DEFAULT_MAX_LOOKS = 5
+#: The events that end a rollout, and the state each leaves it in.
+_CLOSING: dict[str, State] = {"complete": "complete", "rollback": "rolled_back",
+                              "superseded": "superseded"}
 
 
 @dataclass(frozen=True)
@@ -54,15 +63,21 @@ class RolloutPlan:
     min_labelled: int = DEFAULT_MIN_LABELLED
     min_predictions: int = DEFAULT_MIN_PREDICTIONS
     alpha: float = DEFAULT_ALPHA
+    max_looks: int = DEFAULT_MAX_LOOKS
 
     def __post_init__(self) -> None:
-        if not (0 < self.share <= 1 or (self.devices and self.share == 0)) or any(not 0 < s <= 1 for s in self.stages):
-            raise ConfigError(f"a canary share must be in (0, 100%]; got {self.share!r} and stages "
-                              f"{self.stages!r}; e.g. --canary 10%")
+        if not (0 < self.share < 1 or (self.devices and self.share == 0)) or any(not 0 < s <= 1 for s in self.stages):
+            # 100 % leaves no device on the previous model: nothing to compare the canary with.
+            raise ConfigError(f"a canary share must be in (0, 100%) (the rest of the fleet keeps "
+                              f"the previous model to compare with); got {self.share!r} and "
+                              f"stages {self.stages!r}; e.g. --canary 10%, or promote without "
+                              "--canary to ship to every device at once")
         if self.widen_on not in ("evidence", "time"):
             raise ConfigError(f"widen_on must be 'evidence' or 'time'; got {self.widen_on!r}")
         if not (math.isfinite(self.widen_after_s) and self.widen_after_s >= 0):
             raise ConfigError(f"--widen-after must be seconds >= 0; got {self.widen_after_s!r}")
+        if not 1 <= self.max_looks <= 20:
+            raise ConfigError(f"max_looks must be in 1..20; got {self.max_looks!r}; e.g. 5")
         if not 0 < self.alpha < 0.5 or self.min_labelled < 1 or self.min_predictions < 1:
             raise ConfigError(f"alpha must be in (0, 0.5) and the minimum counts >= 1; got "
                               f"alpha {self.alpha!r}, min_labelled {self.min_labelled!r}, "
@@ -78,7 +93,7 @@ class RolloutPlan:
         return {"share": self.share, "devices": list(self.devices), "stages": list(self.stages),
                 "widen_after_s": self.widen_after_s, "widen_on": self.widen_on,
                 "min_labelled": self.min_labelled, "min_predictions": self.min_predictions,
-                "alpha": self.alpha}
+                "alpha": self.alpha, "max_looks": self.max_looks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutPlan:
@@ -87,7 +102,9 @@ class RolloutPlan:
                    stages=tuple(float(s) for s in data.get("stages", DEFAULT_STAGES)),
                    widen_after_s=float(data["widen_after_s"]), widen_on=data["widen_on"],
                    min_labelled=int(data["min_labelled"]),
-                   min_predictions=int(data["min_predictions"]), alpha=float(data["alpha"]))
+                   min_predictions=int(data["min_predictions"]), alpha=float(data["alpha"]),
+                   # a rollout started before planned looks: the same default
+                   max_looks=int(data.get("max_looks", DEFAULT_MAX_LOOKS)))
 
 
 def parse_canary(text: str) -> tuple[float, tuple[str, ...]]:
@@ -106,8 +123,11 @@ def parse_canary(text: str) -> tuple[float, tuple[str, ...]]:
         for device in devices:
             check_device_id(device)
         return 0.0, devices
-    if not 0 < share <= 1:
-        raise ConfigError(f"--canary must be a share in (0%, 100%]; got {text!r}; e.g. 10%")
+    if not 0 < share < 1:
+        # 100 % has no control arm: no device keeps the previous model to compare the canary with.
+        raise ConfigError(f"--canary must be a share in (0%, 100%); got {text!r}; 100% leaves "
+                          "no device on the previous model to compare with: promote without "
+                          "--canary to ship to every device, or e.g. --canary 10%")
     return share, ()
 
 
@@ -128,6 +148,7 @@ class Rollout:
     started_at: datetime
     stage_started_at: datetime
     last_reason: str
+    looks: Looks = Looks()  # the canary test's planned looks spent so far
 
     @property
     def share(self) -> float:
@@ -156,7 +177,9 @@ class Rollout:
                 "previous_sha256": self.previous_sha256, "stage": self.stage,
                 "share": self.share, "plan": self.plan.to_json(),
                 "started_at": self.started_at.isoformat(),
-                "stage_started_at": self.stage_started_at.isoformat(), "reason": self.last_reason}
+                "stage_started_at": self.stage_started_at.isoformat(), "reason": self.last_reason,
+                "looks": {"accuracy": self.looks.accuracy, "errors": self.looks.errors,
+                          "not_worse": self.looks.not_worse}}
 
 
 def start_event(plan: RolloutPlan) -> Any:
@@ -197,11 +220,13 @@ def load_rollout(store: Store, channel: str) -> Rollout | None:
         if event.evidence.get("rollout_id") != rollout.rollout_id:
             continue
         action = event.evidence.get("action")
+        if "looks" in event.evidence:  # a look, or a step the test decided
+            rollout = replace(rollout, looks=Looks.from_json(event.evidence["looks"]))
         if action == "widen":
             rollout = replace(rollout, stage=int(event.evidence["stage"]),
                               stage_started_at=event.at, last_reason=event.reason)
-        elif action in ("complete", "rollback"):
-            state: State = "complete" if action == "complete" else "rolled_back"
+        elif action in _CLOSING:
+            state: State = _CLOSING[action]
             rollout = replace(rollout, state=state, last_reason=event.reason)
     if rollout.state == "canary":
         now = promotion.current(store, channel)
@@ -233,13 +258,65 @@ def widen(store: Store, rollout: Rollout, reason: str, evidence: dict[str, Any])
     return replace(rollout, stage=nxt, stage_started_at=utc_now(), last_reason=reason)
 
 
+class RolloutSuperseded(PromotionError):
+    """An automatic rollback refused: the channel no longer serves the rollout's promotion."""
+
+
 def roll_back(store: Store, rollout: Rollout, reason: str, evidence: dict[str, Any],
               who: str = "shadow fleet") -> PromotionRecord:
-    """Roll the channel back to the previous model, the event in the rollback's transaction."""
-    return promotion.rollback(
-        store, channel=rollout.channel, who=who, reason=f"automatic rollback: {reason}",
-        event=lambda record: step_event(rollout, "rollback", f"rolled back: {reason}", evidence,
-                                        history_id=record.history_id))
+    """Roll back the rollout's own promotion, the event in the rollback's transaction.
+
+    Tied to the rollout: a rollback undoes the channel's newest *live*
+    promotion, so if an operator promoted again since the rollout was read (or
+    another fleet server, or a retried tick, already rolled it back) a plain
+    rollback would revert someone else's row. Refused (RolloutSuperseded, the
+    rollout's ``superseded`` event appended when it was still open, nothing else
+    changed) unless the row it would revert is the rollout's ``history_id`` --
+    checked once before (cheap, no lock) and again inside the rollback's own
+    transaction, under the channel lock, where no other change can land.
+    """
+    if _closed(store, rollout):
+        raise RolloutSuperseded(f"rollout {rollout.rollout_id} of {rollout.candidate_id} is "
+                                "already closed (rolled back, completed or superseded); not "
+                                "rolling the channel back again")
+    with store.snapshot() as conn:
+        live = channel_rows.newest_live_promote(conn, rollout.channel)
+    if live is None or live.history_id != rollout.history_id:
+        raise _superseded(store, rollout, live)
+
+    def tied(record: PromotionRecord) -> EventRecord:
+        if record.reverts_id != rollout.history_id:  # a change landed since the check above
+            raise RolloutSuperseded(f"channel {rollout.channel!r} changed while rollout "
+                                    f"{rollout.rollout_id} was rolled back; nothing changed")
+        return step_event(rollout, "rollback", f"rolled back: {reason}", evidence,
+                          history_id=record.history_id)
+
+    try:
+        return promotion.rollback(store, channel=rollout.channel, who=who,
+                                  reason=f"automatic rollback: {reason}", event=tied)
+    except RolloutSuperseded:
+        with store.snapshot() as conn:
+            live = channel_rows.newest_live_promote(conn, rollout.channel)
+        raise _superseded(store, rollout, live) from None
+
+
+def _closed(store: Store, rollout: Rollout) -> bool:
+    """Whether the store already has a closing event (rollback, complete, superseded) for it."""
+    return any(e.evidence.get("rollout_id") == rollout.rollout_id
+               and e.evidence.get("action") in _CLOSING
+               for e in store.list_events(channel=rollout.channel, kinds="rollout", limit=500))
+
+
+def _superseded(store: Store, rollout: Rollout,
+                live: PromotionRecord | None) -> RolloutSuperseded:
+    """Record that ``rollout`` lost its channel (once) and say so."""
+    now = f"history row {live.history_id} ({live.candidate_id})" if live else "no promotion"
+    why = (f"superseded: the channel's newest live promotion is {now}, not the rollout's "
+           f"row {rollout.history_id}; the automatic rollback was refused")
+    if not _closed(store, rollout):
+        store.append_event(step_event(rollout, "superseded", why, {}))
+    return RolloutSuperseded(f"rollout {rollout.rollout_id} of {rollout.candidate_id} is "
+                             f"{why}; nothing was rolled back")
 
 
 def canary_devices(rollout: Rollout, devices: Sequence[str]) -> list[str]:

@@ -6,7 +6,8 @@ Endpoints (the wire protocol is ``selection.runtime.remote``'s):
   (``X-Shadow-Device``): the channel's current version, or the previous one
   for a device outside an active canary; ``ETag`` is the version name, and an
   ``If-None-Match`` that matches is a bodiless 304 (what an idle device costs);
-- ``GET /v1/artifact?sha256=<sha256>``: the model bytes of a version on offer;
+- ``GET /v1/artifact?sha256=<sha256>``: the model bytes of a version on offer
+  (``HEAD``: its size and ETag only);
 - ``GET /v1/fleet``: every device (last seen, version, counts) and the rollout;
 - ``GET /healthz``: 200 while the server has something to offer.
 
@@ -40,7 +41,7 @@ from selection.errors import ConfigError, ShadowError
 from selection.fleet.devices import DeviceRegistry, fleet_file, parse_report
 from selection.fleet.evidence import judge
 from selection.fleet.offers import FleetState, OfferBook
-from selection.fleet.rollout import Rollout, roll_back, widen
+from selection.fleet.rollout import Rollout, RolloutSuperseded, roll_back, step_event, widen
 from selection.runtime.http_handler import JsonHandler, response_head
 from selection.runtime.http_server import BoundedServer, ServerLimits
 from selection.runtime.remote import (
@@ -52,11 +53,15 @@ from selection.runtime.remote import (
     REPORT_HEADER,
     RUNNING_HEADER,
     SHA_RE,
+    check_running,
 )
 from selection.store import Store
 
 DEFAULT_FLEET_PORT = 8780
 DEFAULT_REFRESH_S = 0.2
+#: Models a device's counts are kept for: on offer now, or recently (a device sends a model's
+#: counts again only when they change, so a rollback to a recent one must find them).
+KEEP_SHAS = 8
 _CHUNK = 256 * 1024
 
 
@@ -80,7 +85,10 @@ class FleetServer(BoundedServer):
         self.last_error: str | None = None
         self.on_step: Callable[[str], None] | None = None
         self._stop = threading.Event()
-        self.book.refresh()  # at start: a store that cannot be read fails here, in one line
+        # The models whose counts devices may keep on this server: the ones on offer (or in the
+        # rollout) now and the few before them, newest last (a rollback to one keeps its counts).
+        self._kept_shas: tuple[str, ...] = ()
+        self._remember(self.book.refresh())  # at start: a store that cannot be read fails here
         super().__init__(address, _Handler, log, limits, error_log)
         self._control = threading.Thread(target=self._control_loop, daemon=True,
                                          name=f"fleet-{channel}")
@@ -102,13 +110,24 @@ class FleetServer(BoundedServer):
         self.registry.save(force=True)
         super().server_close()
 
+    def kept_shas(self) -> frozenset[str]:
+        """The models whose counts the registry keeps (at most :data:`KEEP_SHAS`)."""
+        return frozenset(self._kept_shas)
+
+    def _remember(self, state: FleetState) -> None:
+        now = state.shas()
+        older = [s for s in self._kept_shas if s not in now]
+        room = max(0, KEEP_SHAS - len(now))
+        self._kept_shas = (*(older[-room:] if room else ()), *sorted(now))
+
     def control_once(self) -> None:
         """Read the store, judge an active canary, save the device view (the control thread's tick)."""
         state = self.book.refresh()
+        self._remember(state)
         rollout = state.rollout
         if rollout is not None and rollout.active:
             if self._judge(rollout):
-                self.book.refresh()
+                self._remember(self.book.refresh())
         self.registry.save()
 
     def _judge(self, rollout: Rollout) -> bool:
@@ -120,10 +139,15 @@ class FleetServer(BoundedServer):
                                    since=rollout.rollout_id)
         control = self.registry.arm(rollout.previous_sha256, since=rollout.rollout_id)
         verdict = judge(canary, control, alpha=plan.alpha, min_labelled=plan.min_labelled,
-                        min_predictions=plan.min_predictions)
+                        min_predictions=plan.min_predictions, max_looks=plan.max_looks,
+                        looks=rollout.looks)
         evidence = verdict.to_json()
         if verdict.action == "rollback":
-            roll_back(self.store, rollout, verdict.reason, evidence)
+            try:
+                roll_back(self.store, rollout, verdict.reason, evidence)
+            except RolloutSuperseded as exc:
+                self._step(f"not rolling back {rollout.candidate_id}: {exc}")
+                return True
             self._step(f"rolled back {rollout.candidate_id}: {verdict.reason}")
             return True
         age = (datetime.now(UTC) - rollout.stage_started_at).total_seconds()
@@ -131,6 +155,9 @@ class FleetServer(BoundedServer):
             why = verdict.reason if verdict.action == "widen" else f"{age:.0f} s at this stage"
             after = widen(self.store, rollout, why, evidence)
             self._step(f"rollout of {rollout.candidate_id}: {after.state}, {after.share:.0%}")
+            return True
+        if verdict.looked:  # spent: recorded, so the next tick (or a restart) does not look again
+            self.store.append_event(step_event(rollout, "look", verdict.reason, evidence))
             return True
         return False
 
@@ -187,8 +214,9 @@ class _Handler(JsonHandler):
             self._error(400, f"{DEVICE_HEADER} must name the device: {DEVICE_ID_RULE}; got "
                              f"{device[:80]!r}")
             return
-        running = self.headers.get(RUNNING_HEADER) or None
+        running = self.headers.get(RUNNING_HEADER) or "-"
         try:
+            check_running(server.channel, running)
             counts = parse_report(self.headers.get(REPORT_HEADER))
         except ConfigError as exc:
             self._error(400, str(exc))
@@ -198,7 +226,8 @@ class _Handler(JsonHandler):
         offered = served.offer.version if served is not None else None
         try:
             server.registry.seen(device, running=None if running == "-" else running,
-                                 offered=offered, address=self.client_address[0], counts=counts)
+                                 offered=offered, address=self.client_address[0], counts=counts,
+                                 keep=server.kept_shas())
         except ConfigError as exc:
             self._error(429, str(exc))
             return
@@ -237,7 +266,7 @@ class _Handler(JsonHandler):
         self._answered = True
         self.connection.settimeout(self.server.limits.request_timeout_s)
         self.wfile.write(head)
-        if self.command == "HEAD":
+        if self.command == "HEAD":  # the size and ETag without the bytes
             return
         with open(served.model_path, "rb") as handle:
             while chunk := handle.read(_CHUNK):
@@ -264,7 +293,7 @@ class _Handler(JsonHandler):
 
     routes = {
         MANIFEST_ROUTE: {"GET": _manifest},
-        ARTIFACT_ROUTE: {"GET": _artifact},
+        ARTIFACT_ROUTE: {"GET": _artifact},  # HEAD too: JsonHandler routes it to GET
         "/v1/fleet": {"GET": _fleet},
         "/healthz": {"GET": _health},
     }

@@ -46,7 +46,14 @@ from selection.live.log import PredictionLog
 from selection.runtime.channel import ChannelRuntime, RuntimeEvent
 from selection.runtime.errors import BadInputError, NoModelError
 from selection.runtime.model import LoadedModel
-from selection.runtime.remote import FetchError, FleetClient, clean_staging, encode_report, install
+from selection.runtime.remote import (
+    Cancelled,
+    FetchError,
+    FleetClient,
+    clean_staging,
+    encode_report,
+    install,
+)
 from selection.runtime.shadows import ShadowScorer
 from selection.signing import PublicKey, TrustedKeys
 
@@ -124,6 +131,8 @@ class RemoteChannelRuntime(ChannelRuntime):
     def start(self) -> LoadedModel:
         """Serve the cached version (offline is fine), or wait for a first one; then keep in step."""
         clean_staging(self.channels_dir)
+        if self._sync_thread is None:
+            self._sync_stop.clear()  # a stop() before: this start downloads again
         if self._target() is None:
             deadline = time.monotonic() + self.first_model_timeout_s
             while self.sync_once() != "updated":
@@ -143,7 +152,11 @@ class RemoteChannelRuntime(ChannelRuntime):
         return model
 
     def stop(self) -> None:
-        """Stop syncing, then as :meth:`ChannelRuntime.stop`."""
+        """Stop syncing, then as :meth:`ChannelRuntime.stop`.
+
+        A download in progress ends at its next chunk and nothing is linked after
+        this is called (``remote.install``'s ``cancel``), so the join below is short.
+        """
         self._sync_stop.set()
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=self.client.timeout_s + 5)
@@ -175,7 +188,8 @@ class RemoteChannelRuntime(ChannelRuntime):
     # -- syncing ------------------------------------------------------------------------
 
     def sync_once(self) -> str:
-        """One poll: ``idle`` (nothing new), ``updated`` (a new version linked) or ``failed``."""
+        """One poll: ``idle`` (nothing new), ``updated`` (a new version linked), ``failed``, or
+        ``stopped`` (:meth:`stop` was called during the download; nothing linked)."""
         current = self._model.version if self._model is not None else None
         changed = self._changed_counts()
         try:
@@ -189,7 +203,10 @@ class RemoteChannelRuntime(ChannelRuntime):
                     self._etag = offer.etag
                 return self._ok("idle")
             install(self.client, self.channels_dir, offer,
-                    trusted_keys=self.trusted_keys or {}, threads=self.threads)
+                    trusted_keys=self.trusted_keys or {}, threads=self.threads,
+                    cancel=self._sync_stop)
+        except Cancelled:
+            return "stopped"
         except (FetchError, ShadowError, OSError) as exc:
             self._failures += 1
             self._last_error = str(exc)

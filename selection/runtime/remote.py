@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -68,6 +69,20 @@ class FetchError(ShadowError, OSError):
     """The server could not be reached, or answered something a device must not use."""
 
 
+class Cancelled(FetchError):
+    """A download or install stopped because its runtime is stopping (nothing was linked)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib would send the device's bearer token on to the new host."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> None:
+        raise FetchError(f"the fleet server at {req.full_url.split('?')[0]} answered {code}, a "
+                         f"redirect to {newurl[:200]!r}; a device follows no redirects (its "
+                         "token would travel along); give the device the final URL")
+
+
 def manifest_path(channel: str) -> str:
     """The path of a channel's offer on the fleet server."""
     return f"{MANIFEST_ROUTE}?channel={channel}"
@@ -76,6 +91,18 @@ def manifest_path(channel: str) -> str:
 def artifact_path(sha256: str) -> str:
     """The path of a model's bytes on the fleet server."""
     return f"{ARTIFACT_ROUTE}?sha256={sha256}"
+
+
+def check_running(channel: str, running: str) -> str:
+    """``running`` (the ``X-Shadow-Running`` header) if it is ``-`` or a version name of
+    ``channel`` (``<channel>-<history id>-<12 hex>``, what promotion names a version), else
+    ConfigError: the fleet view stores and prints it, so nothing else gets in."""
+    if running == "-" or re.fullmatch(rf"{re.escape(channel)}-[0-9]{{1,18}}-[0-9a-f]{{12}}",
+                                      running):
+        return running
+    raise ConfigError(f"{RUNNING_HEADER} must be '-' (no model yet) or the version name the "
+                      f"device serves ({channel}-<history id>-<12 hex digits of its sha256>); "
+                      f"got {running[:80]!r}")
 
 
 def check_device_id(device_id: str) -> str:
@@ -151,7 +178,8 @@ class FleetClient:
         self.token = token
         self.timeout_s = timeout_s
         # No proxies from the environment: a device talks to its fleet server directly.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                   _NoRedirects())
 
     def offer(self, etag: str | None, running: str | None,
               report: str | None = None) -> Offer | None:
@@ -165,6 +193,8 @@ class FleetClient:
             with self._open(manifest_path(self.channel), headers) as answer:
                 body = answer.read(1024 * 1024)
                 return Offer.parse(body, self.channel, answer.headers.get("ETag", ""))
+        except FetchError:
+            raise
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
                 return None
@@ -174,13 +204,19 @@ class FleetClient:
             raise FetchError(f"the fleet server at {self.url} could not be reached ({exc})") \
                 from None
 
-    def download(self, offer: Offer, dest: Path) -> None:
-        """Stream the offer's model into ``dest`` (a new file), checking size and sha256 as it comes."""
+    def download(self, offer: Offer, dest: Path, cancel: threading.Event | None = None) -> None:
+        """Stream the offer's model into ``dest`` (a new file), checking size and sha256 as it comes.
+
+        ``cancel`` set (the runtime stopping) ends it between two chunks with :class:`Cancelled`.
+        """
         digest, got = hashlib.sha256(), 0
         try:
             with self._open(offer.artifact, {}) as answer, open(dest, "xb") as out:
                 # read1: what has arrived (read() would wait for the whole chunk)
                 while chunk := answer.read1(_CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"the download of {offer.version} stopped after {got} "
+                                        "bytes: the runtime is stopping")
                     got += len(chunk)
                     if got > offer.size_bytes:
                         raise FetchError(f"the model of {offer.version} is longer than the "
@@ -210,12 +246,14 @@ class FleetClient:
 
 
 def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
-            trusted_keys: Mapping[str, PublicKey], threads: int = 1) -> LoadedModel:
+            trusted_keys: Mapping[str, PublicKey], threads: int = 1,
+            cancel: threading.Event | None = None) -> LoadedModel:
     """Fetch ``offer`` into ``cache_dir``, verify it whole, then point the cache's link at it.
 
     Returns the verified model (loaded once, as a check; the runtime loads the
     folder again when it swaps). Raises FetchError or ModelLoadError and
-    leaves the link where it was.
+    leaves the link where it was. ``cancel`` set: :class:`Cancelled` at the next
+    chunk, and never a link moved after it was set (checked last, before the swap).
     """
     versions = cache_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
@@ -225,7 +263,7 @@ def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
         try:
             os.chmod(staging, 0o755)
             if not _copy_known(versions, offer, staging / MODEL_FILE):
-                client.download(offer, staging / MODEL_FILE)
+                client.download(offer, staging / MODEL_FILE, cancel)
             write_bytes_atomic(staging / MANIFEST_FILE, offer.manifest)
             write_bytes_atomic(staging / SIGNATURE_FILE, offer.signature)
             if final.exists() or final.is_symlink():
@@ -241,6 +279,8 @@ def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
     except ShadowError:
         _remove(final)  # never keep a folder that did not verify under a version's name
         raise
+    if cancel is not None and cancel.is_set():  # the folder verified: kept for the next start
+        raise Cancelled(f"{offer.version} verified but was not linked: the runtime is stopping")
     replace_symlink_atomic(cache_dir / client.channel, Path(VERSIONS_DIR) / offer.version)
     prune(cache_dir, offer.version)
     return model

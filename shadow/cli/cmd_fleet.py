@@ -54,9 +54,11 @@ rollout (`shadow promote --canary`) offers the new version to that share of
 devices (by a hash of the device id) and the previous one to the rest; it widens
 (10% -> 50% -> 100%) after --widen-after seconds per stage once the labels show
 the canary is not worse, and rolls back by itself when it is significantly
-worse (one-sided two-proportion test, p < 0.01, at least --min-labelled
-labelled requests on each side) or its predictions fail more often. Every step
-is a `rollout` event (`shadow events --kind rollout`).
+worse (one-sided two-proportion test judged only at planned looks, when each
+side reaches --min-labelled labelled requests times 1, 2, 4, 8, 16, each at
+alpha/10: at most alpha 0.01 in all however often the server looks) or its
+predictions fail more often. Every step is a `rollout` event (`shadow events
+--kind rollout`).
 
 Bound to anything but loopback, the server needs a shared bearer token
 (--token-file, or $SHADOW_FLEET_TOKEN): it guards the fleet view and the reports
@@ -183,7 +185,7 @@ def run_fleet_serve(args: argparse.Namespace) -> int:
 def run_fleet_follow(args: argparse.Namespace) -> int:
     import socket
 
-    from selection.errors import ConfigError
+    from selection.errors import ConfigError, ShadowError
     from selection.home import Home
     from selection.live.log import PredictionLog
     from selection.runtime.follow import RemoteChannelRuntime
@@ -208,12 +210,13 @@ def run_fleet_follow(args: argparse.Namespace) -> int:
     try:
         model = runtime.start()
         server = make_server(runtime, args.host, args.port, error_log=note)
-    except OSError as exc:
+    except BaseException as exc:
         runtime.stop()
-        raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
-                          "pick another --port (0 = any free one)") from None
-    except BaseException:
-        runtime.stop()
+        if log is not None:
+            log.close()  # its writer thread and database handle would outlive the refusal
+        if isinstance(exc, OSError) and not isinstance(exc, ShadowError):
+            raise ConfigError(f"could not listen on {args.host}:{args.port} ({exc.strerror}); "
+                              "pick another --port (0 = any free one)") from None
         raise
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     note(f"device {device_id} serving channel '{args.channel}' (version {model.version}) on "

@@ -90,7 +90,9 @@ def test_a_worse_canary_is_rolled_back_by_itself(fleet: Fleet) -> None:
         assert back.evidence["p_worse_accuracy"] < 0.01
         assert "rolled back" in back.reason and back.history_id == 3
         history = fleet.store.list_events(channel="production", kinds="rollout")
-        assert [e.evidence["action"] for e in reversed(history)] == ["start", "rollback"]
+        steps = [e.evidence["action"] for e in reversed(history)]
+        assert steps[0] == "start" and steps[-1] == "rollback"
+        assert set(steps[1:-1]) <= {"look"}  # the planned looks before the one that rolled back
     finally:
         for device in devices:
             device.stop()
@@ -127,9 +129,10 @@ def test_cli_promote_canary_and_fleet_list(fleet: Fleet) -> None:
         return subprocess.run([sys.executable, "-m", "shadow", *args, "--home", home],
                               capture_output=True, text=True, cwd=REPO, timeout=120)
 
-    bad = shadow("promote", "c-b", "--canary", "150%", "--force", "--reason", "t")
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-    assert "--canary" in bad.stderr
+    for share in ("150%", "100%"):  # 100 %: no control arm left to compare with
+        bad = shadow("promote", "c-b", "--canary", share, "--force", "--reason", "t")
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+        assert "--canary" in bad.stderr
     with fleet.device("dev-1"):
         done = shadow("promote", "c-b", "--canary", "dev-1", "--force", "--reason", "canary")
         assert done.returncode == 0, done.stderr
@@ -220,3 +223,57 @@ def test_a_canary_as_good_as_the_champion_widens_on_evidence(fleet: Fleet) -> No
             device.stop()
             assert device.log is not None
             device.log.close()
+
+
+def test_an_automatic_rollback_reverts_only_its_own_rollout(fleet: Fleet) -> None:
+    """An operator's promotion between the control thread's read and its rollback is kept."""
+    from selection.channels.promotion import current
+    from selection.errors import PromotionError  # RolloutSuperseded's base
+    from selection.fleet.rollout import roll_back
+    from selection.testing import add_tiny_candidates
+
+    add_tiny_candidates(fleet.store, ["c-d"], sweep_id="sw-more", hidden=8)
+    promote(fleet.store, "c-b")
+    promote(fleet.store, "c-c", event=start_event(RolloutPlan(share=0.2)))
+    read = load_rollout(fleet.store, "production")  # what the control thread read at its tick
+    assert read is not None and read.state == "canary"
+    promote(fleet.store, "c-d")  # the operator, in between
+    with pytest.raises(PromotionError, match="superseded"):
+        roll_back(fleet.store, read, "canary worse", {})
+    now = current(fleet.store, "production")
+    assert now is not None and now.candidate_id == "c-d"  # before the fix: c-c, the worse one
+    after = load_rollout(fleet.store, "production")
+    assert after is not None and after.state == "superseded"
+    # A second server (or a retried tick) acting on the same read refuses too, changing nothing.
+    with pytest.raises(PromotionError):
+        roll_back(fleet.store, read, "canary worse", {})
+    now = current(fleet.store, "production")
+    assert now is not None and now.candidate_id == "c-d"  # before the fix: c-c again... then c-b
+    steps = [e.evidence["action"] for e in fleet.store.list_events(channel="production",
+                                                                    kinds="rollout")]
+    assert steps == ["superseded", "start"]
+
+
+def test_a_rollout_is_rolled_back_once(fleet: Fleet) -> None:
+    from selection.channels.promotion import current
+    from selection.errors import PromotionError
+    from selection.fleet.rollout import roll_back
+
+    promote(fleet.store, "c-b")
+    promote(fleet.store, "c-c", event=start_event(RolloutPlan(share=0.2)))
+    read = load_rollout(fleet.store, "production")
+    assert read is not None
+    roll_back(fleet.store, read, "canary worse", {})
+    now = current(fleet.store, "production")
+    assert now is not None and now.candidate_id == "c-b"
+    with pytest.raises(PromotionError, match="already closed"):
+        roll_back(fleet.store, read, "canary worse", {})  # before the fix: back to c-a
+    now = current(fleet.store, "production")
+    assert now is not None and now.candidate_id == "c-b"
+
+
+def test_canary_100_percent_is_refused() -> None:
+    with pytest.raises(ConfigError, match="promote without --canary"):
+        parse_canary("100%")
+    with pytest.raises(ConfigError, match="promote without --canary"):
+        RolloutPlan(share=1.0)
