@@ -3,7 +3,8 @@
 Bounded whatever devices send: counts are kept only for the models that
 matter to this channel (``keep``: the fleet server passes the models on
 offer or in its rollout now and the few before them, at most
-``fleet.server.KEEP_SHAS``, 8, per device), the running version must be ``-`` or a
+``fleet.server.KEEP_SHAS``, 8, per device; without ``keep``, the
+:data:`MAX_REPORTED_MODELS` reported last), the running version must be ``-`` or a
 version name of the channel (``runtime.remote.check_running``), and at most
 ``max_devices`` devices are tracked, a full registry making room by forgetting
 the device seen least recently once it has been unseen for ``evict_unseen_s``
@@ -131,8 +132,11 @@ class DeviceRegistry:
             device.last_seen, device.last_seen_s = now.isoformat(), time.time()
             device.address, device.running, device.offered = address, running, offered
             device.polls += 1
-            if counts:
-                device.counts.update(counts)
+            for sha, c in counts.items():  # newest report last: the cap below drops the oldest
+                device.counts.pop(sha, None)
+                device.counts[sha] = c
+            if len(device.counts) > MAX_REPORTED_MODELS:  # a bound even without ``keep``
+                device.counts = dict(list(device.counts.items())[-MAX_REPORTED_MODELS:])
             if keep is not None:
                 wanted = set(keep)
                 # Counts are cumulative on the device: one dropped now comes back whole with its

@@ -74,3 +74,11 @@ def test_registry_bound_without_a_server() -> None:
         assert "at most 1 devices" in str(exc)
     else:
         raise AssertionError("a full registry of recent devices must refuse a new one")
+
+
+def test_counts_stay_bounded_even_without_a_keep_list() -> None:
+    registry = DeviceRegistry(None)
+    for _ in range(100):  # the reviewer's reg.py: 16 new models per poll
+        registry.seen("d1", running=None, offered=None, address="127.0.0.1",
+                      counts={os.urandom(32).hex(): [1, 0, 0, 0] for _ in range(16)})
+    assert len(registry.devices()[0].counts) == 16  # before: 1600
