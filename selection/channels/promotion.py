@@ -16,9 +16,11 @@ change at a time, a second one fails at once with a clear message):
 
 A channel whose candidates' sweeps are tracked in MLflow (``[mlflow]``, or
 ``$MLFLOW_TRACKING_URI``) also moves the registered model's ``champion`` alias
-(:mod:`selection.channels.champion_alias`): the version is registered before
-step 1 (an unreachable registry refuses the change, nothing changed) and the
-alias is pointed after step 3.
+(:mod:`selection.channels.champion_alias`). Promote registers the version
+before step 1 (an unreachable registry refuses the change, nothing changed);
+rollback never waits on the registry (it is the way out of a bad model): both
+point the alias once the change is made and the lock released, and a registry
+that fails then leaves an ``error`` event for ``shadow mlflow sync``.
 
 The database is the source of truth. A SIGKILL before the commit changes
 nothing a reader sees (at most an unused version directory is left); one
@@ -190,8 +192,8 @@ def promote(
                    "were brought up to date" if healed else "")
             )
         point_channel(store.home, channel, version)
-        if alias is not None:
-            alias.apply(store, record)
+    if alias is not None:  # after the lock: a slow registry must not hold the channel
+        alias.apply(store, record)
     return record
 
 
@@ -234,29 +236,10 @@ def rollback(
     """
     check_channel(channel)
     check_channel_paths(store.home, channel)  # before the lock and the transaction, as promote
-    # The row a rollback would append, read without locking, so the registry can be readied
-    # first (as promote does); the transaction re-reads it and, when a registry was readied for
-    # it, refuses if another change landed in between.
-    alias = planned = None
-    try:
-        with store.snapshot() as conn:
-            planned = _rollback_row(store, conn, channel, who, reason, lock=False)
-    except (NotFoundError, PromotionError, StoreError):
-        pass  # refused below, under the lock, with the same message (a busy channel says so first)
-    if planned is not None:
-        alias = champion_alias.prepare(
-            store, channel, store.get_candidate(planned.candidate_id), planned.device, planned.sha256,
-            outgoing=planned.previous_candidate_id)
     with channel_lock(store.home, channel):
         try:
             with store.transaction() as conn:
                 record = _rollback_row(store, conn, channel, who, reason)
-                if alias is not None and planned is not None and (
-                        record.reverts_id, record.sha256) != (planned.reverts_id, planned.sha256):
-                    raise PromotionError(
-                        f"channel {channel!r} was changed by another process while this rollback "
-                        "was prepared; nothing was changed by this command; check `shadow "
-                        "history` and retry")
                 candidate = store.get_candidate(record.candidate_id)
                 result = _device_result(store, record, candidate)
                 record = queries.append(conn, record)
@@ -267,8 +250,9 @@ def rollback(
         except SAIntegrityError as exc:
             raise _concurrent_change(channel, exc) from None
         point_channel(store.home, channel, version)
-        if alias is not None:
-            alias.apply(store, record)
+    # The registry follows once the model is back, never before: a registry that is down is an
+    # error event for `shadow mlflow sync`, not a reason to keep serving the bad model.
+    champion_alias.follow(store, record)
     return record
 
 

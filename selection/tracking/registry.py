@@ -2,7 +2,8 @@
 
 :func:`ensure_version` finds the model version registered for one shipped
 artifact (by its ``shadow.sha256`` tag) or registers it from the MLflow model
-logged for it; :func:`set_champion` points the alias at it. Both are
+logged for it; :func:`set_champion` points the alias at it and
+:func:`drop_champion` removes it from a model the channel left. Both are
 idempotent, so a promotion retried after a failure neither duplicates a
 version nor leaves the alias behind. The store's history is the source of
 truth: the alias is moved to follow it, never read back to decide anything.
@@ -49,6 +50,16 @@ def set_champion(client: Any, uri: str, name: str, version: str, *, channel: str
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
         client.set_model_version_tag(name, version, TAG + "history_id", str(history_id))
         client.set_registered_model_tag(name, TAG + "channel", channel)
+
+
+def drop_champion(client: Any, uri: str, name: str) -> None:
+    """Remove ``name``'s ``champion`` alias, if it has one (the channel moved to another model)."""
+    with calls(uri, f"removing alias {CHAMPION_ALIAS!r} of {name!r}"):
+        if not _exists(client, name):
+            return
+        aliases = getattr(client.get_registered_model(name), "aliases", {}) or {}
+        if CHAMPION_ALIAS in aliases:
+            client.delete_registered_model_alias(name, CHAMPION_ALIAS)
 
 
 def champion_version(client: Any, uri: str, name: str) -> str | None:

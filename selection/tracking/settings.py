@@ -6,10 +6,15 @@
     tracking_uri = "http://127.0.0.1:5000"   # else --mlflow URI, else $MLFLOW_TRACKING_URI
     experiment = "noaa-demo"                 # default: the sweep's [sweep] name
     registered_model = "noaa-weather"        # default: "<dataset>-<channel>"
+    # enabled = false                        # tracking off: $MLFLOW_TRACKING_URI is ignored too
 
 The sweep stores this table in its config (the store's sweep row), so a later
 ``promote`` or ``rollback`` of one of its candidates knows which registry to move
-the ``champion`` alias in without being told again. Standard library only.
+the ``champion`` alias in without being told again. ``enabled = false`` turns
+tracking off for the sweep and for every later promotion of its candidates,
+whatever ``$MLFLOW_TRACKING_URI`` says (only ``--mlflow URI`` still wins): the
+backtest's simulated sweeps carry it, so they never land in a team's
+experiment or registry. Standard library only.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ _PARAMS = [
     Param("experiment", str, default="", help="experiment of the sweep's runs (default: the sweep name)"),
     Param("registered_model", str, default="",
           help="registered model whose 'champion' alias follows the channel (default: DATASET-CHANNEL)"),
+    Param("enabled", bool, default=True,
+          help="false turns tracking off, $MLFLOW_TRACKING_URI included (the backtest sets it)"),
 ]
 
 
@@ -49,6 +56,8 @@ class MlflowSettings:
     tracking_uri: str
     experiment: str = ""
     registered_model: str = ""
+    #: False: tracking is off (``[mlflow] enabled = false``); :func:`resolve` then gives None.
+    enabled: bool = True
 
     def experiment_for(self, sweep_name: str) -> str:
         """The experiment a sweep named ``sweep_name`` logs its candidates under."""
@@ -62,14 +71,20 @@ class MlflowSettings:
                               "search for; set [mlflow] registered_model to a plain name")
         return name
 
-    def to_table(self) -> dict[str, str]:
+    def to_table(self) -> dict[str, Any]:
         """The ``[mlflow]`` table as the sweep's stored config keeps it."""
-        table = {"tracking_uri": self.tracking_uri}
+        if not self.enabled:
+            return dict(TRACKING_OFF)
+        table: dict[str, Any] = {"tracking_uri": self.tracking_uri}
         if self.experiment:
             table["experiment"] = self.experiment
         if self.registered_model:
             table["registered_model"] = self.registered_model
         return table
+
+
+#: The ``[mlflow]`` table that turns tracking off (what the backtest stores with its sweeps).
+TRACKING_OFF: dict[str, Any] = {"enabled": False}
 
 
 def settings_from_config(table: Any, where: str) -> MlflowSettings:
@@ -85,6 +100,9 @@ def settings_from_config(table: Any, where: str) -> MlflowSettings:
         if values[key] and not _NAME.match(values[key]):
             raise ConfigError(f"{where}: {key!r} must be 1-200 printable characters without / ' \" or `; "
                               f"got {values[key]!r}. Rename it.")
+    if not values["enabled"] and values["tracking_uri"]:
+        raise ConfigError(f"{where}: 'enabled = false' turns tracking off, yet 'tracking_uri' is set; "
+                          "drop one of them")
     return MlflowSettings(**values)
 
 
@@ -113,7 +131,8 @@ def resolve(
 ) -> MlflowSettings | None:
     """The settings in force: ``override`` (``--mlflow``) > the table's URI > ``$MLFLOW_TRACKING_URI``.
 
-    None when none of them names a URI: MLflow is not used. ``table`` is an
+    None when none of them names a URI, or when the table says ``enabled =
+    false`` (and no ``override`` is given): MLflow is not used. ``table`` is an
     ``[mlflow]`` table (as stored with a sweep) or parsed settings.
     """
     env = os.environ if environ is None else environ
@@ -123,6 +142,8 @@ def resolve(
         settings = settings_from_config(table, "[mlflow]")
     else:
         settings = None
+    if settings is not None and not settings.enabled and not override:
+        return None  # tracking off: the environment's URI is not a reason to track
     uri = override or (settings.tracking_uri if settings else "") or env.get(ENV_TRACKING_URI, "")
     if not uri:
         return None

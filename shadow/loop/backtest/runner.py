@@ -24,6 +24,7 @@ deployed last (retraining rules follow the system's schedule). ``mode = "propose
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import numpy as np
 
 from selection.home import Home
 from selection.store import Store
+from selection.tracking.settings import ENV_TRACKING_URI, TRACKING_OFF
 from shadow.data.catalog import find_manifest
 from shadow.data.loader import Dataset, load_dataset
 from shadow.errors import ConfigError
@@ -125,8 +127,13 @@ def backtest_config(config: SweepConfig, dataset_toml: Path,
     if settings.quick and "search" in raw:
         raw["search"] = {**raw["search"], "trials": 1, "parallel": 1}
         notes.append("--quick: 1 Optuna trial per slice")
-    if raw.pop("mlflow", None) is not None:  # simulated sweeps in a scratch home: not the team's runs
-        notes.append("[mlflow] ignored: the backtest's sweeps and promotions are not tracked")
+    # Simulated sweeps in a scratch home are not the team's runs: tracking is turned off by the
+    # table itself ([mlflow] enabled = false, stored with each sweep), which $MLFLOW_TRACKING_URI
+    # cannot override, so neither the sweeps nor the promotions of their candidates track.
+    if raw.get("mlflow") is not None or os.environ.get(ENV_TRACKING_URI):
+        notes.append("MLflow tracking off: the backtest's sweeps and promotions are not tracked "
+                     "([mlflow] and $MLFLOW_TRACKING_URI ignored)")
+    raw["mlflow"] = dict(TRACKING_OFF)
     return config_from_dict(raw, config.path), notes
 
 
