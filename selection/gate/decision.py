@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from selection.channels.champion_alias import preflight
 from selection.channels.promotion import artifact_for, current, default_who, promote
 from selection.errors import ConfigError, GateRefused, PromotionError, ShadowError
 from selection.gate.checks import (
@@ -195,7 +196,8 @@ def promote_through_gate(
     passed and returns the id of a stored refit of it (trained on its slice
     plus the holdout, e.g. ``shadow.sweep.refit.refit_candidate``); that refit is
     what ships, on the parent's decision, which records it. Nothing is trained
-    when the gate refuses.
+    when the gate refuses, nor when the MLflow registry the channel follows
+    does not answer ``/health`` (RegistrySyncError, checked before the refit).
 
     ``decision``, if given, is a decision :func:`evaluate_gate` just made for
     ``candidate_id`` on ``channel`` (a caller that stored it already, such as
@@ -223,6 +225,10 @@ def promote_through_gate(
         decision = force_decision(decision, reason or "", who or default_who())
     shipped = candidate_id
     if refit is not None:
+        # A registry that would refuse the promotion refuses before the refit trains (seconds).
+        serving = current(store, channel)
+        preflight(store, channel, store.get_candidate(candidate_id),
+                  outgoing=serving.candidate_id if serving else None)
         shipped = refit(candidate_id)
         decision = replace(decision, refit=_refit_summary(store, candidate_id, shipped))
     return promote(store, shipped, device=device, channel=channel, who=who,

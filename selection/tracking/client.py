@@ -5,9 +5,10 @@ the HTTP layer's exceptions into one :class:`TrackingError` line naming the
 server and the fix. :func:`connect` first asks the server's ``/health`` with a
 short timeout, so a server that is down is found in seconds, before a sweep
 trains or a promotion changes anything (MLflow's own client would retry for
-minutes). The retries and timeout MLflow applies to each request are lowered
-here unless the user set them (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
-``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+minutes). The retries and timeout MLflow applies to each request are lowered,
+and its printing of run URLs on stdout turned off, unless the user set them
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``, ...):
+only for the duration of :func:`calls`, then put back as they were.
 
 :func:`log_onnx_model` logs an ONNX model with ``mlflow.onnx.log_model`` to an
 explicit run id; that function resolves its server from MLflow's global
@@ -19,11 +20,11 @@ only place global MLflow state is touched; everything else uses
 from __future__ import annotations
 
 import os
-import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError, ShadowError
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 #: Seconds to wait for ``/health`` before calling the server unreachable.
 HEALTH_TIMEOUT_S = 5.0
 # MLflow's defaults (7 retries with backoff, 120 s timeout) make a dead server cost minutes; and
-# it prints each run's URL on stdout, where `--format json` must be alone.
+# it prints each run's URL on stdout, where `--format json` must be alone (its only print there).
 _REQUEST_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
                      "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                      "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
@@ -82,8 +83,6 @@ def _unreachable(uri: str, why: str) -> str:
 def connect(uri: str) -> MlflowClient:
     """A client of the tracking server and model registry at ``uri``, checked to answer first."""
     require_mlflow()
-    for key, value in _REQUEST_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     check_reachable(uri)
     from mlflow import MlflowClient
 
@@ -94,11 +93,11 @@ def connect(uri: str) -> MlflowClient:
 def calls(uri: str, what: str) -> Iterator[None]:
     """Run MLflow calls; any failure becomes one TrackingError line saying ``what`` failed.
 
-    Whatever MLflow writes to stdout meanwhile goes to stderr: library code never prints, and a
-    verb's ``--format json`` owns stdout.
+    MLflow's request settings (:data:`_REQUEST_DEFAULTS`: fewer retries, a shorter timeout, no
+    run URL printed on stdout, which a verb's ``--format json`` owns) are in force meanwhile.
     """
     try:
-        with redirect_stdout(sys.stderr):
+        with _request_settings():
             yield
     except ShadowError:
         raise
@@ -106,6 +105,43 @@ def calls(uri: str, what: str) -> Iterator[None]:
         first = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise TrackingError(f"MLflow at {uri}: {what} failed ({first}); check the server "
                             "(`curl URI/health`) and retry") from None
+
+
+_settings_lock = threading.Lock()
+_settings_users = 0
+_settings_saved: dict[str, str | None] = {}
+
+
+@contextmanager
+def _request_settings() -> Iterator[None]:
+    """:data:`_REQUEST_DEFAULTS` set in the environment (where unset) while any call runs.
+
+    What stays global, and why: MLflow reads these settings from ``os.environ`` at each
+    request and has no per-client or per-call option, so while a call runs every thread of the
+    process sees them. They are set when the first concurrent call starts and put back (a
+    variable the user never set is removed again) when the last one ends; nothing is left
+    behind once no MLflow call runs. (The former stdout redirect is gone: it swapped
+    ``sys.stdout`` for every thread, and the run URL was MLflow's only print there.)
+    """
+    global _settings_users
+    with _settings_lock:
+        if _settings_users == 0:
+            _settings_saved.clear()
+            for key, value in _REQUEST_DEFAULTS.items():
+                _settings_saved[key] = os.environ.get(key)
+                os.environ.setdefault(key, value)
+        _settings_users += 1
+    try:
+        yield
+    finally:
+        with _settings_lock:
+            _settings_users -= 1
+            if _settings_users == 0:
+                for key, saved in _settings_saved.items():
+                    if saved is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = saved
 
 
 def mlflow_signature(signature: ModelSignature) -> Any:

@@ -52,6 +52,8 @@ class SweepTracker:
     logged: int = 0
     not_logged: list[str] = field(default_factory=list)
     error: str | None = None
+    #: Candidate ids MLflow holds a run of (found at start, or logged since): never logged again.
+    present: set[str] = field(default_factory=set)
 
     def stored_config(self, record: SweepRecord) -> SweepRecord:
         """``record`` with the settings in force as its ``[mlflow]`` table (what promote reads back)."""
@@ -63,18 +65,25 @@ class SweepTracker:
         if not stored:
             return
         try:
-            present = runs_of_sweep(self.client, self.settings.tracking_uri, self.experiment_id, sweep_id)
+            self.present = set(runs_of_sweep(self.client, self.settings.tracking_uri,
+                                             self.experiment_id, sweep_id))
         except TrackingError as exc:
             self.error = str(exc)
             self.not_logged.extend(r.candidate_id for r in stored)
             return
         for record in stored:
-            if record.candidate_id not in present:
+            if record.candidate_id not in self.present:
                 model = record.onnx_sha256
                 self.log(record, {model: store.artifacts.read_verified(model)} if model else {})
 
     def log(self, record: CandidateRecord, artifacts: Mapping[str, bytes]) -> None:
-        """Log one stored candidate as one run; after a failure, only count it as not logged."""
+        """Log one stored candidate as one run; after a failure, only count it as not logged.
+
+        A candidate MLflow already holds (a resume's ensemble or warm start, found
+        stored and logged by :meth:`start`) is not logged twice.
+        """
+        if record.candidate_id in self.present:
+            return
         if self.error is not None or self.context is None:
             self.not_logged.append(record.candidate_id)
             return
@@ -87,6 +96,7 @@ class SweepTracker:
             self.not_logged.append(record.candidate_id)
             return
         self.logged += 1
+        self.present.add(record.candidate_id)
 
     def report(self) -> dict[str, Any]:
         """What the summary shows: where the runs went, how many, and why some did not."""
