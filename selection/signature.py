@@ -17,10 +17,12 @@ On-disk spelling (what ``to_dict`` writes, and what every shipped sweep wrote)::
 
 A model whose dataset declares that each row's label is known before the next
 row is scored may take earlier rows' labels as features; the signature then
-lists them, ``"label_features": ["label_lag_1"]``, and the app sends each as the
-class index (into ``classes``) of that earlier label, -1 when it has none. The
-key is written only when the list is not empty, so every other manifest reads
-as before (and in runtimes that predate it).
+lists them, ``"label_features": ["label_lag_1"]``, with ``"label_codes"``: the
+class of each code, in the order the classes first appeared in the data (an
+order that never changes as the stream grows). The app sends each earlier label
+as its position in ``label_codes``, and -1 when it has none or the label is not
+listed. Both keys are written only when there are label features, so every
+other manifest reads as before (and in runtimes that predate them).
 
 ``from_dict`` also reads the long spelling (``input_name``, ``output_name``,
 ``feature_columns``, ``class_labels``) that runtimes before this module
@@ -43,7 +45,8 @@ SIGNATURE_KEY = "model_io"
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 
-_KEYS = ("input", "output", "features", "classes", "target", "input_shape", "label_features")
+_KEYS = ("input", "output", "features", "classes", "target", "input_shape", "label_features",
+         "label_codes")
 #: Read-only synonyms some hand-written manifests used; mapped to the key above.
 _LEGACY = {"input_name": "input", "output_name": "output", "feature_columns": "features",
            "class_labels": "classes"}
@@ -63,8 +66,9 @@ class ModelSignature:
     (None: unnamed columns),
     ``classes`` the label of each output column (None: answer indices),
     ``input_shape`` the per-row shape of an image model (None: flat rows),
-    ``label_features`` the features that are earlier rows' labels (class
-    indices; -1 when not known), which the runtime checks in every request.
+    ``label_features`` the features that are earlier rows' labels, coded as
+    positions in ``label_codes`` (-1: not known), which the runtime checks in
+    every request.
     """
 
     input: str | None = INPUT_NAME
@@ -74,6 +78,7 @@ class ModelSignature:
     target: str | None = None
     input_shape: tuple[int, ...] | None = None
     label_features: tuple[str, ...] = ()
+    label_codes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Validate here too, so a record built in code is as trustworthy as one read.
@@ -82,12 +87,18 @@ class ModelSignature:
         _check_labels(self.features, "features")
         _check_labels(self.classes, "classes")
         _check_labels(self.label_features, "label_features")
+        _check_labels(self.label_codes, "label_codes")
         if self.label_features:
             missing = [f for f in self.label_features if f not in (self.features or ())]
-            if missing or not self.classes:
+            if missing or not self.label_codes:
                 raise SignatureError(
                     "a model signature's 'label_features' must be among its 'features' and "
-                    f"come with its 'classes'; {missing or 'no classes'} do not")
+                    f"come with 'label_codes'; {missing or 'no label_codes'} do not")
+            unknown = [c for c in self.label_codes if c not in (self.classes or ())]
+            if unknown or not self.classes:
+                raise SignatureError(
+                    "a model signature's 'label_codes' must be among its 'classes'; "
+                    f"{unknown or 'no classes'} are not")
         if self.target is not None and not isinstance(self.target, str):
             raise SignatureError(f"a model signature's 'target' must be a string or null; "
                                  f"got {self.target!r}")
@@ -119,7 +130,8 @@ class ModelSignature:
             "classes": list(self.classes) if self.classes is not None else None,
             "target": self.target,
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
-            **({"label_features": list(self.label_features)} if self.label_features else {}),
+            **({"label_features": list(self.label_features),
+                "label_codes": list(self.label_codes)} if self.label_features else {}),
         }
 
     def label_columns(self) -> tuple[int, ...]:
@@ -154,6 +166,8 @@ class ModelSignature:
                 input_shape=_tuple(values.get("input_shape"), "input_shape", where),
                 label_features=_tuple(values.get("label_features"), "label_features",
                                       where) or (),
+                label_codes=_labels_as_text(_tuple(values.get("label_codes"), "label_codes",
+                                                   where)) or (),
             )
         except SignatureError as exc:
             message = str(exc)

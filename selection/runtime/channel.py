@@ -235,7 +235,7 @@ class ChannelRuntime:
         batch = parse_rows(payload, n_features=model.n_features, features=model.features,
                            dtype=model.dtype,
                            label_columns=signature.label_columns() if signature else (),
-                           n_classes=len(model.classes or ()))
+                           n_classes=len(signature.label_codes) if signature else 0)
         answer = model.predict(batch)
         rid = request_id if request_id is not None else new_request_id()
         answer["request_id"] = rid

@@ -114,8 +114,9 @@ def parse_rows(
     """The ``(n_rows, n_features)`` array a request's JSON ``payload`` describes.
 
     ``label_columns``: the columns that carry earlier rows' labels (the
-    signature's ``label_features``); each value there must be a class index
-    below ``n_classes``, or -1 for a label the app does not know.
+    signature's ``label_features``); each value there must be a label code
+    below ``n_classes`` (the signature's ``label_codes``), or -1 for a label
+    the app does not know.
     """
     if not isinstance(payload, dict) or "rows" not in payload:
         got = type(payload).__name__ if not isinstance(payload, dict) else f"keys {sorted(payload)}"
@@ -157,7 +158,7 @@ def parse_rows(
 
 def _check_labels(wide: np.ndarray, columns: Sequence[int], n_classes: int,
                   features: Sequence[str] | None) -> None:
-    """Earlier labels must be class indices (-1: not known); the model never saw others."""
+    """Earlier labels must be label codes (-1: not known); the model never saw others."""
     part = wide[:, list(columns)]
     bad = (part != np.round(part)) | (part < -1) | (part >= n_classes)
     if bad.any():
@@ -165,8 +166,9 @@ def _check_labels(wide: np.ndarray, columns: Sequence[int], n_classes: int,
         name = _column(columns[k], features)
         raise BadInputError(
             f"row {i}: {name!r} carries an earlier row's label, so it must be that label's "
-            f"class index (0..{n_classes - 1}) or -1 when it is not known; got "
-            f"{_short(float(part[i, k]))}; send the index of the class in the model's classes"
+            f"code (0..{n_classes - 1}) or -1 when it is not known; got "
+            f"{_short(float(part[i, k]))}; send the label's position in the model's "
+            "label_codes (GET /model, or the manifest's model_io)"
         )
 
 

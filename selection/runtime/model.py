@@ -119,6 +119,10 @@ class LoadedModel:
             "n_features": self.n_features,
             "features": list(self.features) if self.features else None,
             "classes": list(self.classes) if self.classes else None,
+            # Earlier labels the app must send, and how to code them (see selection.signature).
+            **({"label_features": list(self.signature.label_features),
+                "label_codes": list(self.signature.label_codes)}
+               if self.signature is not None and self.signature.label_features else {}),
             "loaded_at": self.loaded_at.isoformat(),
             "load_ms": round(self.load_ms, 3),
         }

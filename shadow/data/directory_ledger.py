@@ -51,7 +51,8 @@ def ledger_path(home: Home, name: str) -> Path:
 
 def base_fingerprint(manifest: DatasetManifest) -> str:
     """What the fingerprint of every version starts from: how the manifest reads a file."""
-    reading = [manifest.target, *manifest.features, "\x1e", *manifest.segment_columns, "\x1e",
+    reading = [manifest.target, *manifest.features, *manifest.label_features, "\x1e",
+               *manifest.segment_columns, "\x1e",
                manifest.time_column or "", str(manifest.source.index_col)]
     return hashlib.sha256(("shadow directory source\x1e" + "\x1f".join(reading)).encode()).hexdigest()
 

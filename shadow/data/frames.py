@@ -40,8 +40,11 @@ class Dataset:
     input_shape: tuple[int, ...] | None = None
     #: Segment column -> its value on every row (what `segment` slices cut by).
     segments: dict[str, np.ndarray] = field(default_factory=dict)
-    #: The features that are earlier rows' labels (class indices; -1 before the first rows).
+    #: The features that are earlier rows' labels (label codes; -1 before the first rows).
     label_features: tuple[str, ...] = ()
+    #: The class of each label code, in order of first appearance in the rows (see
+    #: :func:`with_label_lags`); empty without ``label_features``.
+    label_codes: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -205,35 +208,59 @@ def dataset_from_arrays(
     values = np.ascontiguousarray(values)
     labels = labels.astype(np.int64)
     class_names = tuple(str(c) for c in classes)
-    # The data's identity is its rows: the lagged labels are derived from them, after.
-    fingerprint = _fingerprint(values, labels, manifest.features, class_names, segments)
+    # The lagged labels are derived from the rows; their names (and so how many) are part of
+    # the data's identity, so data read with other lags is never taken for the same version.
+    names = manifest.features + manifest.label_features
+    fingerprint = _fingerprint(values, labels, names, class_names, segments)
+    order = first_seen(labels, len(class_names)) if manifest.label_lags else np.arange(0)
     return Dataset(
         name=manifest.name,
-        features=with_label_lags(values, labels, manifest.label_lags),
+        features=with_label_lags(values, labels, manifest.label_lags, order),
         labels=labels,
-        feature_names=manifest.features + manifest.label_features,
+        feature_names=names,
         classes=class_names,
         fingerprint=fingerprint,
         manifest=manifest,
         input_shape=manifest.input_shape,
         segments=segments,
         label_features=manifest.label_features,
+        label_codes=tuple(class_names[i] for i in order),
     )
 
 
-def with_label_lags(values: np.ndarray, labels: np.ndarray, lags: int) -> np.ndarray:
+def first_seen(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class indices in the order each class first appears in ``labels``.
+
+    A prefix of the rows gives the same order for the classes it holds, and a
+    class that first appears later comes after them: codes in this order never
+    change as a stream grows, unlike indices into the sorted classes (a new
+    class sorted before "rain" would renumber it in every earlier row).
+    """
+    first = np.full(n_classes, len(labels), dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(len(labels), dtype=np.int64))
+    return np.argsort(first, kind="stable")[:int(np.count_nonzero(first < len(labels)))]
+
+
+def with_label_lags(values: np.ndarray, labels: np.ndarray, lags: int,
+                    order: np.ndarray | None = None) -> np.ndarray:
     """The rows with the labels of the ``lags`` rows before each appended as features.
 
-    Column ``k`` (from 1) holds the class index of the label ``k`` rows earlier,
-    and -1 where there is none (the first rows): what an app that has not seen
-    a label yet sends too. Only for data whose manifest declares that a row's
-    label is known before the next row is scored (``[lagged_labels]``).
+    Column ``k`` (from 1) holds the code of the label ``k`` rows earlier: its
+    position in ``order`` (:func:`first_seen`; default: the class index), and
+    -1 where there is none (the first rows), which is what an app that has not
+    seen a label yet sends too. Only for data whose manifest declares that a
+    row's label is known before the next row is scored (``[lagged_labels]``).
     """
     if lags == 0:
         return values
+    codes = labels
+    if order is not None:
+        rank = np.full(int(labels.max(initial=0)) + 1, -1, dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        codes = rank[labels]
     lagged = np.full((len(labels), lags), -1.0, dtype=np.float32)
     for k in range(1, lags + 1):
-        lagged[k:, k - 1] = labels[:-k]
+        lagged[k:, k - 1] = codes[:-k]
     return np.ascontiguousarray(np.hstack([values, lagged]))
 
 

@@ -125,7 +125,10 @@ def read_all(manifest: DatasetManifest) -> pd.DataFrame:
 def _digest_after(manifest: DatasetManifest, frame: pd.DataFrame, rows: int) -> Any:
     """The fingerprint's running sha256 after the first ``rows`` rows."""
     digest = hashlib.sha256(b"shadow sql source\x1e")
-    digest.update(f"{manifest.source.location}\x1f{','.join(map(str, frame.columns))}\x1e".encode())
+    # Lagged labels (derived features) are part of how the rows are read; none: as before.
+    lags = f"\x1flabel_lags={manifest.label_lags}" if manifest.label_lags else ""
+    digest.update(f"{manifest.source.location}\x1f{','.join(map(str, frame.columns))}{lags}\x1e"
+                  .encode())
     if rows:
         digest.update(frame.iloc[:rows].to_csv(index=False, header=False).encode())
     return digest

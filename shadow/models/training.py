@@ -53,7 +53,7 @@ def train(
     if initial is not None:
         from shadow.models.weights import load_onnx_weights
 
-        load_onnx_weights(module, initial)
+        load_onnx_weights(module, initial, check_rows=features[:64])
     optimizer = family.make_optimizer(module, params)
     generator = torch.Generator().manual_seed(seed)
     batch = min(params["batch_size"], len(x))

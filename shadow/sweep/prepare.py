@@ -149,6 +149,7 @@ def sweep_data(prepared: PreparedSweep) -> SweepData:
         input_shape=tuple(dataset.input_shape) if dataset.input_shape else None,
         # Earlier rows' labels among the features: the app must send them (the runtime checks).
         label_features=tuple(dataset.label_features),
+        label_codes=tuple(dataset.label_codes),
     )
     lineage: dict[str, Any] = {
         "dataset": dataset.name,

@@ -13,9 +13,14 @@ under slice ``warm-start-<rows>``, so the leaderboard ranks it, the gate judges
 it against the champion on the same holdout rows, the track record learns how
 the strategy does, and ``promote --refit`` continues it on the holdout too.
 
-No champion, a champion of another dataset or signature, or an ensemble
-champion (a vote has no single training loop): no warm start, and the reason
-is returned, not stored (it is not a failure of the sweep).
+No champion, a champion of another dataset or signature, an ensemble champion
+(a vote has no single training loop), a champion of a user family this sweep
+does not name (a warm start imports no code the sweep file did not ask for),
+or one trained on rows of this sweep's holdout (a refit promoted without new
+rows since: the warm start would be scored on rows its weights have seen):
+no warm start, and the reason is returned, not stored (it is not a failure of
+the sweep). The learning rate is scaled where the family calls it ``lr``
+(the built-ins do); a family with another name for it keeps its own.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from selection.records import CandidateRecord
 from selection.signature import ModelSignature
 from selection.store import Store
 from shadow.data.slicing.base import rows_sha256
+from shadow.models.external import is_family_path
 from shadow.sweep.config import WarmStartConfig
 from shadow.sweep.ensemble import ENSEMBLE_FAMILY
 from shadow.sweep.plan import CandidateSpec
@@ -74,7 +80,7 @@ def plan_warm_start(store: Store, prepared: PreparedSweep, settings: WarmStartCo
     if now is None:
         return WarmStart(skipped=f"channel {settings.channel!r} has no champion yet")
     champion = store.get_candidate(now.candidate_id)
-    reason = _unsuitable(champion, prepared)
+    reason = _unsuitable(champion, prepared) or _seen_holdout(store, champion, prepared)
     if reason:
         return WarmStart(skipped=f"champion {champion.candidate_id} {reason}")
     n_rows = settings.rows or len(prepared.holdout.rows)
@@ -128,12 +134,39 @@ def continued_from(record: CandidateRecord) -> str | None:
     return str(warm["from_sha256"]) if isinstance(warm, dict) and warm.get("from_sha256") else None
 
 
+def trained_until(store: Store, champion: CandidateRecord) -> int:
+    """The row after the last one ``champion`` was trained on (rows are positions in time).
+
+    A refit trained through its sweep's holdout; any other candidate (a warm
+    start too) on rows before it.
+    """
+    refit = champion.lineage.get("refit") if isinstance(champion.lineage, dict) else None
+    if isinstance(refit, dict) and isinstance(refit.get("holdout"), list):
+        return int(refit["holdout"][1])
+    return int(store.get_sweep(champion.sweep_id).holdout.start)
+
+
+def _seen_holdout(store: Store, champion: CandidateRecord, prepared: PreparedSweep) -> str | None:
+    reach, start = trained_until(store, champion), prepared.holdout.start
+    if reach > start:
+        return (f"was trained on rows up to {reach - 1}, inside this sweep's holdout (from row "
+                f"{start}): continued, it would be scored on rows it has seen; it is continued "
+                "once new rows push the holdout past them")
+    return None
+
+
 def _unsuitable(champion: CandidateRecord, prepared: PreparedSweep) -> str | None:
     if champion.family == ENSEMBLE_FAMILY:
         return "is an ensemble (a weighted vote has no single model to train further)"
     if not champion.onnx_sha256:
         return "has no stored model"
+    if is_family_path(champion.family) and champion.family != prepared.config.family:
+        return (f"is of family {champion.family!r}, which this sweep does not name ([model] "
+                f"family = {prepared.config.family!r}); a warm start imports no other code")
     dataset = prepared.dataset
+    lineage = champion.lineage if isinstance(champion.lineage, dict) else {}
+    if lineage.get("dataset") not in (None, dataset.name):
+        return f"was trained on dataset {lineage.get('dataset')!r}, not {dataset.name!r}"
     signature = ModelSignature.from_lineage(champion.lineage)
     if signature is None or tuple(signature.features or ()) != tuple(dataset.feature_names) \
             or tuple(signature.classes or ()) != tuple(dataset.classes):

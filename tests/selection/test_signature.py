@@ -56,7 +56,7 @@ def test_image_signature_checks_its_shape() -> None:
         ([1, 2], r"^manifest\.json must be a JSON object \(keys: input, output, features"),
         ({**SHIPPED, "featurs": []},
          r"^manifest\.json: unknown key 'featurs'; known keys: input, output, features, classes, "
-         r"target, input_shape, label_features\. Fix the spelling or remove it\.$"),
+         r"target, input_shape, label_features, label_codes\. Fix the spelling or remove it\.$"),
         ({**SHIPPED, "feature_columns": ["a", "b"]}, r"gives 'features' twice"),
         ({**SHIPPED, "input": ""}, r"manifest\.json's 'input' must be the graph's input name"),
         ({**SHIPPED, "features": "temp,dew"}, r"'features' must be a list or null; got 'temp,dew'"),

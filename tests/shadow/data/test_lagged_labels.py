@@ -67,29 +67,35 @@ def test_the_catalogs_lagged_noaa_is_noaa_plus_yesterdays_rain() -> None:
     assert np.array_equal(lagged.features[:, :-1], plain.features)
     assert np.array_equal(lagged.labels, plain.labels)
     assert lagged.features[0, -1] == -1
-    assert np.array_equal(lagged.features[1:, -1], plain.labels[:-1])
-    # The same rows: the data's identity does not depend on the features derived from it.
-    assert lagged.fingerprint == plain.fingerprint
+    codes = [lagged.label_codes.index(plain.classes[c]) for c in plain.labels[:-1]]
+    assert lagged.features[1:, -1].tolist() == codes
+    # Read with other features, so never taken for the same data version.
+    assert lagged.fingerprint != plain.fingerprint
 
 
 def test_the_signature_carries_them_and_old_manifests_read_as_before() -> None:
     sig = ModelSignature(features=("a", "label_lag_1"), classes=("dry", "rain"),
-                         label_features=("label_lag_1",))
+                         label_features=("label_lag_1",), label_codes=("rain", "dry"))
     data = sig.to_dict()
-    assert data["label_features"] == ["label_lag_1"]
+    assert data["label_features"] == ["label_lag_1"] and data["label_codes"] == ["rain", "dry"]
     assert ModelSignature.from_dict(data) == sig and sig.label_columns() == (1,)
     plain = ModelSignature(features=("a",), classes=("dry", "rain"))
     assert "label_features" not in plain.to_dict()  # what every earlier manifest holds
+    assert "label_codes" not in plain.to_dict()
     with pytest.raises(SignatureError, match="must be among its 'features'"):
-        ModelSignature(features=("a",), classes=("dry", "rain"), label_features=("b",))
-    with pytest.raises(SignatureError, match="no classes"):
-        ModelSignature(features=("a", "b"), label_features=("b",))
+        ModelSignature(features=("a",), classes=("dry", "rain"), label_features=("b",),
+                       label_codes=("dry",))
+    with pytest.raises(SignatureError, match="no label_codes"):
+        ModelSignature(features=("a", "b"), classes=("dry",), label_features=("b",))
+    with pytest.raises(SignatureError, match=r"'label_codes' must be among its 'classes'; \['snow'\]"):
+        ModelSignature(features=("a", "b"), classes=("dry",), label_features=("b",),
+                       label_codes=("snow",))
 
 
 @pytest.mark.parametrize("value", [0.5, 2, -2, 7])
 def test_the_runtime_refuses_a_lag_that_is_not_a_class_index(value: float) -> None:
     with pytest.raises(BadInputError, match=r"'label_lag_1' carries an earlier row's label, so "
-                                            r"it must be that label's class index \(0..1\) or -1"):
+                                            r"it must be that label's code \(0..1\) or -1"):
         parse_rows({"rows": [[0.1, 1], [0.2, value]]}, n_features=2,
                    features=("a", "label_lag_1"), label_columns=(1,), n_classes=2)
 
@@ -118,7 +124,7 @@ def test_a_sweep_on_lagged_data_writes_the_contract_into_every_candidates_signat
     # What the runtime then asks of every request, from that signature alone.
     with pytest.raises(BadInputError, match="'label_lag_1' carries an earlier row's label"):
         parse_rows({"rows": [[0.0] * 8 + [3]]}, n_features=9, features=signature.features,
-                   label_columns=signature.label_columns(), n_classes=len(signature.classes or ()))
+                   label_columns=signature.label_columns(), n_classes=len(signature.label_codes))
 
 
 def test_a_backtests_copy_of_the_history_keeps_the_promise(tmp_path: Path) -> None:
@@ -131,3 +137,25 @@ def test_a_backtests_copy_of_the_history_keeps_the_promise(tmp_path: Path) -> No
     cut = load_dataset(copy)
     whole = load_dataset(manifest)
     assert np.array_equal(cut.features, whole.features[:500])
+
+
+def test_lag_codes_never_change_as_the_stream_grows_and_a_class_appears() -> None:
+    """Codes follow first appearance: a class that comes later (fog, in 2012's autumn, sorted
+    before rain) gets the next code, and no earlier row's lag is renumbered."""
+    manifest = find_manifest("seattle-weather-lagged")
+    import tempfile
+
+    from shadow.data.history import full_table, write_prefix
+
+    table = full_table(manifest)
+    whole = load_dataset(manifest)
+    first_fog = int(np.flatnonzero(table[manifest.target].to_numpy() == "fog")[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        early = load_dataset(DatasetManifest.from_file(
+            write_prefix(manifest, table, first_fog, Path(tmp) / "early")))
+    assert "fog" not in early.classes and "fog" in whole.classes
+    assert whole.label_codes[:len(early.label_codes)] == early.label_codes
+    assert whole.label_codes[len(early.label_codes):] == ("fog",)
+    assert np.array_equal(early.features, whole.features[:first_fog])  # lags unchanged
+    # Sorted class indices would have moved: rain is 1 before fog comes, 2 after.
+    assert early.classes.index("rain") != whole.classes.index("rain")

@@ -21,8 +21,10 @@ from selection.channels.promotion import promote
 from selection.store import Store
 from shadow.cli.main import main
 from shadow.models.weights import PREFIX, WeightsError, load_onnx_weights
+from shadow.sweep import load_config
+from shadow.sweep.prepare import prepare_sweep
 from shadow.sweep.refit import refit_candidate
-from shadow.sweep.warm_start import LINEAGE_KEY
+from shadow.sweep.warm_start import LINEAGE_KEY, plan_warm_start
 from tests.shadow.conftest import separable_frame, write_dataset
 from tests.shadow.sweep.test_ensemble import CONFIG
 
@@ -51,13 +53,13 @@ def test_a_sweep_continues_its_champion_and_the_refit_continues_it_too(
     home = tmp_path / "home"
     first = _sweep(config, home, capsys)
     assert first["warm_start"] == "skipped: channel 'production' has no champion yet"
-    assert first["planned"] == first["ok"] == 4  # the grid alone
+    assert first["planned"] == first["ok"] == 4, first  # the grid alone
     with Store.open(home) as store:
         promote(store, first["best_candidate_id"], reason="test")
         champion = store.get_candidate(first["best_candidate_id"])
 
     second = _sweep(config, home, capsys)
-    assert second["planned"] == second["ok"] == 5
+    assert second["planned"] == second["ok"] == 5, second
     with Store.open(home) as store:
         warm = store.get_candidate(second["warm_start"])
         assert warm.sweep_id == second["sweep_id"] and warm.slice_id == "warm-start-200"
@@ -77,14 +79,47 @@ def test_a_sweep_continues_its_champion_and_the_refit_continues_it_too(
         assert refit.refit_of == warm.candidate_id and refit.status == "ok"
         assert refit.lineage[LINEAGE_KEY] == lineage  # what the next warm start continues
         assert refit.lineage["refit"]["rows"] == 200 + 120  # its rows plus the holdout
+        # The refit saw the holdout: with no new rows since, a warm start from it would be
+        # scored on rows it was trained on, so there is none (and the reason says why).
         promote(store, refit.candidate_id, reason="test")
+        settings = load_config(config).warm_start
+        assert settings is not None
+        plan = plan_warm_start(store, prepare_sweep(load_config(config)), settings)
+        assert plan.spec is None and plan.skipped is not None
+        assert "inside this sweep's holdout (from row 480)" in plan.skipped
+        promote(store, warm.candidate_id, reason="test")  # the warm start itself: rows < 480
 
     third = _sweep(config, home, capsys)
     with Store.open(home) as store:
         again = store.get_candidate(third["warm_start"])
-        assert again.lineage[LINEAGE_KEY]["from"] == refit.candidate_id
-        # Continued from the refit, with the first champion's params: lr scaled once.
+        assert again.lineage[LINEAGE_KEY]["from"] == warm.candidate_id
+        # Continued from a warm start, with the first champion's params: lr scaled once.
         assert again.params["lr"] == champion.params["lr"] * 0.5
+
+
+def test_a_module_that_does_not_reproduce_its_graph_is_refused() -> None:
+    """State outside parameters and buffers (a scale kept as a plain attribute) is not in
+    the graph's tensors: loaded, the module would silently be another model."""
+    import torch
+    from torch import nn
+
+    from shadow.models.export import export_onnx
+
+    class Scaled(nn.Module):
+        def __init__(self, scale: float) -> None:
+            super().__init__()
+            self.scale = scale  # not a buffer: the exporter folds it into a constant
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x * self.scale)
+
+    torch.manual_seed(0)
+    rows = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    model = export_onnx(Scaled(5.0), rows)
+    load_onnx_weights(Scaled(5.0), model, check_rows=rows)  # the same model: fine
+    with pytest.raises(WeightsError, match="does not reproduce its outputs"):
+        load_onnx_weights(Scaled(1.0), model, check_rows=rows)
 
 
 def test_weights_that_do_not_fit_the_module_are_refused_by_name() -> None:
