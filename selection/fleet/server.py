@@ -22,8 +22,11 @@ travels in a header.
 
 A control thread (every ``refresh_s``) reads the store (the source of truth
 for the channel and its rollout), judges an active canary on the devices'
-reports (``fleet.evidence``) and widens it, completes it or rolls it back,
-each step an event; request threads only read the resulting state.
+reports (``fleet.evidence``: only at its planned looks, each recorded as a
+``look`` event) and widens it, completes it or rolls it back, each step an
+event; a rollback reverts only the rollout's own promotion (``fleet.rollout.
+roll_back``: refused, the rollout ``superseded``, if the channel moved on).
+Request threads only read the resulting state.
 """
 
 from __future__ import annotations
