@@ -5,8 +5,11 @@ One server for the module (SQLite backend store, artifacts served by it) and one
 each ok model logged in the onnx flavour with its signature, FAILED runs for the failures;
 the registry's 'champion' alias following promote, promote and rollback; a server lost
 mid-sweep (every result stored, the rest logged later by `shadow mlflow sync`, none twice);
-and, with the server stopped, a sweep, a promotion and a rollback that refuse before anything
-changes.
+with the server stopped, a sweep and a promotion (with --refit: before training) that refuse
+before anything changes, and a rollback that rolls back and leaves a pending-alias event;
+tracking off ([mlflow] enabled = false, the backtest's) despite $MLFLOW_TRACKING_URI; the
+alias moved outside the channel lock; a renamed registered model; no duplicate runs on a
+resume; MLflow's request settings scoped to its calls.
 """
 
 from __future__ import annotations
@@ -207,6 +210,15 @@ def test_a_server_lost_mid_sweep_loses_nothing_and_what_follows_refuses_or_catch
         code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
         assert [h["action"] for h in json.loads(out)] == ["rollback", "promote", "promote"]
         assert model.read_bytes() == before
+        # promote --refit: the registry is checked before the refit trains (nothing trained).
+        from selection.channels.champion_alias import RegistrySyncError
+        from selection.gate.decision import promote_through_gate
+
+        trained: list[str] = []
+        with Store.open(home, create=False) as store, pytest.raises(RegistrySyncError, match="cannot be reached"):
+            promote_through_gate(store, second, force=True, reason="refit, server down",
+                                 refit=lambda cid: trained.append(cid) or cid)
+        assert trained == []
         # A sweep asked to track fails fast: before Ray trains anything or the store changes.
         code, out, err = run_cli(capsys, "sweep", "run", str(swept["config"]), "--home", str(home),
                                  "--quiet")
@@ -238,13 +250,27 @@ def test_a_server_lost_mid_sweep_loses_nothing_and_what_follows_refuses_or_catch
     assert champion.tags["shadow.candidate_id"] == second
     assert sha256_bytes(model.read_bytes()) == champion.tags["shadow.sha256"]
 
-    # Rollback readies the registry first too: down, it refuses and changes nothing.
+    # Rollback never waits on the registry: down, it rolls back all the same, and the alias
+    # left behind is an error event that `shadow mlflow sync --channel` clears once it is up.
     server.stop()
-    code, out, err = run_cli(capsys, "rollback", "--home", str(home))
-    assert code == 2 and "cannot be reached" in err and "nothing changed" in err
-    code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
-    assert [h["action"] for h in json.loads(out)][:2] == ["promote", "rollback"]
-    assert sha256_bytes(model.read_bytes()) == champion.tags["shadow.sha256"]
+    try:
+        code, out, err = run_cli(capsys, "rollback", "--home", str(home), "--format", "json")
+        assert code == 0, err
+        rolled = json.loads(out)
+        code, out, err = run_cli(capsys, "history", "--home", str(home), "--format", "json")
+        assert [h["action"] for h in json.loads(out)][:2] == ["rollback", "promote"]
+        assert sha256_bytes(model.read_bytes()) == rolled["sha256"] != champion.tags["shadow.sha256"]
+        with Store.open(home, create=False) as store:
+            event = store.list_events(channel="production", kinds="error", limit=1)[0]
+        assert event.history_id == rolled["history_id"] and event.evidence["mlflow"]["pending"] is True
+        assert "cannot be reached" in event.reason and "shadow mlflow sync" in event.reason
+    finally:
+        server.start()
+    assert c.get_model_version_by_alias(name, "champion").tags["shadow.candidate_id"] == second
+    code, out, err = run_cli(capsys, "mlflow", "sync", "--channel", "production", "--home", str(home),
+                             "--format", "json")
+    assert code == 0, err
+    assert c.get_model_version_by_alias(name, "champion").tags["shadow.sha256"] == rolled["sha256"]
 
 
 def test_a_tracking_uri_that_is_no_uri_is_one_line_before_anything_runs(swept, capsys):
@@ -252,3 +278,121 @@ def test_a_tracking_uri_that_is_no_uri_is_one_line_before_anything_runs(swept, c
                              "--mlflow", "127.0.0.1:5000", "--quiet")
     assert code == 2 and err.count("\n") == 1
     assert "--mlflow: the MLflow tracking URI must start with one of http:" in err
+
+
+def _ok_ids(store: Store, sweep_id: str) -> list[str]:
+    return [r.candidate_id for r in store.list_candidates(sweep_id) if r.status == "ok"]
+
+
+def _sweep_with(swept: dict, capsys, mlflow_table: str, name: str) -> str:
+    """Another tiny sweep of the same data into the same home, with its own [mlflow] table."""
+    text = swept["config"].read_text()
+    config = swept["config"].with_name(f"{name}.toml")
+    config.write_text(text[:text.index("[mlflow]")] + mlflow_table)
+    code, out, err = run_cli(capsys, "sweep", "run", str(config), "--home", str(swept["home"]),
+                             "--quiet", "--format", "json")
+    assert code == 0, err
+    return str(json.loads(out)["sweep_id"])
+
+
+def test_tracking_off_ignores_the_environment_for_sweeps_and_promotions(
+        server, swept, capsys, monkeypatch, ray_local):
+    """[mlflow] enabled = false (what the backtest stores with its sweeps) beats $MLFLOW_TRACKING_URI."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    sweep_id = _sweep_with(swept, capsys, "[mlflow]\nenabled = false\n", "untracked")
+    c = client(server)
+    experiment = c.get_experiment_by_name("mlflow-e2e").experiment_id
+    assert not c.search_runs([experiment], filter_string=f"tags.`shadow.sweep_id` = '{sweep_id}'")
+    with Store.open(swept["home"], create=False) as store:
+        candidate = _ok_ids(store, sweep_id)[0]
+    versions_before = len(c.search_model_versions(f"name = '{swept['model_name']}'"))
+    code, out, err = run_cli(capsys, "promote", candidate, "--home", str(swept["home"]), "--force",
+                             "--reason", "untracked")
+    assert code == 0, err
+    assert len(c.search_model_versions(f"name = '{swept['model_name']}'")) == versions_before
+    assert not c.search_model_versions(f"tags.`shadow.candidate_id` = '{candidate}'")
+
+
+def test_the_alias_moves_after_the_channel_lock_is_released(server, swept, capsys, monkeypatch):
+    from selection.channels import champion_alias
+    from selection.channels.files import channel_lock
+    from selection.channels.promotion import current, promote
+    from selection.errors import PromotionError
+    from selection.home import Home
+
+    home = Home.resolve(swept["home"])
+    lock_free: list[bool] = []
+
+    class LockProbe(mlflow.MlflowClient):  # the real client; it only notes whether the lock is free
+        def set_registered_model_alias(self, name, alias, version):
+            try:
+                with channel_lock(home, "production"):
+                    lock_free.append(True)
+            except PromotionError:
+                lock_free.append(False)
+            return super().set_registered_model_alias(name, alias, version)
+
+    monkeypatch.setattr(champion_alias, "connect", lambda uri: LockProbe(tracking_uri=uri, registry_uri=uri))
+    with Store.open(swept["home"], create=False) as store:
+        serving = current(store, "production").candidate_id
+        target = next(i for i in _ok_ids(store, swept["sweep_id"]) if i != serving)
+        record = promote(store, target, reason="lock probe")
+    assert lock_free == [True]
+    champion = client(server).get_model_version_by_alias(swept["model_name"], "champion")
+    assert (champion.tags["shadow.candidate_id"], champion.tags["shadow.history_id"]) == (
+        target, str(record.history_id))
+
+
+def test_a_renamed_registered_model_takes_the_alias_with_it(server, swept, capsys, ray_local):
+    sweep_id = _sweep_with(swept, capsys, f'[mlflow]\ntracking_uri = "{server.url}"\n'
+                           'registered_model = "renamed-model"\n', "renamed")
+    c, home, name = client(server), str(swept["home"]), swept["model_name"]
+    with Store.open(swept["home"], create=False) as store:
+        candidate = _ok_ids(store, sweep_id)[0]
+    code, out, err = run_cli(capsys, "promote", candidate, "--home", home, "--force", "--reason", "renamed")
+    assert code == 0, err
+    assert c.get_model_version_by_alias("renamed-model", "champion").tags["shadow.candidate_id"] == candidate
+    assert "champion" not in c.get_registered_model(name).aliases  # the model the channel left
+    code, out, err = run_cli(capsys, "rollback", "--home", home, "--format", "json")
+    assert code == 0, err
+    back = json.loads(out)["candidate_id"]
+    assert c.get_model_version_by_alias(name, "champion").tags["shadow.candidate_id"] == back
+    assert "champion" not in c.get_registered_model("renamed-model").aliases
+
+
+def test_a_resume_logs_nothing_mlflow_already_holds(server, swept):
+    from shadow.sweep.tracking import tracker_for_stored
+
+    c = client(server)
+    experiment = c.get_experiment_by_name("mlflow-e2e").experiment_id
+    query = f"tags.`shadow.sweep_id` = '{swept['sweep_id']}'"
+    before = len(c.search_runs([experiment], filter_string=query))
+    with Store.open(swept["home"], create=False) as store:
+        stored = [r for r in store.list_candidates(swept["sweep_id"]) if not r.refit_of]
+        tracker = tracker_for_stored(store, swept["sweep_id"])
+        tracker.start(store, swept["sweep_id"], stored)  # all of them are in MLflow already
+        # What the runner does next on a resume for an ensemble or warm start found stored.
+        tracker.log(stored[0], {})
+    assert (tracker.logged, tracker.not_logged) == (0, [])
+    assert len(c.search_runs([experiment], filter_string=query)) == before
+
+
+def test_mlflow_request_settings_hold_only_while_its_calls_run(server, monkeypatch):
+    import sys
+
+    from selection.tracking.client import calls, connect
+
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "3")  # the user's own: kept
+    stdout = sys.stdout
+    c = connect(server.url)
+    with calls(server.url, "probe"):
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "3"
+        assert sys.stdout is stdout  # stdout is not swapped under other threads
+        c.search_experiments(max_results=1)
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "3"
