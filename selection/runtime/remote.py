@@ -211,7 +211,9 @@ class FleetClient:
         """
         digest, got = hashlib.sha256(), 0
         try:
-            with self._open(offer.artifact, {}) as answer, open(dest, "xb") as out:
+            # Unbuffered: each chunk is on disk as it comes, so a half download is visible (and
+            # what a kill leaves behind is what arrived, which the next start removes).
+            with self._open(offer.artifact, {}) as answer, open(dest, "xb", buffering=0) as out:
                 # read1: what has arrived (read() would wait for the whole chunk)
                 while chunk := answer.read1(_CHUNK):
                     if cancel is not None and cancel.is_set():
