@@ -29,6 +29,7 @@ pipe, or dies (end of file), after writing what it received.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import signal
@@ -83,6 +84,11 @@ class ShadowLogProcess:
         receive.close()  # the child's end: the child sees end of file once this process dies
         self._lock = threading.Lock()  # one message at a time on the pipe
         self._closed = False
+        # A server that exits without calling close (an error on its way up) must still end the
+        # child: multiprocessing's own exit hook would SIGTERM it, which the child ignores, then
+        # wait for it forever. This hook runs first (atexit is last in, first out) and closes
+        # the pipe, the child's cue to write what it has and exit.
+        atexit.register(self.close)
         # Started before the first request, not during it: the child's start-up (an interpreter,
         # the log opened) would otherwise take CPU from the first requests.
         if not ready.wait(start_timeout_s):
@@ -122,6 +128,7 @@ class ShadowLogProcess:
                 return
             self._closed = True
             self._send.close()  # end of file: the child flushes and exits
+        atexit.unregister(self.close)
         self._process.join(timeout)
         if self._process.is_alive():  # wedged past the timeout: do not hang the server's exit
             self._process.kill()

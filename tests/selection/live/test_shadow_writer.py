@@ -192,3 +192,17 @@ def test_a_stop_signal_to_the_whole_group_loses_no_shadow_row(tmp_path: Path) ->
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout.split() == ["2", "50"]
     assert _rows(path, "SELECT COUNT(*) FROM predictions WHERE role = 1") == [(50,)]
+
+
+def test_a_server_that_exits_without_closing_does_not_hang_on_its_child(tmp_path: Path) -> None:
+    """multiprocessing's exit hook SIGTERMs daemon children (this one ignores it) and waits."""
+    script = tmp_path / "server.py"
+    script.write_text(textwrap.dedent(f"""
+        from selection.live.shadow_writer import ShadowLogProcess
+        if __name__ == "__main__":
+            sink = ShadowLogProcess({str(tmp_path / "live.db")!r}, channel="production")
+            raise SystemExit(3)  # an error on the way up: close() is never called
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr
