@@ -6,7 +6,6 @@ nothing here needs a real model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from selection import (
     SweepRecord,
     sha256_bytes,
 )
+from tests.postgres import PG_SERVER, private_schema_url
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -154,8 +154,7 @@ def make(store: Store) -> Factory:
 
 # -- every backend: the conformance suite runs unchanged on SQLite and PostgreSQL --
 
-#: The PostgreSQL server the tests use (ENVIRONMENT.md); `.ci/run` starts it if down.
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+__all__ = ["PG_SERVER"]  # tests import the server's URL from here too
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -170,29 +169,8 @@ def backend_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "sqlite":
         yield None
         return
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://"))
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        message = (f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc.__class__.__name__}); "
-                   "`.ci/run` starts it")
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI the backend must really be tested, never skipped
-        pytest.skip(message)
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
+    with private_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,12 +35,12 @@ import pytest
 from selection.store import Store
 from shadow.sweep.cluster import private_ray_env
 from tests.bad_inputs.contract import REPO
+from tests.postgres import private_schema_url
 from tests.shadow.sweep.own_ray import cluster_pids, stop_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: The PostgreSQL server the tests use (ENVIRONMENT.md); `.ci/run` starts it if down.
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 SWEEP = """\
 [sweep]
@@ -105,28 +104,9 @@ while not done.is_set():
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A URL naming a private PostgreSQL schema, dropped afterwards (as tests/selection do)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import OperationalError
-
-    admin = create_engine(PG_SERVER.replace("postgresql://", "postgresql+psycopg://"))
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        message = (f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc.__class__.__name__}); "
-                   "`.ci/run` starts it")
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI the backend must really be tested, never skipped
-        pytest.skip(message)
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
+    """A URL naming a private PostgreSQL schema, dropped afterwards."""
+    with private_schema_url() as url:
+        yield url
 
 
 def align(drivers: list[subprocess.Popen[str]], home: Path, url: str, timeout_s: float = 180) -> None:
