@@ -123,17 +123,37 @@ def private_ray_env(ray_tmp: str | os.PathLike[str],
 
 
 def ray_processes(ray_tmp: str | os.PathLike[str]) -> list[int]:
-    """Pids of live processes (this one aside) whose command line names ``ray_tmp`` (Linux)."""
+    """Pids of the live processes of the Ray under ``ray_tmp`` (this one aside; Linux).
+
+    Those that name the folder on their command line or as ``RAY_TMPDIR`` in their
+    environment (``private_ray_env``), and all their descendants: Ray's workers, agents
+    and dashboard modules rename themselves (setproctitle), which overwrites what
+    ``/proc`` shows of their command line and environment, so often only their
+    parents still name the folder. Zombies (already dead) are left out.
+    """
     from pathlib import Path
 
-    marker, found = str(ray_tmp), []
+    marker, env_marker = str(ray_tmp).encode(), f"RAY_TMPDIR={ray_tmp}".encode()
+    parent: dict[int, int] = {}
+    found: set[int] = set()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if state == "Z":
+                continue
+            parent[pid] = int(ppid)
+            if (marker in (entry / "cmdline").read_bytes()
+                    or env_marker in (entry / "environ").read_bytes()):
+                found.add(pid)
         except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry.name))
-    return found
+            continue  # it ended while we looked, or is not ours to read
+    while True:
+        children = {pid for pid, ppid in parent.items() if ppid in found} - found
+        if not children:
+            break
+        found |= children
+    found.discard(os.getpid())
+    return sorted(found)

@@ -4,8 +4,7 @@ A Ray started with ``RAY_TMPDIR``/``--temp-dir`` set to a folder of the test's o
 (``shadow.sweep.cluster.private_ray_env``) is every live process that names that folder on its
 command line or in its environment, and their descendants: workers and the dashboard's modules
 rename themselves (setproctitle), which overwrites what ``/proc`` shows of their command line and
-environment, so only their parents name the folder. (``shadow.sweep.cluster.ray_processes``
-reads command lines only, so it misses those.)
+environment, so only their parents name the folder (``shadow.sweep.cluster.ray_processes``).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import socket
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+from shadow.sweep.cluster import ray_processes
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,29 +32,7 @@ def free_ports(count: int) -> list[int]:
 
 def cluster_pids(ray_tmp: Path) -> list[int]:
     """Live processes of the cluster under ``ray_tmp`` (this one aside): see the module docstring."""
-    marker, env_marker = str(ray_tmp).encode(), f"RAY_TMPDIR={ray_tmp}".encode()
-    parent: dict[int, int] = {}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            stat = (entry / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # a zombie: already dead, waiting for its parent to reap it
-            parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-            if marker in (entry / "cmdline").read_bytes() or env_marker in (entry / "environ").read_bytes():
-                found.add(pid)
-        except OSError:
-            continue  # it ended while we looked, or is not ours to read
-    while True:
-        children = {pid for pid, ppid in parent.items() if ppid in found} - found
-        if not children:
-            break
-        found |= children
-    found.discard(os.getpid())
-    return sorted(found)
+    return ray_processes(ray_tmp)
 
 
 def stop_cluster(ray_tmp: Path, grace_s: float = 10.0) -> list[int]:
