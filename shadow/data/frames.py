@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shadow.data.manifest import DatasetManifest
+from shadow.data.target_bins import with_target
 from shadow.errors import DatasetError
 
 #: Fewer rows than this cannot give a holdout and a training slice worth the name.
@@ -64,7 +65,18 @@ def combined_dataset(frames: list[pd.DataFrame], manifest: DatasetManifest, fing
 
 
 def parse_batch(data: bytes, path: Path, manifest: DatasetManifest) -> pd.DataFrame:
-    """A batch file's bytes as a frame: Parquet, or CSV written like the catalog's table."""
+    """A batch file's bytes as a frame: Parquet, or CSV written like the catalog's table.
+
+    With ``[target_bins]`` the batch carries the numeric column, as the catalog's file does,
+    and its target is cut from it by the same rule.
+    """
+    frame = _read_batch(data, path, manifest)
+    if manifest.target_bins is None:
+        return frame
+    return with_target(frame, manifest.target_bins, manifest.target, f"batch {str(path)!r}")
+
+
+def _read_batch(data: bytes, path: Path, manifest: DatasetManifest) -> pd.DataFrame:
     where = f"batch {str(path)!r}"
     suffix = path.suffix.lower()
     try:

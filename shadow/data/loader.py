@@ -34,6 +34,7 @@ from shadow.data.frames import (
 )
 from shadow.data.manifest import DatasetManifest
 from shadow.data.sources import ARRAY_SOURCES, read_arrays
+from shadow.data.target_bins import with_target
 from shadow.data.versions import (
     DatasetVersion,
     batch_path,
@@ -52,7 +53,8 @@ __all__ = [
 
 
 def read_table(manifest: DatasetManifest) -> pd.DataFrame:
-    """The raw table the manifest points at (a folder: every file now; SQL: every row now)."""
+    """The table the manifest points at (a folder: every file now; SQL: every row now), with
+    a ``[target_bins]`` target cut from its column."""
     source = manifest.source
     where = f"dataset {manifest.name!r}"
     if source.kind == "directory":
@@ -63,6 +65,18 @@ def read_table(manifest: DatasetManifest) -> pd.DataFrame:
         from shadow.data.sql_source import read_all as read_sql
 
         return read_sql(manifest)
+    frame = _read_file(manifest, where)
+    if manifest.target_bins is None:
+        return frame
+    # The class column is cut here, so every reader of the table (the rules, the backtest's
+    # history) sees the target as if the file had it.
+    return with_target(frame, manifest.target_bins, manifest.target,
+                       f"{where} ({manifest.path})")
+
+
+def _read_file(manifest: DatasetManifest, where: str) -> pd.DataFrame:
+    """A package's or a path's CSV file as it is."""
+    source = manifest.source
     try:
         if source.kind == "package":
             resource = importlib.resources.files(source.package or "") / source.location

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from selection.validation import Param, check_known_keys, parse_table, read_toml
+from shadow.data.target_bins import TargetBins
 from shadow.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -127,6 +128,8 @@ class DatasetManifest:
     path: Path
     #: Earlier rows' labels each row carries as features (``[lagged_labels]``; 0: none).
     label_lags: int = 0
+    #: The target cut from a numeric column (``[target_bins]``); None: a column of the table.
+    target_bins: TargetBins | None = None
 
     @property
     def label_features(self) -> tuple[str, ...]:
@@ -147,7 +150,7 @@ class DatasetManifest:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], path: Path) -> DatasetManifest:
         where = str(path)
-        tables = ("source", "drift", "lagged_labels")
+        tables = ("source", "drift", "lagged_labels", "target_bins")
         check_known_keys(raw, [p.name for p in _TOP] + list(tables), where)
         top = parse_table({k: v for k, v in raw.items() if k not in tables}, _TOP, where)
         if not _NAME.match(top["name"]):
@@ -184,6 +187,11 @@ class DatasetManifest:
         drift = parse_table(raw.get("drift", {}), _DRIFT, f"{where} [drift]")
         label_lags = _parse_lagged_labels(raw.get("lagged_labels"), f"{where} [lagged_labels]",
                                           features, shape)
+        bins = None
+        if "target_bins" in raw:
+            bins = TargetBins.from_table(raw["target_bins"], f"{where} [target_bins]",
+                                         target=top["target"], features=features,
+                                         segments=segments, source_kind=source.kind)
         return cls(
             name=top["name"],
             title=top["title"],
@@ -202,6 +210,7 @@ class DatasetManifest:
             drift_note=drift["note"],
             path=path,
             label_lags=label_lags,
+            target_bins=bins,
         )
 
 

@@ -25,7 +25,9 @@ DATASETS = Path(__file__).parents[3] / "datasets"
 STREAMS = {
     "seattle-weather": (1461, ("drizzle", "fog", "rain", "snow", "sun"), "date",
                         "2012-01-01", "2015-12-31"),
+    "sp500-direction": (1257, ("down", "up"), "date", "2013-02-11", "2018-02-06"),
 }
+TICKERS = ["AAPL", "AMZN", "IBM", "INTC", "JNJ", "JPM", "KO", "MSFT", "WMT", "XOM"]
 
 
 @pytest.mark.parametrize("name", sorted(STREAMS))
@@ -75,3 +77,41 @@ def test_example_sweep_fits_the_stream(name: str) -> None:
     slices = make_slices(list(config.slices), holdout.start)
     assert len(slices) >= 3  # distinct row sets: more than one past to choose from
     assert all(int(s.rows.max()) < holdout.start for s in slices)
+
+
+def test_sp500_features_are_that_days_returns_and_the_label_the_next_days_direction() -> None:
+    """No leakage: the model sees a day's ten returns; its label is the sign of the NEXT
+    day's equal-weighted return, which is in no feature of that row."""
+    manifest = find_manifest("sp500-direction")
+    assert list(manifest.features) == TICKERS
+    assert manifest.target_bins is not None and manifest.target_bins.column == "next_day_return"
+    assert "next_day_return" not in manifest.features
+    table = read_table(manifest)
+    ds = load_dataset(manifest)
+    assert np.array_equal(ds.features, table[TICKERS].to_numpy(np.float32))
+    up = ds.labels == ds.classes.index("up")
+    assert up.tolist() == (table["next_day_return"] > 0).tolist()
+    # The label of day t is the direction of day t + 1's portfolio (the next row's features),
+    # never of day t's own: the file's column is the next row's mean return (to 1e-6).
+    next_mean = ds.features[1:].astype(np.float64).mean(axis=1)
+    assert np.allclose(table["next_day_return"].to_numpy()[:-1], next_mean, atol=1e-5)
+    assert np.array_equal(up[:-1], next_mean > 0)
+    today = ds.features.astype(np.float64).mean(axis=1) > 0
+    assert (today == up).mean() < 0.5  # the same day's direction is not the label
+
+
+def test_sp500_drift_is_what_its_manifest_says() -> None:
+    """The counts quoted in datasets/sp500-direction/dataset.toml, recounted from the data."""
+    table = read_table(find_manifest("sp500-direction"))
+    year = table["date"].str[:4]
+    up = (table["next_day_direction"] == "up").groupby(year).agg(["sum", "size"])
+    assert {y: (int(r["sum"]), int(r["size"])) for y, r in up.iterrows()} == {
+        "2013": (126, 225), "2014": (136, 252), "2015": (128, 252), "2016": (137, 252),
+        "2017": (138, 251), "2018": (13, 25)}
+    volatility = table["next_day_return"].groupby(year).std().round(2)
+    assert volatility.to_dict() == {"2013": 0.67, "2014": 0.72, "2015": 1.04, "2016": 0.83,
+                                    "2017": 0.47, "2018": 1.21}
+    portfolio = table[TICKERS].mean(axis=1)
+    assert table["date"][portfolio.idxmax()] == "2015-08-26" and portfolio.idxmax() == 640
+    assert table["date"][637] == "2015-08-21" and portfolio[637] < -3.5
+    assert table["date"][1255] == "2018-02-05" and portfolio[1255] < -4
