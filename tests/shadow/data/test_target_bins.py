@@ -18,6 +18,7 @@ from shadow.data.loader import load_dataset, read_table
 from shadow.data.manifest import DatasetManifest
 from shadow.data.target_bins import TargetBins
 from shadow.errors import ConfigError, DatasetError
+from tests.bad_inputs.contract import assert_user_error, run_cli, snapshot
 
 BINS = {"column": "r", "edges": [0.0], "labels": ["down", "up"]}
 BASE: dict[str, Any] = {"name": "toy", "target": "direction", "features": ["a", "b"],
@@ -122,3 +123,24 @@ def test_a_table_the_bins_cannot_cut_is_refused(tmp_path: Path, change: Any, mes
     with pytest.raises(DatasetError) as info:
         read_table(_manifest(tmp_path))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_cli_appends_a_batch_and_refuses_one_without_the_column_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    entry = tmp_path / "catalog" / "toy"
+    entry.mkdir(parents=True)
+    _frame(100).to_csv(entry / "toy.csv", index=False)
+    bins = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in BINS.items())
+    (entry / "dataset.toml").write_text(
+        'name = "toy"\ntarget = "direction"\nfeatures = ["a", "b"]\ntime_column = "t"\n'
+        f'[source]\nkind = "csv"\npath = "toy.csv"\n[target_bins]\n{bins}\n')
+    monkeypatch.setenv("SHADOW_CATALOG", str(tmp_path / "catalog"))
+    home = tmp_path / "home"
+    _frame(30, start=100, seed=1).to_csv(tmp_path / "good.csv", index=False)
+    assert run_cli(capsys, "data", "append", "toy", str(tmp_path / "good.csv"), "--home",
+                   str(home)).code == 0
+    before = snapshot(home)
+    _frame(30, start=130, seed=2).drop(columns="r").to_csv(tmp_path / "bad.csv", index=False)
+    outcome = run_cli(capsys, "data", "append", "toy", str(tmp_path / "bad.csv"), "--home", str(home))
+    assert_user_error(outcome, "column 'r' ([target_bins] column) is not in the table")
+    assert snapshot(home) == before
