@@ -10,9 +10,11 @@ past visible. The next period, which no model has seen, scores the production fi
 static, the retraining rules, always-promote, the oracles, river's ARF and Hoeffding tree, the
 ablation channels, no-change and majority.
 
-Usage: ``python benchmarks/drift_replay.py [--quick] [--dataset NAME|PATH] [--period ROWS]``.
-Writes ``benchmarks/results/drift_replay[_quick].{json,md,png}``; progress on stderr; the last
-stdout line is one JSON object (accuracies are fractions, ``regret`` is in accuracy points).
+Usage: ``python benchmarks/drift_replay.py [--quick] [--dataset NAME|PATH] [--period ROWS]
+[--seeds 0 1 2]``. Writes ``benchmarks/results/drift_replay[_<dataset>][_quick][_seed<N>].{json,md,png}``
+(and with ``--seeds``, ``..._seeds.{json,md}``: every margin per seed, its spread and verdict);
+progress on stderr; the last stdout line is one JSON object (accuracies are fractions, ``regret``
+and margins are in accuracy points).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from shadow.loop.backtest import (  # noqa: E402
     run_backtest,
     summarize,
 )
+from shadow.loop.backtest.margins import across_runs  # noqa: E402
+from shadow.loop.backtest.report import seeds_markdown  # noqa: E402
 from shadow.sweep.config import config_from_dict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,7 +86,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warm-start", action="store_true",
                    help="each sweep also continues the champion on the newest period "
                    "(`[warm_start]`)")
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                       help="one run per seed, then the margins judged over the runs")
     p.add_argument("--home", type=Path, default=None, help="SHADOW_HOME (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results folder (default {RESULTS})")
     args = p.parse_args(argv)
@@ -92,22 +99,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer; got {value}")
+    if args.seeds is not None and len(set(args.seeds)) < 2:
+        p.error(f"--seeds needs at least two different seeds; got {args.seeds}")
+    if args.home is not None and args.seeds is not None:
+        p.error("--home holds one run's store; with --seeds each run gets its own temp home")
     return args
 
 
-def stem(args: argparse.Namespace) -> str:
-    """Result file name: the default dataset's full run is plain ``drift_replay``."""
+def stem(args: argparse.Namespace, seed: int | None) -> str:
+    """Result file name: the default dataset's full run with seed 0 is plain ``drift_replay``."""
     name = "drift_replay"
     if args.dataset != "noaa-weather":
         name += "_" + Path(args.dataset).parent.name if "/" in args.dataset else "_" + args.dataset
-    return name + ("_quick" if args.quick else "")
+    name += "_quick" if args.quick else ""
+    return name + ("_seeds" if seed is None else f"_seed{seed}" if seed else "")
 
 
 def write_results(result: BacktestResult, summary: dict[str, Any], args: argparse.Namespace,
-                  command: str) -> list[Path]:
+                  command: str, seed: int) -> list[Path]:
     """The JSON record, the markdown table and the plot; returns their paths."""
     args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / stem(args)
+    base = args.out / stem(args, seed)
     record = backtest_record(result, summary, command)
     paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
     paths[0].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -120,31 +132,55 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = "python benchmarks/drift_replay.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+def run_one(args: argparse.Namespace, seed: int, command: str) -> dict[str, Any]:
+    """One replay with ``seed``: files written, summary returned (ShadowError on bad input)."""
     started = time.perf_counter()
-    try:
-        config = config_from_dict(replay_config(
-            args.dataset, args.period, trials=args.trials or (1 if args.quick else 3),
-            epochs=args.epochs, seed=args.seed, latency_guard=args.latency_guard,
-            refit=not args.no_refit, require=args.require, selection=args.selection,
-            ensemble=args.ensemble, warm_start=args.warm_start))
-        # The trials are set above (1 with --quick), so the settings' quick only moves the start.
-        settings = BacktestSettings(period=args.period, start=args.start, periods=args.periods,
-                                    quick=args.quick, seed=args.seed)
-        with tempfile.TemporaryDirectory(prefix="drift-replay-") as scratch:
-            home = args.home or Path(scratch) / "home"
-            result = run_backtest(config, settings, home, Path(scratch) / "data", on_progress=log)
-    except ShadowError as exc:  # a bad --dataset/--period: one line, exit 2
-        log(f"drift_replay: {exc}")
-        return 2
+    config = config_from_dict(replay_config(
+        args.dataset, args.period, trials=args.trials or (1 if args.quick else 3),
+        epochs=args.epochs, seed=seed, latency_guard=args.latency_guard,
+        refit=not args.no_refit, require=args.require, selection=args.selection,
+        ensemble=args.ensemble, warm_start=args.warm_start))
+    # The trials are set above (1 with --quick), so the settings' quick only moves the start.
+    settings = BacktestSettings(period=args.period, start=args.start, periods=args.periods,
+                                quick=args.quick, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="drift-replay-") as scratch:
+        home = args.home or Path(scratch) / "home"
+        result = run_backtest(config, settings, home, Path(scratch) / "data", on_progress=log)
     result.seconds["total"] = time.perf_counter() - started
     summary = summarize(result)
     summary["quick"] = args.quick
-    for path in write_results(result, summary, args, command.strip()):
+    summary["seed"] = seed
+    for path in write_results(result, summary, args, command, seed):
         log(f"wrote {path}")
-    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python benchmarks/drift_replay.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    seeds = list(dict.fromkeys(args.seeds)) if args.seeds else [args.seed]
+    try:
+        summaries = [run_one(args, seed, command.strip()) for seed in seeds]
+    except ShadowError as exc:  # a bad --dataset/--period: one line, exit 2
+        log(f"drift_replay: {exc}")
+        return 2
+    if args.seeds is None:
+        print(json.dumps(summaries[0]))
+        return 0
+    across = across_runs(summaries)
+    base = args.out / stem(args, None)
+    record = {"command": command.strip(), "seeds": seeds, "across_seeds": across,
+              "runs": summaries}
+    base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    base.with_suffix(".md").write_text(seeds_markdown(summaries, across, command.strip()),
+                                       encoding="utf-8")
+    log(f"wrote {base.with_suffix('.json')} and {base.with_suffix('.md')}")
+    keys = ("system_post", "best_rule", "best_rule_post", "no_change_post", "arf_post",
+            "oracle_refit_post", "regret_refit")
+    print(json.dumps({"dataset": summaries[0]["dataset"], "quick": args.quick, "seeds": seeds,
+                      "per_seed": {k: [s.get(k) for s in summaries] for k in keys},
+                      "margins": {peer: {k: m[k] for k in ("mean", "min", "max", "ci95", "verdict")}
+                                  for peer, m in across.items() if isinstance(m, dict)}}))
     return 0
 
 

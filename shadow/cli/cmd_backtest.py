@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shlex
 import sys
@@ -20,6 +21,7 @@ examples:
   shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
   shadow backtest --dataset noaa-weather --period 365 --warm-start   # + the champion continued
   shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
+  shadow backtest --dataset noaa-weather --period 365 --quick --seeds 0 1 2   # is the lead real?
 
 What it does: the dataset's rows up to the first boundary become a dataset of
 their own in a new home (OUT/home); at each boundary the next period's rows
@@ -41,6 +43,14 @@ store: `shadow events --home OUT/home` shows what the controller did and why).
 static_post, arf_post, regret, ...; accuracies are fractions, margins and regret
 accuracy points). "post" means after the dataset's documented drift ([drift]
 from_row in its dataset.toml); without one, every period.
+
+Is a lead real? Every margin (system minus a peer) is paired per period and
+comes with its 95 % interval over the periods and a verdict: ahead, behind, or
+a tie when the interval holds zero. --seeds runs the backtest once per seed
+(OUT/seed-N/, each as above) and writes OUT/seeds.json and OUT/seeds.md: each
+margin per seed, its mean, spread and a verdict over the seeds (a t interval
+of the runs' margins), so a lead that changes sign with the seed reads as the
+tie it is.
 
 Time: the simulated clock (what [watch.triggers] schedule_s measures) is the
 time column at the last arrived row, or rows x --row-seconds without one.
@@ -79,8 +89,13 @@ def add_parsers(verbs: Any) -> None:
     p.add_argument("--warm-start", action="store_true",
                    help="with --dataset: each sweep also continues the champion on the newest "
                    "period ([warm_start]); in your own file, set [warm_start] there")
-    p.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0,
-                   help="seed of the preset and river (default 0)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0,
+                       help="seed of the preset and river (default 0)")
+    seeds.add_argument("--seeds", type=int_arg(0, 2**31 - 1), nargs="+", default=None,
+                       metavar="N", help="run once per seed (OUT/seed-N; a sweep file's [sweep] seed "
+                       "is replaced by it) and judge the margins over the runs (OUT/seeds.json, "
+                       "OUT/seeds.md); at least 2")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="results folder (default ./backtest-<dataset>); must not hold a home")
     p.add_argument("--address", metavar="ADDR", default=None,
@@ -89,7 +104,8 @@ def add_parsers(verbs: Any) -> None:
     p.set_defaults(handler=run_backtest_verb)
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace, seed: int = 0) -> Any:
+    """The sweep config to replay; with ``--seeds`` a file's ``[sweep] seed`` becomes ``seed``."""
     from shadow.loop.backtest import replay_config
     from shadow.sweep import load_config
     from shadow.sweep.config import config_from_dict
@@ -101,12 +117,50 @@ def _config(args: argparse.Namespace) -> Any:
         if args.warm_start:
             raise ConfigError("--warm-start sets [warm_start] in the preset of --dataset; with "
                               f"your own sweep file, add a [warm_start] table to {args.config}")
-        return load_config(args.config)
-    return config_from_dict(replay_config(args.dataset, args.period, seed=args.seed,
+        config = load_config(args.config)
+        if args.seeds is None:
+            return config
+        raw = copy.deepcopy(config.raw)
+        raw.setdefault("sweep", {})["seed"] = seed
+        return config_from_dict(raw, config.path)
+    return config_from_dict(replay_config(args.dataset, args.period, seed=seed,
                                           warm_start=args.warm_start))
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:
+    out: Path = args.out or Path(_default_out(args))
+    if args.seeds is None:
+        result, summary = _run_one(args, args.seed, out)
+        if args.format == "json":
+            json.dump(summary, sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+            return 0
+        _table(result, summary, args.format)
+        return 0
+    if len(set(args.seeds)) < 2:
+        raise ConfigError(f"--seeds needs at least two different seeds to judge a margin's "
+                          f"run-to-run spread; got {' '.join(map(str, args.seeds))}: e.g. "
+                          "--seeds 0 1 2")
+    for seed in dict.fromkeys(args.seeds):  # refuse before the first run, not after it
+        _check_fresh(out / f"seed-{seed}")
+    summaries = [_run_one(args, seed, out / f"seed-{seed}")[1] for seed in dict.fromkeys(args.seeds)]
+    return _write_seeds(args, out, summaries)
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    dataset = args.dataset or _config(args).dataset
+    return (f"backtest-{Path(dataset).parent.name}" if "/" in dataset else f"backtest-{dataset}")
+
+
+def _check_fresh(out: Path) -> None:
+    home = out / "home"
+    if (home / "shadow.db").exists() or (home / "channels").exists():
+        raise ConfigError(f"{out} already holds a backtest's home; pass --out with a new folder "
+                          "(the earlier results stay as they are)")
+
+
+def _run_one(args: argparse.Namespace, seed: int, out: Path) -> tuple[Any, dict[str, Any]]:
+    """One backtest with ``seed`` into ``out``: its files written, its result and summary."""
     from shadow.loop.backtest import (
         BacktestSettings,
         backtest_record,
@@ -118,20 +172,17 @@ def run_backtest_verb(args: argparse.Namespace) -> int:
 
     settings = BacktestSettings(
         period=args.period, start=args.start, periods=args.periods, quick=args.quick,
-        row_seconds=args.row_seconds, recent_rows=args.recent_rows, seed=args.seed,
+        row_seconds=args.row_seconds, recent_rows=args.recent_rows, seed=seed,
         online=not args.no_online, ablations=not args.no_ablations)
-    config = _config(args)
-    out: Path = args.out or Path(f"backtest-{Path(config.dataset).parent.name}"
-                                 if "/" in config.dataset else f"backtest-{config.dataset}")
+    config = _config(args, seed)
+    _check_fresh(out)
     home = out / "home"
-    if (home / "shadow.db").exists() or (home / "channels").exists():
-        raise ConfigError(f"{out} already holds a backtest's home; pass --out with a new folder "
-                          "(the earlier results stay as they are)")
-    command = _command(args)
+    command = _command(args, seed)
     result = run_backtest(config, settings, home, out / "data", address=args.address,
                           on_progress=note)
     summary = summarize(result)
     summary["quick"] = args.quick
+    summary["seed"] = seed
     record = backtest_record(result, summary, command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "backtest.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -139,18 +190,38 @@ def run_backtest_verb(args: argparse.Namespace) -> int:
     plot(result, out / "backtest.png")
     note(f"wrote {out / 'backtest.json'}, {out / 'backtest.md'}, {out / 'backtest.png'}; "
          f"the controller's events: shadow events --home {home}")
+    return result, summary
+
+
+def _write_seeds(args: argparse.Namespace, out: Path, summaries: list[dict[str, Any]]) -> int:
+    from shadow.loop.backtest.margins import across_runs
+    from shadow.loop.backtest.report import seeds_markdown
+
+    across = across_runs(summaries)
+    command = _command(args, None)
+    record = {"command": command, "seeds": [s["seed"] for s in summaries],
+              "across_seeds": across, "runs": summaries}
+    (out / "seeds.json").write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                    encoding="utf-8")
+    text = seeds_markdown(summaries, across, command)
+    (out / "seeds.md").write_text(text, encoding="utf-8")
+    note(f"wrote {out / 'seeds.json'} and {out / 'seeds.md'}")
     if args.format == "json":
-        json.dump(summary, sys.stdout, indent=2, default=str)
+        json.dump(record, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
-        return 0
-    _table(result, summary, args.format)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
-def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run (for the report's header)."""
+def _command(args: argparse.Namespace, seed: int | None) -> str:
+    """The command line that reproduces this run (for the report's header); seed None: all."""
     words = [args.config] if args.config else ["--dataset", args.dataset]
     words += ["--period", str(args.period)]
+    if seed is None:
+        words += ["--seeds", *map(str, dict.fromkeys(args.seeds))]
+    elif seed != 0:
+        words += ["--seed", str(seed)]
     for flag in ("start", "periods", "recent_rows", "out"):
         if getattr(args, flag) is not None:
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]

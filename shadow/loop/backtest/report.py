@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from shadow.loop.backtest.margins import PEERS, run_margins
 from shadow.loop.backtest.runner import BacktestResult, PeriodResult
 
 #: Approaches in the order the table and plot show them, with their labels.
@@ -84,6 +85,9 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
     summary["margin_vs_best_rule"] = _points(system, summary["best_rule_post"])
     summary["margin_vs_no_change"] = _points(system, summary["no_change_post"])
     summary["margin_vs_arf"] = _points(system, summary["arf_post"])
+    # The same margins, paired per period, with their 95 % interval and a verdict (a lead
+    # inside the noise is a tie).
+    summary["margins"] = run_margins([a for _, a in post], summary["best_rule"])
     summary["promotions"] = sum(p.step.promoted for p in result.periods)
     summary["sweeps"] = sum(p.step.sweep_id is not None for p in result.periods)
     for suffix in ("refit-improvement", "gate-only"):
@@ -175,7 +179,27 @@ def markdown(result: BacktestResult, summary: dict[str, Any], command: str) -> s
         "|---|---|",
     ]
     lines += [f"| {name} | {_text(met)} |" for name, met in summary["targets"].items()]
+    lines += ["", *margins_table(summary["margins"])]
     return "\n".join(lines) + "\n"
+
+
+#: How each peer's margin reads in a table.
+PEER_LABELS = {"best_rule": "best fixed rule (picked in hindsight)", "no_change": "no-change",
+               "arf": "river ARF", "oracle_refit": "oracle over refits (minus the regret)"}
+
+
+def margins_table(margins: dict[str, Any]) -> list[str]:
+    """Markdown lines: the system's paired margin over each peer, its 95 % interval, verdict."""
+    lines = ["| system minus (post-drift, points) | margin | 95 % interval over periods | "
+             "verdict |", "|---|---|---|---|"]
+    for peer in PEERS:
+        if peer in margins:
+            m = margins[peer]
+            ci = "n/a" if m["ci95"] is None else f"{m['ci95'][0]:+.2f} to {m['ci95'][1]:+.2f}"
+            lines.append(f"| {PEER_LABELS[peer]} | {m['points']:+.2f} | {ci} | "
+                         f"{_text(m['verdict'])} |")
+    return lines + ["", "A verdict is `ahead` or `behind` only when the whole interval is; "
+                    "otherwise the margin is inside the noise: a tie."]
 
 
 def plot(result: BacktestResult, path: Path) -> None:
@@ -217,3 +241,34 @@ def plot(result: BacktestResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def seeds_markdown(summaries: list[dict[str, Any]], across: dict[str, Any], command: str) -> str:
+    """Several seeds' runs side by side: each margin per seed, mean, spread, verdict over seeds."""
+    seeds = [str(s.get("seed")) for s in summaries]
+    dataset = summaries[0]["dataset"] if summaries else "?"
+    lines = [f"# Backtest on `{dataset}` over seeds {', '.join(seeds)}", "",
+             f"Command: `{command}`. Post-drift accuracies and margins in points; the verdict "
+             "over seeds comes from the t interval of the runs' margins (95 %), each run's own "
+             "from its periods.", "",
+             "| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | min to max | "
+             "95 % interval over seeds | verdict |",
+             "|---|" + "---|" * (len(seeds) + 4)]
+    system = [s.get("system_post") for s in summaries]
+    lines.append("| system accuracy | " + " | ".join(_text(v) for v in system) + " | "
+                 + (f"{np.mean([v for v in system if v is not None]):.4f}"
+                    if any(v is not None for v in system) else "n/a") + " | | | |")
+    for peer in PEERS:
+        if peer not in across:
+            continue
+        m = across[peer]
+        per_run = [s.get("margins", {}).get(peer) for s in summaries]
+        cells = [f"{r['points']:+.2f} ({_text(r['verdict'])})" if r else "n/a" for r in per_run]
+        ci = "n/a" if m["ci95"] is None else f"{m['ci95'][0]:+.2f} to {m['ci95'][1]:+.2f}"
+        lines.append(f"| minus {PEER_LABELS[peer]} | " + " | ".join(cells)
+                     + f" | {m['mean']:+.2f} | {m['min']:+.2f} to {m['max']:+.2f} | {ci} | "
+                     f"{_text(m['verdict'])} |")
+    best = ", ".join(f"seed {s.get('seed')}: `{s.get('best_rule')}`" for s in summaries)
+    lines += ["", f"The best fixed rule is picked in hindsight per run ({best}).",
+              "A lead is real only when its interval is above zero; otherwise it is a tie."]
+    return "\n".join(lines) + "\n"

@@ -103,6 +103,14 @@ def test_backtest_runs_the_controller_and_recovers_from_drift(
     assert summary["static_post"] < 0.65
     assert summary["system_post"] > summary["static_post"] + 0.15
     assert summary["promotions"] >= 2
+    # Every margin is paired over the 6 post-drift periods, with its interval and verdict.
+    margins = summary["margins"]
+    assert set(margins) == {"best_rule", "no_change", "arf", "oracle_refit"}
+    for m in margins.values():
+        low, high = m["ci95"]
+        assert m["periods"] == 6 and low <= m["points"] <= high
+        assert m["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "tie")
+    assert margins["best_rule"]["points"] == summary["margin_vs_best_rule"]
     record = json.loads((out / "backtest.json").read_text())
     assert [p["start"] for p in record["periods"]] == list(range(300, 1000, 100))
     assert (out / "backtest.md").read_text().startswith("# Backtest on `flip`")
@@ -138,3 +146,42 @@ def test_backtest_refuses_a_used_out_folder_and_bad_flags(
     assert not (tmp_path / "b2").exists()
     outcome = run_cli(capsys, "backtest", str(stream), "--period", "0")
     assert_user_error(outcome, "--period", "0")
+    outcome = run_cli(capsys, "backtest", str(stream), "--period", "100", "--seeds", "4", "4",
+                      "--out", str(tmp_path / "b3"))
+    assert_user_error(outcome, "--seeds needs at least two different seeds")
+    assert not (tmp_path / "b3").exists()
+    # A used seed folder is refused before the first run, not after it.
+    (tmp_path / "b4" / "seed-1" / "home" / "channels").mkdir(parents=True)
+    outcome = run_cli(capsys, "backtest", str(stream), "--period", "100", "--seeds", "0", "1",
+                      "--out", str(tmp_path / "b4"))
+    assert_user_error(outcome, "seed-1 already holds a backtest's home")
+    assert not (tmp_path / "b4" / "seed-0").exists()
+
+
+def test_backtest_over_seeds_judges_each_margin_over_the_runs(
+    tmp_path: Path, ray_local: None, stream: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "bts"
+    outcome = run_cli(capsys, "backtest", str(stream), "--period", "100", "--periods", "2",
+                      "--start", "700", "--no-online", "--no-ablations", "--seeds", "5", "6",
+                      "--out", str(out), "--format", "json")
+    assert outcome.code == 0, outcome.stderr
+    record = json.loads(outcome.stdout)
+    assert record["seeds"] == [5, 6] and len(record["runs"]) == 2
+    assert json.loads((out / "seeds.json").read_text()) == record
+    across = record["across_seeds"]
+    for peer in ("best_rule", "oracle_refit"):
+        m = across[peer]
+        assert m["points"] == [r["margins"][peer]["points"] for r in record["runs"]]
+        assert m["min"] <= m["mean"] <= m["max"]
+        low, high = m["ci95"]
+        assert m["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "tie")
+    assert "arf" not in across and "no_change" not in across  # --no-online: not scored
+    assert (out / "seeds.md").read_text().startswith("# Backtest on `flip` over seeds 5, 6")
+    # Each seed ran its own backtest, with the sweep file's [sweep] seed replaced by it.
+    for seed in (5, 6):
+        with Store.open(Home(out / f"seed-{seed}" / "home")) as store:
+            started = store.list_events(channel="production", kinds="sweep_started")
+            assert {e.evidence["seed"] for e in started} == {seed, seed + 1}
+        assert json.loads((out / f"seed-{seed}" / "backtest.json").read_text())[
+            "summary"]["seed"] == seed

@@ -1,0 +1,104 @@
+"""Is a lead real? The system's margins over its peers with their noise, in one run and over seeds.
+
+A backtest scores every approach on the same periods, so a margin is paired: per period, the
+system's accuracy minus the peer's. One run's noise is the spread of those per-period
+differences (a t interval over the scored periods: a period is one draw of "the next stretch
+of data"). Runs with other seeds (the preset's searches, the models' initial weights, river's
+learners) give the run-to-run noise: a t interval over the runs' margins. Either way the verdict
+is ``ahead`` only when the whole 95 % interval is above zero, ``behind`` when it is below, and
+``tie`` otherwise: a lead inside the noise is a tie, and is written as one.
+
+The peers are the targets' (``best_rule``: the fixed retraining rule best in hindsight, a
+comparison biased *against* the system, since the rule was picked on the very periods it is
+scored on; ``no_change``; river's ``arf``) and the oracle over refits, whose margin is the
+negative regret. Written here rather than taken from a library: it is a paired t interval
+(scipy's t quantile) over a handful of numbers, and the verdict rule is ours to state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PEERS", "Margin", "across_runs", "margin", "run_margins"]
+
+#: Peer name in the summary -> the accuracy key it is scored under in a period
+#: (``best_rule`` is resolved to ``rule:<name>`` of the run's best rule).
+PEERS = ("best_rule", "no_change", "arf", "oracle_refit")
+#: Confidence of every interval.
+LEVEL = 0.95
+
+Margin = dict[str, Any]
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The mean's two-sided t interval at LEVEL (None under two values)."""
+    from scipy.stats import t  # type: ignore[import-untyped]
+
+    n = len(values)
+    if n < 2:
+        return None
+    mean = float(np.mean(values))
+    half = float(t.ppf(0.5 + LEVEL / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def _verdict(interval: tuple[float, float] | None) -> str | None:
+    if interval is None:
+        return None
+    low, high = interval
+    return "ahead" if low > 0 else "behind" if high < 0 else "tie"
+
+
+def margin(system: Sequence[float], peer: Sequence[float]) -> Margin:
+    """Paired margin of ``system`` over ``peer`` (accuracies of the same periods), in points."""
+    diffs = [100 * (s - p) for s, p in zip(system, peer, strict=True)]
+    interval = _interval(diffs)
+    return {"points": round(float(np.mean(diffs)), 2) if diffs else None,
+            "ci95": None if interval is None else [round(interval[0], 2), round(interval[1], 2)],
+            "verdict": _verdict(interval), "periods": len(diffs)}
+
+
+def run_margins(periods: Sequence[Mapping[str, float]], best_rule: str | None) -> dict[str, Margin]:
+    """Margins of one run over each peer, from its scored periods' accuracies (by approach).
+
+    Only periods both the system and the peer were scored on count (a peer missing from a
+    period, e.g. river's learners switched off, leaves that peer out).
+    """
+    keys = {"best_rule": f"rule:{best_rule}" if best_rule else None, "no_change": "no_change",
+            "arf": "arf", "oracle_refit": "oracle_refit"}
+    out: dict[str, Margin] = {}
+    for peer in PEERS:
+        key = keys[peer]
+        pairs = [(a["system"], a[key]) for a in periods if key and "system" in a and key in a]
+        if pairs:
+            out[peer] = margin([s for s, _ in pairs], [p for _, p in pairs])
+    return out
+
+
+def across_runs(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What several runs (seeds) say together: each margin per run, its mean, spread and verdict.
+
+    ``summaries``: :func:`~shadow.loop.backtest.report.summarize` outputs (with ``margins``).
+    The verdict over runs uses the t interval of the runs' margins: a margin whose sign changes
+    from seed to seed is a tie however large one run's lead looks.
+    """
+    out: dict[str, Any] = {"runs": len(summaries),
+                           "system_post": [s.get("system_post") for s in summaries]}
+    for peer in PEERS:
+        points = [s["margins"][peer]["points"] for s in summaries
+                  if peer in s.get("margins", {}) and s["margins"][peer]["points"] is not None]
+        if not points:
+            continue
+        interval = _interval(points)
+        out[peer] = {"points": points, "mean": round(float(np.mean(points)), 2),
+                     "min": round(min(points), 2), "max": round(max(points), 2),
+                     "ci95": None if interval is None
+                     else [round(interval[0], 2), round(interval[1], 2)],
+                     "verdict": _verdict(interval),
+                     "run_verdicts": [s["margins"][peer]["verdict"] for s in summaries
+                                      if peer in s.get("margins", {})]}
+    return out
