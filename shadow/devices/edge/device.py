@@ -6,7 +6,8 @@ For one candidate on one profile:
 2. score the whole holdout with the CPU execution provider running that model
    (``accuracy``, ``agreement_fp32``, per-row predictions);
 3. compile a batch-1 copy in the QNN HTP emulator for the profile's SoC, run
-   the check set there (``accuracy_emulator``, ``emulator_cpu_agreement``) and
+   the check set there (``accuracy_emulator``, ``emulator_cpu_agreement``; a batch
+   per call where that is bit-identical to one row per call, ``emulator_check_mode``) and
    read which nodes fell back to the CPU and which the compiler folded away (those cost
    nothing); where the emulator cannot run, say
    ``emulator = "cpu-reference"`` and place ops from the profile's op list;
@@ -88,7 +89,8 @@ class EdgeDevice(Device):
         extra_artifacts: dict[str, bytes] = {}
         if emulated and profile.qnn is not None:
             compiled = qnn.compile_model(static_batch(device_bytes), profile.qnn, numerics)
-            on_device = compiled.predict(features[checks])
+            on_device, extra["emulator_check_mode"] = qnn.check_top1(
+                compiled, static_batch(device_bytes, qnn.CHECK_BATCH), profile.qnn, numerics, features[checks])
             fallback = compiled.cpu_nodes({n.name for n in stats.nodes})
             # What the compiler folded away costs nothing on the device.
             stats, dropped = drop_absent(stats, {name for _, _, name in compiled.placement})
@@ -107,6 +109,7 @@ class EdgeDevice(Device):
             fallback = [(n.op_type, n.name) for n in stats.nodes if not profile.supports(n.op_type)]
             compiled_sha = None
             extra.update(accuracy_emulator=None, emulator_cpu_agreement=None, compiler_dropped_nodes=[],
+                         emulator_check_mode=None,
                          placement_source="cpu-only" if profile.kind == "cpu" else "profile-ops",
                          emulator_reason=reason)
         on_cpu = {name for _, name in fallback}

@@ -1,0 +1,62 @@
+"""The HTP emulator's check rows: batched only where that changes nothing, one per call otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shadow.devices import get_device
+from shadow.devices.edge import qnn
+from shadow.devices.edge.quantize import static_batch, to_numerics
+from tests.shadow.devices.test_edge_device import separable_model, separable_rows
+
+pytestmark = pytest.mark.skipif(not qnn.emulator_status()[0], reason="the QNN HTP emulator is not available here")
+
+X, Y = separable_rows(200, seed=2)
+CALIBRATION, _ = separable_rows(300, seed=1)
+QNN = get_device("snapdragon-8-gen-2-htp").profile.qnn
+assert QNN is not None
+
+
+def _quantized(with_erf: bool = False) -> bytes:
+    return to_numerics(separable_model(with_erf=with_erf), "a8w8", CALIBRATION)
+
+
+@pytest.mark.parametrize("with_erf", [False, True])
+def test_batched_check_gives_exactly_what_one_row_per_call_gives(with_erf):
+    """Also with a node on the CPU (Erf): the placement is the same at batch 1 and batch 64."""
+    model = _quantized(with_erf)
+    compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
+    top1, mode = qnn.check_top1(compiled, static_batch(model, qnn.CHECK_BATCH), QNN, "a8w8", X)
+    assert mode == "batched"
+    # 200 rows: three full batches and a padded one.
+    assert np.array_equal(top1, compiled.predict(X)) and top1.dtype == np.int64 and top1.shape == (200,)
+
+
+def test_a_batched_model_that_disagrees_is_not_used():
+    """Same placement, other weights: the cross-check sees different outputs and every row runs one per call."""
+    model = _quantized()
+    other = to_numerics(separable_model(width=4), "a8w8", CALIBRATION)
+    compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
+    top1, mode = qnn.check_top1(compiled, static_batch(other, qnn.CHECK_BATCH), QNN, "a8w8", -X)
+    assert mode == "per-row" and np.array_equal(top1, compiled.predict(-X))
+
+
+def test_a_batched_model_placed_differently_is_not_used():
+    compiled = qnn.compile_model(static_batch(_quantized()), QNN, "a8w8")
+    erf = static_batch(_quantized(with_erf=True), qnn.CHECK_BATCH)
+    top1, mode = qnn.check_top1(compiled, erf, QNN, "a8w8", X)
+    assert mode == "per-row" and np.array_equal(top1, compiled.predict(X))
+
+
+def test_few_rows_run_one_per_call():
+    model = _quantized()
+    compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
+    top1, mode = qnn.check_top1(compiled, static_batch(model, qnn.CHECK_BATCH), QNN, "a8w8", X[:5])
+    assert mode == "per-row" and np.array_equal(top1, compiled.predict(X[:5]))
+
+
+def test_the_device_row_says_how_the_check_rows_ran():
+    extra = get_device("snapdragon-8-gen-2-htp").run(separable_model(), X, Y, CALIBRATION).result.extra
+    assert extra["emulator_check_mode"] == "batched" and extra["check_rows"] == 200
+    assert extra["accuracy_emulator"] > 0.9
