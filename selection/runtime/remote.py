@@ -23,6 +23,14 @@ inference). Only then does the cache's channel link swap to it (one atomic
 rename). So the cache only ever points at a verified version, and a device
 restarted without a network comes up on it: the cache *is* a channels folder
 that :class:`~selection.runtime.ChannelRuntime` can serve as it is.
+
+Never backwards: a signature proves who wrote a manifest, not that it is the newest one, so a
+stale mirror or an attacker replaying an old, validly signed version (say one rolled back for a
+bug) would otherwise be installed. Every legitimate change of a channel is a newer history row,
+a rollback included (it is a new row that points at the older model), and a staged rollout only
+ever moves a device forward (the canary share only grows). So a device refuses any offer whose
+signed ``history_id`` is older than the one its cache already verified and points at (the
+manifests are signed, so the row number cannot be forged either), and keeps serving what it has.
 """
 
 from __future__ import annotations
@@ -247,6 +255,36 @@ class FleetClient:
         return self._opener.open(request, timeout=self.timeout_s)
 
 
+def installed_history_id(cache_dir: Path, channel: str) -> int | None:
+    """The signed history row of the version the cache's link points at (None: no version)."""
+    link = cache_dir / channel
+    try:
+        target = os.readlink(link)
+        manifest = json.loads((cache_dir / target / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    history_id = manifest.get("history_id") if isinstance(manifest, dict) else None
+    return history_id if isinstance(history_id, int) and not isinstance(history_id, bool) else None
+
+
+def refuse_older(cache_dir: Path, offer: Offer, channel: str) -> None:
+    """FetchError if ``offer`` is not newer than what the cache holds (a replay; module doc)."""
+    newest = installed_history_id(cache_dir, channel)
+    if newest is None or offer.history_id > newest:
+        return
+    if offer.history_id == newest:
+        raise FetchError(f"refusing {offer.version}: it claims history row {offer.history_id} of "
+                         f"{channel!r}, which this device already runs as another version; one "
+                         "row has one model, so the fleet server's store is not the one that "
+                         "signed it: check which store `shadow fleet serve` reads")
+    raise FetchError(
+        f"refusing {offer.version}: history row {offer.history_id} of {channel!r} is older than "
+        f"row {newest}, which this device already verified and runs; a rollback is a new, newer "
+        "row, so an older one is a replayed version (a stale mirror or an attack). Point the "
+        "device at the fleet server of the current store; to start over on purpose, remove "
+        f"{cache_dir / channel} and {cache_dir / VERSIONS_DIR}")
+
+
 def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
             trusted_keys: Mapping[str, PublicKey], threads: int = 1,
             cancel: threading.Event | None = None) -> LoadedModel:
@@ -255,8 +293,10 @@ def install(client: FleetClient, cache_dir: Path, offer: Offer, *,
     Returns the verified model (loaded once, as a check; the runtime loads the
     folder again when it swaps). Raises FetchError or ModelLoadError and
     leaves the link where it was. ``cancel`` set: :class:`Cancelled` at the next
-    chunk, and never a link moved after it was set (checked last, before the swap).
+    chunk, and never a link moved after it was set (checked last, before the swap). An offer
+    older than the version the cache holds is refused before any byte (:func:`refuse_older`).
     """
+    refuse_older(cache_dir, offer, client.channel)
     versions = cache_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     final = versions / offer.version

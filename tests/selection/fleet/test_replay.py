@@ -1,0 +1,50 @@
+"""A device never goes backwards: an old, validly signed version replayed to it is refused.
+
+A real fleet server over a stale copy of the store (a mirror that stopped syncing, or an
+attacker who kept old signed files) offers a device the row it ran before; the signature
+verifies, so only the signed history row can tell it is a replay.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from selection import Store, promote
+from selection.home import Home
+from tests.selection.fleet.conftest import Fleet, start_server
+from tests.selection.fleet.test_serve_follow import ROW, wait_for
+
+
+def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(fleet: Fleet) -> None:
+    stale_root = fleet.tmp / "stale-home"
+    with fleet.device("dev-1") as runtime:
+        assert runtime.model.candidate_id == "c-a"  # history row 1
+        shutil.copytree(fleet.store.home.root, stale_root, symlinks=True)  # the store as it was at row 1
+        promote(fleet.store, "c-b")  # row 2
+        wait_for(lambda: runtime.model.candidate_id == "c-b")
+    cache = fleet.tmp / "devices" / "dev-1"
+    linked = os.readlink(cache / "production")
+    with Store.open(Home(stale_root)) as stale_store:
+        stale = start_server(stale_store)
+        try:
+            with fleet.device("dev-1", url=stale.url) as runtime:
+                wait_for(lambda: runtime.status()["remote"]["failures"] >= 2)
+                error = runtime.status()["remote"]["last_error"]
+                assert "history row 1 of 'production' is older than row 2" in error, error
+                assert "replayed version" in error
+                assert runtime.model.candidate_id == "c-b"  # still serving the newest it had
+                assert runtime.predict(ROW)["candidate_id"] == "c-b"
+                assert os.readlink(cache / "production") == linked
+                # Another model under a row number the device already runs: refused too.
+                promote(stale_store, "c-c")  # row 2 of the stale copy, another model
+                wait_for(lambda: "claims history row 2" in
+                         str(runtime.status()["remote"]["last_error"]))
+                assert runtime.model.candidate_id == "c-b"
+                # A newer row signed by the same key moves it forward as always.
+                promote(stale_store, "c-a")  # row 3
+                wait_for(lambda: runtime.model.candidate_id == "c-a")
+                assert runtime.status()["remote"]["failures"] == 0
+        finally:
+            stale.shutdown()
+            stale.server_close()
