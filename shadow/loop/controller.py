@@ -20,7 +20,7 @@
 6. The gate judges the sweep's rank 1 against the champion (``gate`` event, the decision as
    evidence). If it passes: ``mode = "auto"`` promotes (refit first when configured) and stores a
    ``promotion`` event in the promotion's own transaction; ``mode = "propose"`` stores a
-   ``proposal`` event and changes nothing.
+   ``proposal`` event and changes nothing. This step is :mod:`shadow.loop.decide`.
 
 A controller stopped at any point (even by SIGKILL) loses nothing: each step is an event, and
 the next pass takes up the version's sweep where it stopped (:func:`~shadow.loop.journal.unfinished_step`): an
@@ -42,18 +42,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from selection.errors import ConfigError, NotFoundError, ShadowError
-from selection.records import EventKind, EventRecord, PromotionRecord
-from shadow.loop.journal import REASON_PREFIX, STEP_KINDS, same_sweep, unfinished_step
+from selection.records import EventKind, EventRecord
+from shadow.loop.decide import act, gate_and_act
+from shadow.loop.journal import STEP_KINDS, same_sweep, unfinished_step
 from shadow.loop.lock import ControllerBusyError, controller_lock
 from shadow.loop.outcome import PassResult
+from shadow.loop.pass_work import Note, PassWork
 from shadow.loop.triggers import LoopState, TriggerFiring, config_hash, evaluate
 
 if TYPE_CHECKING:
-    from selection.gate.record import GateDecision
     from selection.home import Home
     from selection.store import Store
     from shadow.data.loader import Dataset
@@ -63,30 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["ControllerBusyError", "PassResult", "controller_lock", "run_forever",
            "run_once"]
 
-Note = Callable[[str], None]
 #: A failing pass waits poll_s, then twice, four times ... at most this many times poll_s.
 MAX_BACKOFF = 16
-
-
-@dataclass
-class _Pass:
-    """The mutable working state of one pass (frozen into a PassResult at the end)."""
-
-    store: Store
-    channel: str
-    data_version: str
-    #: Raises ControllerBusyError once the channel's lock is lost: called before every step.
-    check: Callable[[], None] = field(default=lambda: None)
-    events: list[int] = field(default_factory=list)
-
-    def event(self, kind: EventKind, reason: str, conn: Any = None, **ids: Any) -> EventRecord:
-        self.check()
-        record = EventRecord(channel=self.channel, kind=kind, data_version=self.data_version,
-                             reason=reason, **ids)
-        stored = self.store.append_event(record, conn)
-        assert stored.event_id is not None
-        self.events.append(stored.event_id)
-        return stored
 
 
 def run_once(
@@ -175,7 +154,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
     dataset = load_dataset(find_manifest(config.dataset, relative_to=config.base_dir), home)
     version = dataset.fingerprint
     check()  # a controller that lost its lock does nothing more
-    work = _Pass(store, channel, version, check)
+    work = PassWork(store, channel, version, check)
     base = PassResult(channel=channel, mode=watch.mode, dataset=dataset.name,
                       data_version=version, rows=dataset.n_rows, action="none")
     note(f"channel {channel!r}: dataset {dataset.name!r} version {version[:12]}, "
@@ -194,7 +173,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
              "acting on it now")
         result = replace(base, action="recovered", sweep_id=sweep_id,
                          challenger_id=gate.candidate_id, gate_passed=True)
-        result = _act(work, result, watch, sweep_id, gate.candidate_id or "",
+        result = act(work, result, watch, sweep_id, gate.candidate_id or "",
                       gate.evidence, None, note)
         return replace(result, event_ids=tuple(work.events))
     if step == "sweep":
@@ -208,7 +187,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
         # Stopped after the sweep finished, before the gate judged it: judge it now.
         note(f"sweep {sweep_id} finished on this version but was never gated; gating it now")
         result = replace(base, action="recovered", sweep_id=sweep_id)
-        result = _gate_and_act(work, result, watch, sweep_id, dataset, note)
+        result = gate_and_act(work, result, watch, sweep_id, dataset, note)
         return replace(result, event_ids=tuple(work.events))
     else:
         champion = current(store, channel)
@@ -249,7 +228,7 @@ def _run(config: SweepConfig, watch: WatchConfig, store: Store, home: Home, chan
                f"{summary['failed']} failed", sweep_id=sweep_id,
                evidence={**summary, "rows": dataset.n_rows, "config_hash": code_hash,
                          "at_s": now_s})
-    result = _gate_and_act(work, result, watch, sweep_id, dataset, note)
+    result = gate_and_act(work, result, watch, sweep_id, dataset, note)
     return replace(result, event_ids=tuple(work.events))
 
 
@@ -330,112 +309,6 @@ def _sweep(config: SweepConfig, store: Store, home: Home, version: str, sweep_id
             "ok": summary.ok, "failed": summary.failed, "seconds": round(summary.seconds, 2),
             "best_candidate_id": summary.best_candidate_id,
             "best_accuracy": summary.best_accuracy}
-
-
-def _gate_and_act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str,
-                  dataset: Dataset, note: Note) -> PassResult:
-    """Gate the sweep's challenger against the champion; promote (auto) or propose on a pass.
-
-    The challenger is the sweep's rank 1 under its own [ranking] policy, or with
-    ``[watch.selection] policy = "track-record"`` the pick of the expert with the best record
-    (:mod:`shadow.loop.track_record`), stored with the gate event as ``selection``.
-    """
-    from selection.gate.decision import evaluate_gate
-    from selection.leaderboard.frame import best_candidate
-
-    store, channel = work.store, work.channel
-    chosen: dict[str, Any] = {"policy": "holdout"}
-    try:
-        if watch.selection.policy == "track-record":
-            from shadow.loop.track_record import choose_challenger
-
-            challenger, record = choose_challenger(
-                store, channel, sweep_id, dataset.features, dataset.labels, dataset.classes,
-                discount=watch.selection.discount, min_record=watch.selection.min_record)
-            chosen = record.to_json()
-            note(f"track record: {record.reason}")
-        else:
-            challenger = best_candidate(store, sweep=sweep_id)
-    except NotFoundError as exc:  # no eligible candidate: the champion keeps serving
-        work.event("error", f"no challenger from sweep {sweep_id}: the champion keeps serving",
-                   sweep_id=sweep_id, evidence={"error": " ".join(str(exc).split())})
-        note(f"no eligible candidate in sweep {sweep_id}: nothing to gate")
-        return replace(result, gate_passed=False, detail="no eligible candidate")
-    decision = evaluate_gate(store, challenger, channel=channel)
-    verdict = "passed" if decision.passed else "refused: " + "; ".join(decision.reasons)
-    work.event("gate", f"the gate {verdict}", sweep_id=sweep_id, candidate_id=challenger,
-               evidence={**decision.to_json(), "selection": chosen})
-    note(f"gate on {challenger}: {verdict}")
-    result = replace(result, challenger_id=challenger, gate_passed=decision.passed,
-                     gate_reasons=tuple(decision.reasons))
-    if not decision.passed:
-        return result
-    return _act(work, result, watch, sweep_id, challenger, decision.to_json(), decision, note)
-
-
-def _act(work: _Pass, result: PassResult, watch: WatchConfig, sweep_id: str, challenger: str,
-         evidence: dict[str, Any], decision: GateDecision | None, note: Note) -> PassResult:
-    """After a passed gate: promote (auto) or store a proposal (propose).
-
-    ``decision`` None (a restarted controller acting on a stored gate event): the gate judges
-    again inside the promotion, against the champion of now. A history row the controller
-    already made for this challenger (or its refit) means it was promoted: nothing is repeated.
-    """
-    from selection.channels.promotion import history
-    from selection.gate.decision import promote_through_gate
-
-    store, channel = work.store, work.channel
-    if watch.mode == "propose":
-        proposal = work.event(
-            "proposal", f"{challenger} passed the gate for channel {channel!r}; awaiting a "
-            "decision (mode = propose)", sweep_id=sweep_id, candidate_id=challenger,
-            evidence={"refit": watch.refit, "decision": evidence})
-        note(f"proposal {proposal.event_id}: {challenger} awaits approval")
-        return replace(result, proposal_event_id=proposal.event_id)
-    done = None if decision is not None else next(
-        (r for r in history(store, channel=channel) if r.action == "promote"
-         and (r.candidate_id == challenger
-              or (r.decision.get("refit") or {}).get("of") == challenger)), None)
-    if done is not None:
-        note(f"{challenger} was already promoted (history row {done.history_id}): nothing to do")
-        return replace(result, promoted_id=done.candidate_id, history_id=done.history_id,
-                       detail="already promoted")
-    refit = _refit_step(store, note) if watch.refit else None
-    reason = f"{REASON_PREFIX}sweep {sweep_id} on data version {work.data_version[:12]}"
-
-    def event(record: PromotionRecord) -> EventRecord:
-        # Appended inside promote's transaction: the history row and this event commit together.
-        return EventRecord(
-            channel=channel, kind="promotion", data_version=work.data_version,
-            reason=f"promoted {record.candidate_id} into channel {channel!r}",
-            sweep_id=sweep_id, candidate_id=record.candidate_id, history_id=record.history_id,
-            evidence={"previous_candidate_id": record.previous_candidate_id,
-                      "sha256": record.sha256, "refit_of": challenger if refit else None})
-    work.check()
-    try:
-        record = promote_through_gate(store, challenger, channel=channel, refit=refit,
-                                      reason=reason, decision=decision, event=event)
-    except ShadowError as exc:  # GateRefused (a race), a refit that failed its checks, ...
-        work.event("error", f"promotion of {challenger} refused: nothing changed",
-                   sweep_id=sweep_id, candidate_id=challenger,
-                   evidence={"error": " ".join(str(exc).split())})
-        note(f"promotion refused: {exc}")
-        return replace(result, detail=" ".join(str(exc).split()))
-    stored = store.list_events(channel=channel, kinds="promotion", limit=1)
-    if stored and stored[0].history_id == record.history_id and stored[0].event_id is not None:
-        work.events.append(stored[0].event_id)
-    note(f"promoted {record.candidate_id} into channel {channel!r} (history "
-         f"{record.history_id})")
-    return replace(result, promoted_id=record.candidate_id, history_id=record.history_id)
-
-
-def _refit_step(store: Store, note: Note) -> Callable[[str], str]:
-    from shadow.sweep.refit import refit_candidate
-
-    def refit(parent_id: str) -> str:
-        note(f"gate passed: refitting {parent_id} on its slice plus the holdout")
-        return refit_candidate(store, parent_id).candidate_id
-    return refit
 
 
 def _started_seed(log: list[EventRecord], sweep_id: str) -> int | None:

@@ -28,7 +28,7 @@ CHANNEL = "production"
 
 
 def propose(store: Store, candidate_id: str, *, channel: str = CHANNEL) -> EventRecord:
-    """A proposal as the controller stores it (controller._gate_and_act, mode = propose)."""
+    """A proposal as the controller stores it (shadow.loop.decide.gate_and_act, mode = propose)."""
     decision = evaluate_gate(store, candidate_id, channel=channel)
     assert decision.passed, decision.reasons
     stored = store.append_event(EventRecord(
