@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
-#: Entries kept: one candidate's fp32 session and predictions, and a quantized model or two.
-MAX_ENTRIES = 8
+#: Entries kept: one candidate's fp32 session and predictions, and per numerics its quantized
+#: model, session, predictions and host latency (two numerics in one sweep fit).
+MAX_ENTRIES = 12
 
 _lock = threading.Lock()
 _entries: OrderedDict[Hashable, Any] = OrderedDict()

@@ -74,3 +74,15 @@ def shared_top1(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
         return top1
 
     return memo.once(("top1", memo.digest(onnx_bytes), memo.digest(features)), compute)
+
+
+def shared_latency_ms(onnx_bytes: bytes, row: np.ndarray) -> tuple[float, float]:
+    """:func:`measure_latency_ms` of a model on this host, measured once per model and row per worker.
+
+    Edge profiles with the same numerics run the same converted model on the same host CPU:
+    timing it again per profile would cost 220 runs each and only add noise between them.
+    """
+    from shadow.devices import memo
+
+    return memo.once(("latency", memo.digest(onnx_bytes), memo.digest(row)),
+                     lambda: measure_latency_ms(shared_session(onnx_bytes), row))

@@ -31,7 +31,7 @@ from shadow.devices.edge.cost_model import estimate
 from shadow.devices.edge.graph import GraphStats, analyze, drop_absent, peak_activation_elements
 from shadow.devices.edge.profile import ACTIVATION_BYTES, WEIGHT_BYTES, DeviceProfile
 from shadow.devices.edge.quantize import static_batch, to_numerics
-from shadow.devices.onnxruntime_session import measure_latency_ms, shared_session, shared_top1
+from shadow.devices.onnxruntime_session import shared_latency_ms, shared_top1
 
 #: Holdout rows run through the emulator (it runs at host speed, ~1.7 GMAC/s).
 CHECK_ROWS = 256
@@ -76,7 +76,6 @@ class EdgeDevice(Device):
         stats = memo.once(("analyze", model_key), lambda: analyze(onnx.load_model_from_string(onnx_bytes)))
         device_bytes = memo.once((("numerics", model_key, numerics, memo.digest(calibration))),
                                  lambda: to_numerics(onnx_bytes, numerics, calibration))
-        session = shared_session(device_bytes)
         predictions = shared_top1(device_bytes, features)
         fp32_predictions = shared_top1(onnx_bytes, features)
         checks = check_indices(len(labels))
@@ -122,7 +121,7 @@ class EdgeDevice(Device):
             cost_model=cost.as_dict(), cost_bottlenecks=list(cost.bottleneck_nodes),
             device_model_bytes=len(device_bytes),
         )
-        p50, p99 = measure_latency_ms(session, features[-1])
+        p50, p99 = shared_latency_ms(device_bytes, features[-1])
         # What this device added to the candidate (shared work counts where it was first done).
         extra["device_seconds"] = round(time.perf_counter() - started, 4)
         artifact_sha = sha256_bytes(device_bytes)

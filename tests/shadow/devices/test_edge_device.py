@@ -176,6 +176,8 @@ def test_work_shared_by_a_candidates_devices_is_done_once_and_changes_nothing():
     # Same numerics, same calibration: the quantized model, its predictions and the graph are reused.
     assert memo.stats["hits"] - before["hits"] >= 4
     assert second.artifact == first.artifact and second.result.accuracy == first.result.accuracy
+    # Same converted model on the same host: timed once, not once per profile.
+    assert second.result.host_latency_p50_ms == first.result.host_latency_p50_ms
     memo.clear()
     fresh = _run("snapdragon-8-gen-3-htp")
     assert fresh.artifact == second.artifact and np.array_equal(fresh.predictions, second.predictions)
