@@ -194,9 +194,13 @@ def _pareto_ids(
     return out
 
 
+#: The front's metrics, the maximised one first.
+_FRONT_METRICS = ("accuracy", "latency_ms", "size_bytes")
+
+
 def _front(values: dict[str, np.ndarray]) -> np.ndarray:
     """Positions of the rows on the accuracy/latency/size Pareto front."""
-    return np.flatnonzero(pareto_mask(values["accuracy"], values["latency_ms"], values["size_bytes"]))
+    return np.flatnonzero(pareto_mask(*(values[m] for m in _FRONT_METRICS)))
 
 
 def _indexed_front(conn: Any, sweep_id: str, device: str, policy: RankingPolicy) -> dict[str, int]:
@@ -208,17 +212,18 @@ def _indexed_front(conn: Any, sweep_id: str, device: str, policy: RankingPolicy)
     is an eligible row), so the database drops those, most rows, as it reads.
     A front row's rank counts the rows with a strictly better objective (in
     SQL, index ranges) plus those tied with it on the objective that sort
-    before it (read and ordered here).
+    before it (read and ordered here). The front's rows, and their ids, come
+    from that last read: a row with exactly a front point's metrics is on it.
     """
-    _, best = metric_points(conn, sweep_id, device, policy, top=_ANCHOR_ROWS)
+    _, best = metric_points(conn, sweep_id, device, policy, top=_ANCHOR_ROWS, ids=False)
     points = _front(best)
     # Least accurate first: those are the cheap, fast points that dominate most rows.
     points = points[np.argsort(best["accuracy"][points], kind="stable")]
     if len(points) > _MAX_ANCHORS:
         points = points[np.linspace(0, len(points) - 1, _MAX_ANCHORS).round().astype(int)]
-    anchors = [(float(best["accuracy"][i]), float(best["latency_ms"][i]), float(best["size_bytes"][i]))
+    anchors = [(float(best["accuracy"][i]), float(best["latency_ms"][i]), int(best["size_bytes"][i]))
                for i in points]
-    ids, values = metric_points(conn, sweep_id, device, policy, complete=True, beaten_by=anchors)
+    _, values = metric_points(conn, sweep_id, device, policy, complete=True, beaten_by=anchors, ids=False)
     front = _front(values)
     if not front.size:
         return {}
@@ -234,7 +239,10 @@ def _indexed_front(conn: Any, sweep_id: str, device: str, policy: RankingPolicy)
     for members in groups.values():
         for k, j in enumerate(sorted(members, key=key)):
             place[tie_ids[j]] = k
-    return {ids[i]: better[float(values[objective][i])] + place[ids[i]] + 1 for i in front}
+    on_front = set(zip(*(values[m][front].tolist() for m in _FRONT_METRICS)))
+    rows = (j for j, point in enumerate(zip(*(ties[m].tolist() for m in _FRONT_METRICS)))
+            if point in on_front)
+    return {tie_ids[j]: better[float(ties[objective][j])] + place[tie_ids[j]] + 1 for j in rows}
 
 
 def _order_key(policy: RankingPolicy, ids: list[str], values: dict[str, np.ndarray]) -> Any:

@@ -331,7 +331,7 @@ def metric_points(
     conn: Connection, sweep_id: str, device: str, policy: RankingPolicy, *,
     complete: bool = False, top: int | None = None,
     beaten_by: Sequence[tuple[float, float, float]] = (),
-    objective_in: Sequence[float] | None = None,
+    objective_in: Sequence[float] | None = None, ids: bool = True,
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Ids and metric columns (accuracy, latency_ms, size_bytes and the policy's
     order; float64, NaN for NULL) of the eligible rows of one device: enough to
@@ -342,11 +342,14 @@ def metric_points(
     of these (accuracy, latency_ms, size_bytes) points dominates (implies
     ``complete``; put the points that dominate most rows first, they are
     tested in order); ``objective_in`` keeps rows whose objective is one of these.
+    ``ids=False`` leaves the ids out (an empty list): for the thousands of rows
+    the front is searched in, decoding their ids cost more than the metrics.
     """
     cols = _policy_columns(policy)
     names = list(dict.fromkeys(["accuracy", "latency_ms", "size_bytes",
                                 *(n for n, _ in policy.order if n != "candidate_id")]))
-    query = select(_M.c.candidate_id, *(cols[n] for n in names)).where(
+    head = [_M.c.candidate_id] if ids else []
+    query = select(*head, *(cols[n] for n in names)).where(
         _M.c.sweep_id == sweep_id, _M.c.device == device)
     acc, lat, size = cols["accuracy"], cols["latency_ms"], cols["size_bytes"]
     if complete or top is not None or beaten_by:
@@ -367,8 +370,9 @@ def metric_points(
         rows = result.cursor.fetchall()
     finally:
         result.close()
-    ids = list(map(itemgetter(0), rows))
-    return ids, {name: _floats(rows, i + 1) for i, name in enumerate(names)}
+    first = len(head)
+    found = list(map(itemgetter(0), rows)) if ids else []
+    return found, {name: _floats(rows, i + first) for i, name in enumerate(names)}
 
 
 def better_counts(
@@ -379,27 +383,44 @@ def better_counts(
 
     Each count adds the rows between two consecutive values, so the rows are
     read once in all; when the objective leads the board index (accuracy)
-    every piece is an index range.
+    every piece is an index range. The pieces' bounds travel as rows of a
+    small table that one correlated count reads: spelled as one scalar
+    subquery per piece, the SQL of a 60-point front was 40 kB, and building,
+    sending and parsing it cost about as much as the counting.
     """
     cols = _policy_columns(policy)
     objective, ascending = policy.order[0]
     obj = cols[objective]
     base = select(func.count()).select_from(_M).where(
         *_on_board(sweep_id, device), _eligible(policy, cols))
+    found: dict[int, int] = {}
+    for start in range(0, len(values), _PIECES):  # SQLite allows 500 terms in a compound SELECT
+        query: Any = None
+        if start == 0:  # the first piece is open on the better side
+            first = base.where(obj < values[0] if ascending else obj > values[0]).scalar_subquery()
+            query = select(literal(0, Integer).label("piece"), first.label("n"))
+        chunk = range(max(start, 1), min(start + _PIECES, len(values)))
+        if chunk:
+            # Bound values as SELECTs, not a VALUES list: SQLAlchemy caches no
+            # statement holding VALUES data, and compiled it again on every call.
+            bounds = _union_all(*(
+                select(literal(i, Integer).label("piece"), literal(float(values[i - 1]), Float).label("previous"),
+                       literal(float(values[i]), Float).label("value")) for i in chunk)).cte("bounds")
+            piece = base.where(obj < bounds.c.value, obj >= bounds.c.previous) if ascending else \
+                base.where(obj > bounds.c.value, obj <= bounds.c.previous)
+            between = select(bounds.c.piece, piece.scalar_subquery().label("n"))
+            query = between if query is None else _union_all(query, between)
+        found.update((int(i), int(n)) for i, n in conn.execute(query))
     counts: list[int] = []
-    total, previous = 0, None
-    for start in range(0, len(values), 100):  # statements of bounded size
-        parts = []
-        for value in values[start:start + 100]:
-            piece = base.where(obj < value if ascending else obj > value)
-            if previous is not None:
-                piece = piece.where(obj >= previous if ascending else obj <= previous)
-            parts.append(piece.scalar_subquery())
-            previous = value
-        for count in conn.execute(select(*parts)).one():
-            total += int(count)
-            counts.append(total)
+    total = 0
+    for i in range(len(values)):
+        total += found[i]
+        counts.append(total)
     return counts
+
+
+#: Pieces counted per statement by :func:`better_counts`.
+_PIECES = 200
 
 
 def _floats(rows: Sequence[Any], i: int) -> np.ndarray:

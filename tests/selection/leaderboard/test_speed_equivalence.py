@@ -4,7 +4,8 @@ Filtered queries rank only the rows at or above the worst shown one, and the
 Pareto front is found with anchors and ranked by counting, not by sorting
 every row. On a small random store full of ties and NULLs, on every backend,
 each must agree with a reference built here: ranks from ``rank_rows``
-(pandas) over the unfiltered board, fronts by brute force.
+(pandas) over the unfiltered board, fronts by brute force, rank counts by
+counting in Python.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import pytest
 
 from selection import HOST_DEVICE, DeviceResult, Store
 from selection.leaderboard.frame import leaderboard
-from selection.ranking.policies import RankingPolicy, rank_rows
+from selection.leaderboard.sql import better_counts
+from selection.ranking.policies import RankingPolicy, get_policy, rank_rows
 
-# The module, not the function `selection` exports under the same name.
+# The modules, not the function `selection` exports under the same name.
 board_module = importlib.import_module("selection.leaderboard.frame")
+sql_module = importlib.import_module("selection.leaderboard.sql")
 
 POLICIES: list[Any] = [
     None, "accuracy", "latency", "size",
@@ -112,16 +115,18 @@ def test_filtered_ranks_are_the_global_ranks(any_store: Store, any_make, seed: i
                 ordered.sort_values(["key", "candidate_id"], kind="mergesort")["candidate_id"]), kwargs
 
 
-@pytest.mark.parametrize("anchors", [(1000, 16), (3, 1), (1, 2)])
+@pytest.mark.parametrize("anchors", [(1000, 16, 200), (3, 1, 2), (1, 2, 1)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: getattr(p, "name", p) or "default")
 def test_pareto_front_and_ranks_match_brute_force(
     any_store: Store, any_make, monkeypatch: pytest.MonkeyPatch, seed: int, policy: Any,
-    anchors: tuple[int, int],
+    anchors: tuple[int, int, int],
 ) -> None:
-    # Few anchor rows: anchors that are not the whole front, so SQL drops only some rows.
+    # Few anchor rows: anchors that are not the whole front, so SQL drops only some rows;
+    # few rank-count pieces per statement, so the counts span statements.
     monkeypatch.setattr(board_module, "_ANCHOR_ROWS", anchors[0])
     monkeypatch.setattr(board_module, "_MAX_ANCHORS", anchors[1])
+    monkeypatch.setattr(sql_module, "_PIECES", anchors[2])
     _fill(any_make, seed)
     for device in (HOST_DEVICE, "npu"):
         full = _reference(any_store, device, policy)
@@ -138,3 +143,47 @@ def test_pareto_of_identical_points_keeps_them_all(any_store: Store, any_make) -
         any_make.candidate(f"c-{i:02d}", accuracy=0.8, latency_ms=0.5, size_bytes=300)
     front = leaderboard(any_store, device=HOST_DEVICE, pareto=True)
     assert _ranks(front) == {f"c-{i:02d}": i + 1 for i in range(12)}
+
+
+@pytest.mark.parametrize("pieces", [200, 2, 1])
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: getattr(p, "name", p) or "default")
+def test_better_counts_match_counting(
+    any_store: Store, any_make, monkeypatch: pytest.MonkeyPatch, policy: Any, pieces: int,
+) -> None:
+    """Rows with a strictly better objective, for values present (ties) and absent, best first."""
+    monkeypatch.setattr(sql_module, "_PIECES", pieces)
+    _fill(any_make, 3)
+    chosen = get_policy(policy)
+    objective, ascending = chosen.order[0]
+    for device in (HOST_DEVICE, "npu"):
+        full = _reference(any_store, device, policy)
+        scores = full.loc[full["ref"].notna().to_numpy(), objective].astype("float64").to_numpy()
+        present = sorted(set(scores.tolist()))
+        values = sorted({*present, *((a + b) / 2 for a, b in zip(present, present[1:])),
+                         present[0] - 1, present[-1] + 1}, reverse=not ascending)
+        want = [int((scores < v).sum() if ascending else (scores > v).sum()) for v in values]
+        with any_store.snapshot() as conn:
+            assert better_counts(conn, "sw-1", device, chosen, values) == want
+            assert better_counts(conn, "sw-1", device, chosen, []) == []
+
+
+def test_pareto_rows_are_the_eligible_rows_with_a_front_point(any_store: Store, any_make) -> None:
+    """Found by their metrics: equal eligible rows all are; a tied, an ineligible and an incomplete row are not."""
+    any_make.sweep()
+    point = {"accuracy": 0.8, "latency_ms": 0.1, "size_bytes": 100}
+    rows = {
+        "c-a": point, "c-b": point,  # equal: both on the front
+        "c-slow": {**point, "latency_ms": 0.2},  # same accuracy, dominated
+        "c-nolat": {**point, "latency_ms": None},  # same accuracy, missing a metric
+        "c-fallback": point,  # the same metrics, ineligible on the device
+        "c-best": {"accuracy": 0.9, "latency_ms": 0.5, "size_bytes": 500},
+    }
+    for cid, metrics in rows.items():
+        sha = any_make.candidate(cid, store=False).onnx_sha256
+        extra = {"has_fallback": cid == "c-fallback"}
+        any_make.candidate(cid, devices=(DeviceResult("npu", "ok", artifact_sha256=sha, extra=extra,
+                                                      **metrics),))
+    front = leaderboard(any_store, device="npu", pareto=True)
+    # Default order: accuracy, then latency, then size (NULL last), then id.
+    assert _ranks(front) == {"c-best": 1, "c-a": 2, "c-b": 3}
+    assert _ranks(leaderboard(any_store, device="npu"))["c-nolat"] == 5
