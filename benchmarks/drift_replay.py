@@ -45,7 +45,7 @@ from shadow.loop.backtest import (  # noqa: E402
     summarize,
 )
 from shadow.loop.backtest.margins import across_runs  # noqa: E402
-from shadow.loop.backtest.report import seeds_markdown  # noqa: E402
+from shadow.loop.backtest.report import dataset_label, seeds_markdown  # noqa: E402
 from shadow.sweep.config import config_from_dict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,7 +110,7 @@ def stem(args: argparse.Namespace, seed: int | None) -> str:
     """Result file name: the default dataset's full run with seed 0 is plain ``drift_replay``."""
     name = "drift_replay"
     if args.dataset != "noaa-weather":
-        name += "_" + Path(args.dataset).parent.name if "/" in args.dataset else "_" + args.dataset
+        name += "_" + dataset_label(args.dataset)
     name += "_quick" if args.quick else ""
     return name + ("_seeds" if seed is None else f"_seed{seed}" if seed else "")
 

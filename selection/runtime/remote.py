@@ -272,6 +272,11 @@ def refuse_older(cache_dir: Path, offer: Offer, channel: str) -> None:
     newest = installed_history_id(cache_dir, channel)
     if newest is None or offer.history_id > newest:
         return
+    # The very version linked now: installing it again is harmless (a second follower of one
+    # cache, or a re-fetch to repair it).
+    with suppress(OSError):
+        if os.path.basename(os.readlink(cache_dir / channel)) == offer.version:
+            return
     if offer.history_id == newest:
         raise FetchError(f"refusing {offer.version}: it claims history row {offer.history_id} of "
                          f"{channel!r}, which this device already runs as another version; one "

@@ -14,6 +14,9 @@ from selection.errors import ConfigError
 from shadow.cli.common import add_format_option, int_arg
 from shadow.cli.output import note, render_frame, render_mapping
 
+#: What a --seeds run writes beside its OUT/seed-N folders (with seeds.md).
+SEEDS_FILE = "seeds.json"
+
 BACKTEST_EPILOG = """\
 examples:
   shadow backtest sweep.toml --period 365                  # your sweep file, a period = 365 rows
@@ -90,8 +93,9 @@ def add_parsers(verbs: Any) -> None:
                    help="with --dataset: each sweep also continues the champion on the newest "
                    "period ([warm_start]); in your own file, set [warm_start] there")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0,
-                       help="seed of the preset and river (default 0)")
+    seeds.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=None,
+                       help="seed of the sweeps (a sweep file's [sweep] seed is replaced by it) "
+                       "and of river's learners (default: the file's seed; 0 for --dataset)")
     seeds.add_argument("--seeds", type=int_arg(0, 2**31 - 1), nargs="+", default=None,
                        metavar="N", help="run once per seed (OUT/seed-N; a sweep file's [sweep] seed "
                        "is replaced by it) and judge the margins over the runs (OUT/seeds.json, "
@@ -104,8 +108,9 @@ def add_parsers(verbs: Any) -> None:
     p.set_defaults(handler=run_backtest_verb)
 
 
-def _config(args: argparse.Namespace, seed: int = 0) -> Any:
-    """The sweep config to replay; with ``--seeds`` a file's ``[sweep] seed`` becomes ``seed``."""
+def _config(args: argparse.Namespace, seed: int | None) -> Any:
+    """The sweep config to replay; ``seed`` (None: the file's, or 0 for the preset) replaces a
+    file's ``[sweep] seed``."""
     from shadow.loop.backtest import replay_config
     from shadow.sweep import load_config
     from shadow.sweep.config import config_from_dict
@@ -118,12 +123,13 @@ def _config(args: argparse.Namespace, seed: int = 0) -> Any:
             raise ConfigError("--warm-start sets [warm_start] in the preset of --dataset; with "
                               f"your own sweep file, add a [warm_start] table to {args.config}")
         config = load_config(args.config)
-        if args.seeds is None:
+        if seed is None or seed == config.seed:
             return config
         raw = copy.deepcopy(config.raw)
         raw.setdefault("sweep", {})["seed"] = seed
         return config_from_dict(raw, config.path)
-    return config_from_dict(replay_config(args.dataset, args.period, seed=seed,
+    return config_from_dict(replay_config(args.dataset, args.period,
+                                          seed=0 if seed is None else seed,
                                           warm_start=args.warm_start))
 
 
@@ -143,13 +149,18 @@ def run_backtest_verb(args: argparse.Namespace) -> int:
                           "--seeds 0 1 2")
     for seed in dict.fromkeys(args.seeds):  # refuse before the first run, not after it
         _check_fresh(out / f"seed-{seed}")
+    if (out / SEEDS_FILE).exists():
+        raise ConfigError(f"{out} already holds a judgement over seeds ({SEEDS_FILE}); pass "
+                          "--out with a new folder (the earlier results stay as they are)")
     summaries = [_run_one(args, seed, out / f"seed-{seed}")[1] for seed in dict.fromkeys(args.seeds)]
     return _write_seeds(args, out, summaries)
 
 
 def _default_out(args: argparse.Namespace) -> str:
-    dataset = args.dataset or _config(args).dataset
-    return (f"backtest-{Path(dataset).parent.name}" if "/" in dataset else f"backtest-{dataset}")
+    dataset = args.dataset or _config(args, None).dataset
+    from shadow.loop.backtest.report import dataset_label
+
+    return f"backtest-{dataset_label(dataset)}"
 
 
 def _check_fresh(out: Path) -> None:
@@ -159,7 +170,8 @@ def _check_fresh(out: Path) -> None:
                           "(the earlier results stay as they are)")
 
 
-def _run_one(args: argparse.Namespace, seed: int, out: Path) -> tuple[Any, dict[str, Any]]:
+def _run_one(args: argparse.Namespace, seed: int | None,
+             out: Path) -> tuple[Any, dict[str, Any]]:
     """One backtest with ``seed`` into ``out``: its files written, its result and summary."""
     from shadow.loop.backtest import (
         BacktestSettings,
@@ -170,19 +182,20 @@ def _run_one(args: argparse.Namespace, seed: int, out: Path) -> tuple[Any, dict[
         summarize,
     )
 
+    config = _config(args, seed)
+    # One seed for both: the sweeps' (the file's when --seed is not given) and river's.
     settings = BacktestSettings(
         period=args.period, start=args.start, periods=args.periods, quick=args.quick,
-        row_seconds=args.row_seconds, recent_rows=args.recent_rows, seed=seed,
+        row_seconds=args.row_seconds, recent_rows=args.recent_rows, seed=config.seed,
         online=not args.no_online, ablations=not args.no_ablations)
-    config = _config(args, seed)
     _check_fresh(out)
     home = out / "home"
-    command = _command(args, seed)
+    command = _command(args, config.seed, out)
     result = run_backtest(config, settings, home, out / "data", address=args.address,
                           on_progress=note)
     summary = summarize(result)
     summary["quick"] = args.quick
-    summary["seed"] = seed
+    summary["seed"] = config.seed
     record = backtest_record(result, summary, command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "backtest.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -198,35 +211,47 @@ def _write_seeds(args: argparse.Namespace, out: Path, summaries: list[dict[str, 
     from shadow.loop.backtest.report import seeds_markdown
 
     across = across_runs(summaries)
-    command = _command(args, None)
+    command = _command(args, None, args.out)
     record = {"command": command, "seeds": [s["seed"] for s in summaries],
               "across_seeds": across, "runs": summaries}
-    (out / "seeds.json").write_text(json.dumps(record, indent=2, default=str) + "\n",
-                                    encoding="utf-8")
+    (out / SEEDS_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                  encoding="utf-8")
     text = seeds_markdown(summaries, across, command)
     (out / "seeds.md").write_text(text, encoding="utf-8")
-    note(f"wrote {out / 'seeds.json'} and {out / 'seeds.md'}")
+    note(f"wrote {out / SEEDS_FILE} and {out / 'seeds.md'}")
     if args.format == "json":
         json.dump(record, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
+    elif args.format == "csv":
+        import pandas as pd
+
+        render_frame(pd.DataFrame([
+            {"peer": peer, **{f"seed_{s['seed']}": p for s, p in zip(summaries, m["points"])},
+             "mean": m["mean"], "min": m["min"], "max": m["max"],
+             "ci95_low": (m["ci95"] or [None])[0], "ci95_high": (m["ci95"] or [None, None])[1],
+             "verdict": m["verdict"]}
+            for peer, m in across.items() if isinstance(m, dict)]), "csv")
     else:
         sys.stdout.write(text)
     return 0
 
 
-def _command(args: argparse.Namespace, seed: int | None) -> str:
-    """The command line that reproduces this run (for the report's header); seed None: all."""
+def _command(args: argparse.Namespace, seed: int | None, out: Path | None) -> str:
+    """The command line that reproduces this run (for the report's header); seed None: the
+    ``--seeds`` run as a whole. ``out``: the folder the run wrote (None: the default)."""
     words = [args.config] if args.config else ["--dataset", args.dataset]
     words += ["--period", str(args.period)]
-    if seed is None:
-        words += ["--seeds", *map(str, dict.fromkeys(args.seeds))]
-    elif seed != 0:
-        words += ["--seed", str(seed)]
-    for flag in ("start", "periods", "recent_rows", "out"):
+    words += (["--seeds", *map(str, dict.fromkeys(args.seeds))] if seed is None
+              else ["--seed", str(seed)])
+    for flag in ("start", "periods", "recent_rows"):
         if getattr(args, flag) is not None:
             words += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    words += [f"--{f.replace('_', '-')}" for f in ("quick", "no_online", "no_ablations")
-              if getattr(args, f)]
+    if args.row_seconds != 1.0:
+        words += ["--row-seconds", str(args.row_seconds)]
+    if out is not None:
+        words += ["--out", str(out)]
+    words += [f"--{f.replace('_', '-')}" for f in ("quick", "no_online", "no_ablations",
+                                                     "warm_start") if getattr(args, f)]
     return "shadow backtest " + shlex.join(words)
 
 

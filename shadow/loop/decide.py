@@ -98,7 +98,7 @@ def act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_id: str, c
         note(f"{challenger} was already promoted (history row {done.history_id}): nothing to do")
         return replace(result, promoted_id=done.candidate_id, history_id=done.history_id,
                        detail="already promoted")
-    refit = refit_step(store, note) if watch.refit else None
+    refit = _refit_step(store, note) if watch.refit else None
     reason = f"{REASON_PREFIX}sweep {sweep_id} on data version {work.data_version[:12]}"
 
     def event(record: PromotionRecord) -> EventRecord:
@@ -127,7 +127,7 @@ def act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_id: str, c
     return replace(result, promoted_id=record.candidate_id, history_id=record.history_id)
 
 
-def refit_step(store: Store, note: Note) -> Callable[[str], str]:
+def _refit_step(store: Store, note: Note) -> Callable[[str], str]:
     from shadow.sweep.refit import refit_candidate
 
     def refit(parent_id: str) -> str:

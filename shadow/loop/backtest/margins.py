@@ -2,11 +2,15 @@
 
 A backtest scores every approach on the same periods, so a margin is paired: per period, the
 system's accuracy minus the peer's. One run's noise is the spread of those per-period
-differences (a t interval over the scored periods: a period is one draw of "the next stretch
-of data"). Runs with other seeds (the preset's searches, the models' initial weights, river's
-learners) give the run-to-run noise: a t interval over the runs' margins. Either way the verdict
-is ``ahead`` only when the whole 95 % interval is above zero, ``behind`` when it is below, and
-``tie`` otherwise: a lead inside the noise is a tie, and is written as one.
+differences (a t interval over the scored periods, taken as draws of "the next stretch of
+data"; periods of one drift regime are alike, so the interval is if anything too narrow).
+Runs with other seeds (the preset's searches, the models' initial weights, river's learners)
+add the run-to-run noise. Over several runs a margin must clear both: the t interval of the
+runs' margins (does the lead survive a new seed?) and the t interval over the periods of the
+per-period differences averaged over the runs (the seeds score the same periods, so their
+agreement says nothing of how the next stretch of data may go). A verdict is ``ahead`` only
+when the whole 95 % interval is above zero (both intervals, over runs), ``behind`` when below,
+and ``tie`` otherwise: a lead inside the noise is a tie, and is written as one.
 
 The peers are the targets' (``best_rule``: the fixed retraining rule best in hindsight, a
 comparison biased *against* the system, since the rule was picked on the very periods it is
@@ -58,8 +62,20 @@ def margin(system: Sequence[float], peer: Sequence[float]) -> Margin:
     diffs = [100 * (s - p) for s, p in zip(system, peer, strict=True)]
     interval = _interval(diffs)
     return {"points": round(float(np.mean(diffs)), 2) if diffs else None,
-            "ci95": None if interval is None else [round(interval[0], 2), round(interval[1], 2)],
-            "verdict": _verdict(interval), "periods": len(diffs)}
+            "ci95": _rounded(interval), "verdict": _verdict(interval), "periods": len(diffs),
+            "diffs": [round(d, 3) for d in diffs]}
+
+
+def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [round(interval[0], 2), round(interval[1], 2)]
+
+
+def _both(a: tuple[float, float] | None, b: tuple[float, float] | None) -> str | None:
+    """The verdict both intervals agree on (``tie`` where they do not; None without ``a``)."""
+    va, vb = _verdict(a), _verdict(b)
+    if va is None:
+        return None
+    return va if va == vb else "tie"
 
 
 def run_margins(periods: Sequence[Mapping[str, float]], best_rule: str | None) -> dict[str, Margin]:
@@ -83,22 +99,31 @@ def across_runs(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What several runs (seeds) say together: each margin per run, its mean, spread and verdict.
 
     ``summaries``: :func:`~shadow.loop.backtest.report.summarize` outputs (with ``margins``).
-    The verdict over runs uses the t interval of the runs' margins: a margin whose sign changes
-    from seed to seed is a tie however large one run's lead looks.
+    ``ci95`` is the t interval of the runs' margins; ``pooled_ci95`` the t interval over the
+    periods of the per-period differences averaged over the runs (None when the runs did not
+    score the same periods). The verdict needs both (module doc): a margin whose sign changes
+    from seed to seed, or one every seed agrees on but that is inside the periods' noise, is
+    a tie.
     """
     out: dict[str, Any] = {"runs": len(summaries),
                            "system_post": [s.get("system_post") for s in summaries]}
     for peer in PEERS:
-        points = [s["margins"][peer]["points"] for s in summaries
-                  if peer in s.get("margins", {}) and s["margins"][peer]["points"] is not None]
-        if not points:
+        runs = [s["margins"][peer] for s in summaries
+                if peer in s.get("margins", {}) and s["margins"][peer]["points"] is not None]
+        if not runs:
             continue
+        points = [r["points"] for r in runs]
         interval = _interval(points)
+        diffs = [r.get("diffs") or [] for r in runs]
+        pooled = (_interval(list(np.mean(np.array(diffs, dtype=float), axis=0)))
+                  if len(runs) == len(summaries) and len({len(d) for d in diffs}) == 1
+                  and diffs[0] else None)
         out[peer] = {"points": points, "mean": round(float(np.mean(points)), 2),
                      "min": round(min(points), 2), "max": round(max(points), 2),
-                     "ci95": None if interval is None
-                     else [round(interval[0], 2), round(interval[1], 2)],
-                     "verdict": _verdict(interval),
-                     "run_verdicts": [s["margins"][peer]["verdict"] for s in summaries
-                                      if peer in s.get("margins", {})]}
+                     "ci95": _rounded(interval), "pooled_ci95": _rounded(pooled),
+                     "verdict": _both(interval, pooled) if pooled is not None else
+                     ("tie" if _verdict(interval) not in (None, "tie")
+                      and any(r["verdict"] != _verdict(interval) for r in runs)
+                      else _verdict(interval)),
+                     "run_verdicts": [r["verdict"] for r in runs]}
     return out

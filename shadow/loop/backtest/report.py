@@ -43,6 +43,15 @@ def accuracies(result: BacktestResult, period: PeriodResult) -> dict[str, float]
     return acc
 
 
+def dataset_label(dataset: str) -> str:
+    """A dataset's name for file names: a catalog name as it is, a path by its folder's name
+    (``x/dataset.toml`` and ``x/`` are both ``x``)."""
+    if "/" not in dataset:
+        return dataset
+    path = Path(dataset)
+    return path.parent.name if path.suffix == ".toml" else path.name
+
+
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 

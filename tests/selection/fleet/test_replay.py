@@ -12,6 +12,8 @@ import shutil
 
 from selection import Store, promote
 from selection.home import Home
+from selection.runtime.remote import FleetClient, install
+from selection.signing import TrustedKeys
 from tests.selection.fleet.conftest import Fleet, start_server
 from tests.selection.fleet.test_serve_follow import ROW, wait_for
 
@@ -48,3 +50,18 @@ def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(fleet: F
         finally:
             stale.shutdown()
             stale.server_close()
+
+
+def test_installing_the_version_the_cache_runs_again_is_harmless(fleet: Fleet) -> None:
+    # A second follower of one cache, or a re-fetch to repair it, offers the linked version
+    # itself: same row, same model, nothing to refuse.
+    with fleet.device("dev-2") as runtime:
+        version = runtime.model.version
+    cache = fleet.tmp / "devices" / "dev-2"
+    client = FleetClient(fleet.server.url, "production", "dev-2")
+    offer = client.offer(None, None)
+    assert offer is not None
+    assert offer.version == version == os.path.basename(os.readlink(cache / "production"))
+    model = install(client, cache, offer, trusted_keys=TrustedKeys.load([fleet.pub]))
+    assert model.candidate_id == "c-a"
+    assert os.path.basename(os.readlink(cache / "production")) == version
