@@ -252,6 +252,10 @@ def plot(result: BacktestResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _span(interval: list[float] | None) -> str:
+    return "n/a" if interval is None else f"{interval[0]:+.2f} to {interval[1]:+.2f}"
+
+
 def seeds_markdown(summaries: list[dict[str, Any]], across: dict[str, Any], command: str) -> str:
     """Several seeds' runs side by side: each margin per seed, mean, spread, verdict over seeds."""
     seeds = [str(s.get("seed")) for s in summaries]
@@ -261,23 +265,24 @@ def seeds_markdown(summaries: list[dict[str, Any]], across: dict[str, Any], comm
              "over seeds comes from the t interval of the runs' margins (95 %), each run's own "
              "from its periods.", "",
              "| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | min to max | "
-             "95 % interval over seeds | verdict |",
-             "|---|" + "---|" * (len(seeds) + 4)]
+             "95 % interval over seeds | over periods (seeds averaged) | verdict |",
+             "|---|" + "---|" * (len(seeds) + 5)]
     system = [s.get("system_post") for s in summaries]
     lines.append("| system accuracy | " + " | ".join(_text(v) for v in system) + " | "
                  + (f"{np.mean([v for v in system if v is not None]):.4f}"
-                    if any(v is not None for v in system) else "n/a") + " | | | |")
+                    if any(v is not None for v in system) else "n/a") + " | | | | |")
     for peer in PEERS:
         if peer not in across:
             continue
         m = across[peer]
         per_run = [s.get("margins", {}).get(peer) for s in summaries]
         cells = [f"{r['points']:+.2f} ({_text(r['verdict'])})" if r else "n/a" for r in per_run]
-        ci = "n/a" if m["ci95"] is None else f"{m['ci95'][0]:+.2f} to {m['ci95'][1]:+.2f}"
+        ci, pooled = (_span(m["ci95"]), _span(m.get("pooled_ci95")))
         lines.append(f"| minus {PEER_LABELS[peer]} | " + " | ".join(cells)
                      + f" | {m['mean']:+.2f} | {m['min']:+.2f} to {m['max']:+.2f} | {ci} | "
-                     f"{_text(m['verdict'])} |")
+                     f"{pooled} | {_text(m['verdict'])} |")
     best = ", ".join(f"seed {s.get('seed')}: `{s.get('best_rule')}`" for s in summaries)
     lines += ["", f"The best fixed rule is picked in hindsight per run ({best}).",
-              "A lead is real only when its interval is above zero; otherwise it is a tie."]
+              "A lead is real only when both intervals are above zero (it survives a new seed "
+              "and the periods' own noise); otherwise it is a tie."]
     return "\n".join(lines) + "\n"

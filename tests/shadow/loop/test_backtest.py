@@ -158,6 +158,12 @@ def test_backtest_refuses_a_used_out_folder_and_bad_flags(
                       "--out", str(tmp_path / "b4"))
     assert_user_error(outcome, "seed-1 already holds a backtest's home")
     assert not (tmp_path / "b4" / "seed-0").exists()
+    (tmp_path / "b5").mkdir()
+    (tmp_path / "b5" / "seeds.json").write_text("{}")
+    outcome = run_cli(capsys, "backtest", str(stream), "--period", "100", "--seeds", "0", "1",
+                      "--out", str(tmp_path / "b5"))
+    assert_user_error(outcome, "already holds a judgement over seeds")
+    assert sorted(p.name for p in (tmp_path / "b5").iterdir()) == ["seeds.json"]
 
 
 def test_backtest_over_seeds_judges_each_margin_over_the_runs(
@@ -176,8 +182,10 @@ def test_backtest_over_seeds_judges_each_margin_over_the_runs(
         m = across[peer]
         assert m["points"] == [r["margins"][peer]["points"] for r in record["runs"]]
         assert m["min"] <= m["mean"] <= m["max"]
-        low, high = m["ci95"]
-        assert m["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "tie")
+        (low, high), (plow, phigh) = m["ci95"], m["pooled_ci95"]
+        both = ("ahead" if low > 0 and plow > 0 else "behind" if high < 0 and phigh < 0
+                else "tie")
+        assert m["verdict"] == both
     assert "arf" not in across and "no_change" not in across  # --no-online: not scored
     assert (out / "seeds.md").read_text().startswith("# Backtest on `flip` over seeds 5, 6")
     # Each seed ran its own backtest, with the sweep file's [sweep] seed replaced by it.
@@ -185,5 +193,8 @@ def test_backtest_over_seeds_judges_each_margin_over_the_runs(
         with Store.open(Home(out / f"seed-{seed}" / "home")) as store:
             started = store.list_events(channel="production", kinds="sweep_started")
             assert {e.evidence["seed"] for e in started} == {seed, seed + 1}
-        assert json.loads((out / f"seed-{seed}" / "backtest.json").read_text())[
-            "summary"]["seed"] == seed
+        run = json.loads((out / f"seed-{seed}" / "backtest.json").read_text())
+        assert run["summary"]["seed"] == seed
+        # The command recorded with each run reproduces it: its seed and its own folder.
+        assert f"--seed {seed} " in run["command"]
+        assert f"--out {out / f'seed-{seed}'} " in run["command"]
