@@ -16,7 +16,8 @@ In one process and one run, on the real NOAA data:
    the 2-worker sweep, side by side: what each edge device adds to a candidate
    (quantize + compile + emulate + estimate, its ``device_seconds``) against the
    candidate's training (targets: at most its training time; the 3-device sweep
-   keeps a 2-worker speedup >= 1.7 over serial).
+   keeps a 2-worker speedup >= 1.7 over serial), and how the emulator ran the
+   check rows (``emulator_check_modes``: batched, or one row per call).
 5. **Ray Tune**: the same number of trials of the same work through
    ``tune.Tuner`` with ``OptunaSearch`` over the same space (slice as a
    categorical), 2 concurrent trials, against our searched sweep of the same
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,10 @@ def edge_serial() -> dict[str, Any]:
             # Per (candidate, edge device): its device time over the candidate's training time.
             "device_over_train": _spread(ratios),
             "target_device_le_train": max(ratios) <= 1.0,
+            # How the emulator ran the check rows: "batched" (bit-identical to one row per call,
+            # cross-checked) or "per-row" (what it falls back to).
+            "emulator_check_modes": dict(Counter(r.device(name).extra.get("emulator_check_mode")
+                                                 for r in ok for name in edge)),
         }
     return out
 
