@@ -114,8 +114,12 @@ class Compiled:
         return np.asarray(out).reshape(len(x), -1).argmax(axis=1).astype(np.int64)
 
 
-def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str) -> Compiled:
-    """Compile a static-shape model for the profile's HTP; ConversionError if the EP refuses it."""
+def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str, keep_warm: bool = True) -> Compiled:
+    """Compile a static-shape model for the profile's HTP; ConversionError if the EP refuses it.
+
+    ``keep_warm``: keep this session as the one that holds the backend loaded (a batch-1
+    model, small; the batched check copy is not kept, its activations can be large).
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the plugin warns about Windows-only features on every session
     options.intra_op_num_threads = 1
@@ -134,9 +138,10 @@ def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str) -> 
         except Exception as exc:
             raise ConversionError(f"QNN HTP compilation failed: {type(exc).__name__}: {exc}") from exc
         context_bytes = context.read_bytes() if context.exists() else b""
-    with _lock:
-        # While one session lives the backend stays loaded: the next compile skips reloading it.
-        _state["warm"] = session
+    if keep_warm:
+        with _lock:
+            # While one session lives the backend stays loaded: the next compile skips reloading it.
+            _state["warm"] = session
     placement = tuple(
         (sub.ep_name, node.op_type, node.name)
         for sub in session.get_provider_graph_assignment_info() for node in sub.get_nodes()
@@ -158,7 +163,7 @@ def check_top1(compiled: Compiled, batched_model: bytes, qnn: Mapping[str, Any],
     if len(x) <= CROSS_CHECK_ROWS:
         return compiled.predict(x), "per-row"
     try:
-        batched = compile_model(batched_model, qnn, numerics)
+        batched = compile_model(batched_model, qnn, numerics, keep_warm=False)
     except ConversionError:
         return compiled.predict(x), "per-row"
     if sorted(batched.placement) != sorted(compiled.placement):
