@@ -144,7 +144,7 @@ def writer(home: str, url: str | None, seconds: float, queue: Any, ready: Any) -
     _sweep(store, "s-live")
     rng = np.random.default_rng(1)
     stored, locks, errors, i = 0, 0, 0, 0
-    ready.wait(300)  # the benchmark sets it once it has warmed its queries
+    ready.wait()  # all three warmed up (a barrier of three): they start together
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -162,7 +162,7 @@ def promoter(home: str, url: str | None, seconds: float, queue: Any, ready: Any)
     store = Store.open(home, url=url)
     queries, promotions, locks, errors = 0, 0, 0, 0
     ids = list(leaderboard(store, sweep="s-big", device="npu-a", top=50)["candidate_id"])
-    ready.wait(300)  # the benchmark sets it once it has warmed its queries
+    ready.wait()  # all three warmed up (a barrier of three): they start together
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
@@ -188,26 +188,33 @@ def concurrency(home: str, url: str | None, seconds: float) -> dict[str, Any]:
     queries over and over (a user reading the board while a sweep writes and a controller
     promotes): their figures, and what the store holds afterwards."""
     ctx = mp.get_context("spawn")
-    queue, ready = ctx.Queue(), ctx.Event()
+    # A barrier of three: each child passes it once imported, opened and warmed (spawn imports
+    # take seconds), this process once its queries are warm, so the timed window has all three.
+    queue, ready = ctx.Queue(), ctx.Barrier(3, timeout=300)
     procs = [ctx.Process(target=writer, args=(home, url, seconds, queue, ready)),
              ctx.Process(target=promoter, args=(home, url, seconds, queue, ready))]
     for p in procs:
         p.start()
     under_load: dict[str, list[float]] = {}
-    with Store.open(home, url=url) as store:
-        queries = typical_queries(store, "s-big")
-        for query in queries.values():
-            query()  # warm, as time_queries does
-        ready.set()  # the children have started up (spawn imports take seconds): all three go
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for name, query in queries.items():
-                start = time.perf_counter()
-                query()
-                under_load.setdefault(name, []).append((time.perf_counter() - start) * 1000)
-    results = {r["role"]: r for r in (queue.get(timeout=seconds + 300) for _ in procs)}
-    for p in procs:
-        p.join()
+    try:
+        with Store.open(home, url=url) as store:
+            queries = typical_queries(store, "s-big")
+            for query in queries.values():
+                query()  # warm, as time_queries does
+            ready.wait()  # the children are warm too: all three go
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for name, query in queries.items():
+                    start = time.perf_counter()
+                    query()
+                    under_load.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+        results = {r["role"]: r for r in (queue.get(timeout=seconds + 300) for _ in procs)}
+    finally:  # a query that raised, or a child that never came: no child left running
+        for p in procs:
+            p.join(timeout=30)  # after their results they exit at once
+            if p.is_alive():
+                p.terminate()
+                p.join()
     with Store.open(home, url=url) as store:
         in_db = len(store.candidate_ids("s-live"))
         with store.snapshot() as conn:

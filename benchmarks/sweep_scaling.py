@@ -99,7 +99,7 @@ def edge_serial() -> dict[str, Any]:
             # Per (candidate, edge device): its device time over the candidate's training time.
             "device_over_train": _spread(ratios),
             "target_device_le_train": max(ratios) <= 1.0,
-            # How the emulator ran the check rows: "batched" (bit-identical to one row per call,
+            # How the emulator ran the check rows: "batched" (bit-identical to one row per call on 8 sampled rows,
             # cross-checked) or "per-row" (what it falls back to).
             "emulator_check_modes": dict(Counter(r.device(name).extra.get("emulator_check_mode")
                                                  for r in ok for name in edge)),

@@ -172,6 +172,13 @@ class Store:
     def snapshot(self) -> Iterator[Connection]:
         """A read connection: all its queries see one consistent state."""
         with self._engine.connect() as conn:
+            if self._url.get_backend_name() == "postgresql":
+                # READ COMMITTED, the server's default, gives each statement its own snapshot: a
+                # reader of several statements (the Pareto front's four) could see a writer's
+                # rows in some and not others. REPEATABLE READ is one snapshot for the block, and
+                # a transaction that only reads never fails to serialize. (SQLite's read
+                # transaction is one snapshot already.)
+                conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
 

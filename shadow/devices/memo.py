@@ -5,8 +5,10 @@ each edge profile score the same fp32 model on the same holdout, and edge profil
 with the same numerics quantize the same model with the same calibration rows. Those
 are pure functions of bytes, so their results are kept here, keyed by the sha256 of
 their inputs, for the few calls a candidate makes (a small LRU: a worker moves on to
-the next candidate and the entries age out). :meth:`Device.run` stays a pure function:
-a hit returns exactly what a miss would compute.
+the next candidate and the entries age out); a hit returns exactly what a miss would
+compute. One entry is a measurement, not a function: the host latency of a converted
+model, timed once and shared by the profiles that run the same bytes on this CPU (timing
+it again per profile would only add noise, and the time).
 """
 
 from __future__ import annotations

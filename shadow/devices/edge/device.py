@@ -7,7 +7,8 @@ For one candidate on one profile:
    (``accuracy``, ``agreement_fp32``, per-row predictions);
 3. compile a batch-1 copy in the QNN HTP emulator for the profile's SoC, run
    the check set there (``accuracy_emulator``, ``emulator_cpu_agreement``; a batch
-   per call where that is bit-identical to one row per call, ``emulator_check_mode``) and
+   per call where that gives bit-identical outputs to one row per call on 8 sampled rows,
+   ``emulator_check_mode``) and
    read which nodes fell back to the CPU and which the compiler folded away (those cost
    nothing); where the emulator cannot run, say
    ``emulator = "cpu-reference"`` and place ops from the profile's op list;

@@ -11,7 +11,7 @@ import dataclasses
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from selection import HOST_DEVICE, ConfigError, DeviceResult, NotFoundError, Store
 from selection.channels.promotion import history, promote
@@ -234,3 +234,19 @@ def test_policy_config_validation() -> None:
         policy_from_config({"allow_cpu_fallback": "yes"}, "[ranking]")
     policy = policy_from_config({"policy": "latency", "min_accuracy": 0.5}, "[ranking]")
     assert policy.objective == "latency_ms" and policy.min_accuracy == 0.5
+
+
+def test_a_snapshot_sees_one_state_while_another_connection_writes(any_store: Store,
+                                                                   any_make) -> None:
+    """Every statement in a snapshot reads the same state (a multi-statement reader such as
+    the Pareto front must not see a writer's rows in one statement and not in the next)."""
+    any_make.sweep("sw-1")
+    any_make.candidate("c-1", accuracy=0.7)
+    count = select(func.count()).select_from(schema.candidates)
+    with any_store.snapshot() as conn:
+        before = conn.execute(count).scalar_one()
+        any_make.candidate("c-2", accuracy=0.8)  # committed by another connection meanwhile
+        during = conn.execute(count).scalar_one()
+    with any_store.snapshot() as conn:
+        after = conn.execute(count).scalar_one()
+    assert (before, during, after) == (1, 1, 2)

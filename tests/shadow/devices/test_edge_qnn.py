@@ -49,6 +49,17 @@ def test_a_batched_model_placed_differently_is_not_used():
     assert mode == "per-row" and np.array_equal(top1, compiled.predict(X))
 
 
+@pytest.mark.parametrize("broken", ["runs-wrong-batch", "not-onnx"])
+def test_a_batched_copy_that_fails_means_one_row_per_call(broken):
+    """A copy that compiles and places alike but the emulator refuses to run (batch 1 fed 64
+    rows), or one that does not compile: never a failed device run, every row one per call."""
+    model = _quantized()
+    compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
+    copy = static_batch(model) if broken == "runs-wrong-batch" else b"not onnx"
+    top1, mode = qnn.check_top1(compiled, copy, QNN, "a8w8", X)
+    assert mode == "per-row" and np.array_equal(top1, compiled.predict(X))
+
+
 def test_few_rows_run_one_per_call():
     model = _quantized()
     compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
