@@ -261,9 +261,10 @@ def seeds_markdown(summaries: list[dict[str, Any]], across: dict[str, Any], comm
     seeds = [str(s.get("seed")) for s in summaries]
     dataset = summaries[0]["dataset"] if summaries else "?"
     lines = [f"# Backtest on `{dataset}` over seeds {', '.join(seeds)}", "",
-             f"Command: `{command}`. Post-drift accuracies and margins in points; the verdict "
-             "over seeds comes from the t interval of the runs' margins (95 %), each run's own "
-             "from its periods.", "",
+             f"Command: `{command}`. Post-drift accuracies and margins in points. Each run's "
+             "verdict comes from its periods; the verdict over seeds needs two 95 % t intervals "
+             "to agree: the runs' margins, and the periods' differences averaged over the "
+             "seeds.", "",
              "| | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | min to max | "
              "95 % interval over seeds | over periods (seeds averaged) | verdict |",
              "|---|" + "---|" * (len(seeds) + 5)]
