@@ -138,12 +138,25 @@ def _is_lock(exc: BaseException) -> bool:
     return any(m in str(exc) for m in LOCK_MESSAGES)
 
 
+def _error_kind(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _error_text(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 def writer(home: str, url: str | None, seconds: float, queue: Any, ready: Any) -> None:
     """A sweep-like driver: one candidate per transaction, as fast as it can."""
     store = Store.open(home, url=url)
     _sweep(store, "s-live")
     rng = np.random.default_rng(1)
     stored, locks, errors, i = 0, 0, 0, 0
+    seen: dict[str, str] = {}  # one message per kind of error: what went wrong, not just how often
+    # One row before the start: the promoter's top 20 of the latest sweep (this one) has a
+    # board to read from its first query (an empty sweep is "no leaderboard row", not a result).
+    store.add_candidate(_candidate(rng, "s-live", i), {MODEL_SHA: MODEL})
+    stored, i = 1, 1
     ready.wait()  # all three warmed up (a barrier of three): they start together
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -153,14 +166,17 @@ def writer(home: str, url: str | None, seconds: float, queue: Any, ready: Any) -
         except Exception as exc:  # counted, not raised: the benchmark reports them
             locks += _is_lock(exc)
             errors += not _is_lock(exc)
+            seen.setdefault(_error_kind(exc), _error_text(exc))
         i += 1
-    queue.put({"role": "writer", "stored": stored, "lock_errors": locks, "other_errors": errors})
+    queue.put({"role": "writer", "stored": stored, "lock_errors": locks, "other_errors": errors,
+               "errors_seen": seen})
 
 
 def promoter(home: str, url: str | None, seconds: float, queue: Any, ready: Any) -> None:
     """Queries the board and promotes (gate evaluated, then forced) while the writer runs."""
     store = Store.open(home, url=url)
     queries, promotions, locks, errors = 0, 0, 0, 0
+    seen: dict[str, str] = {}
     ids = list(leaderboard(store, sweep="s-big", device="npu-a", top=50)["candidate_id"])
     ready.wait()  # all three warmed up (a barrier of three): they start together
     end = time.monotonic() + seconds
@@ -179,8 +195,9 @@ def promoter(home: str, url: str | None, seconds: float, queue: Any, ready: Any)
         except Exception as exc:
             locks += _is_lock(exc)
             errors += not _is_lock(exc)
+            seen.setdefault(_error_kind(exc), _error_text(exc))
     queue.put({"role": "promoter", "queries": queries, "promotions": promotions,
-               "lock_errors": locks, "other_errors": errors})
+               "lock_errors": locks, "other_errors": errors, "errors_seen": seen})
 
 
 def concurrency(home: str, url: str | None, seconds: float) -> dict[str, Any]:
@@ -307,6 +324,7 @@ def run_backend(home: str, url: str | None, n: int, seconds: float, repeat: int,
         "promotions": conc["promoter"]["promotions"], "queries": conc["promoter"]["queries"],
         "lock_errors": conc["writer"]["lock_errors"] + conc["promoter"]["lock_errors"],
         "other_errors": conc["writer"]["other_errors"] + conc["promoter"]["other_errors"],
+        "errors_seen": {**conc["writer"]["errors_seen"], **conc["promoter"]["errors_seen"]},
         "lost_rows": conc["lost_rows"], "lost_promotions": conc["lost_promotions"],
     }
 
