@@ -163,3 +163,39 @@ def test_rank_rows_handles_duplicate_index_and_missing_metrics() -> None:
     assert [None if pd.isna(r) else int(r) for r in ranks] == [2, None, None, 1]
     with pytest.raises(ConfigError, match="lacks accuracy"):
         rank_rows(frame.drop(columns=["accuracy"]))
+
+
+def test_reading_a_board_holds_off_cyclic_collection_and_restores_it(
+    store: Store, make, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector is off while the rows are read (they are all acyclic), and left as the
+    caller had it afterwards: on, off, or after an error."""
+    import gc
+    import importlib
+
+    # `selection.leaderboard` the attribute is the function: reach the module by its name.
+    frame_module = importlib.import_module("selection.leaderboard.frame")
+
+    make.sweep("sw-1")
+    for i in range(30):
+        make.candidate(f"c{i}", accuracy=0.5 + i / 100)
+    seen: list[bool] = []
+    read = frame_module.query_sweep
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(gc.isenabled())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(frame_module, "query_sweep", watched)
+    try:
+        assert len(leaderboard(store, sweep="sw-1")) == 30
+        assert seen == [False] and gc.isenabled()
+        gc.disable()
+        leaderboard(store, sweep="sw-1")
+        assert not gc.isenabled()  # an application that turned it off keeps it off
+        gc.enable()
+        with pytest.raises(ConfigError):
+            leaderboard(store, sweep="sw-1", where="no_such_column > 1")
+        assert gc.isenabled()
+    finally:
+        gc.enable()
