@@ -89,6 +89,15 @@ def _read_file(manifest: DatasetManifest, where: str) -> pd.DataFrame:
             f"install it (pip install {source.package.split('.')[0] if source.package else ''})."
         ) from None
     except (FileNotFoundError, IsADirectoryError):
+        if source.kind == "package":
+            # The package is there but not the file: most often a release from before it was
+            # shipped (river added sp500.csv.gz in 0.26).
+            raise DatasetError(
+                f"{where}: {source.location!r} is not in the installed package "
+                f"{source.package!r}{_installed_version(source.package or '')}; it may ship in a "
+                f"newer release (pip install -U {(source.package or '').split('.')[0]}), or fix "
+                f"[source] in {manifest.path}."
+            ) from None
         raise DatasetError(
             f"{where}: source file {source.location!r} does not exist; fix [source] in {manifest.path}."
         ) from None
@@ -99,6 +108,20 @@ def _read_file(manifest: DatasetManifest, where: str) -> pd.DataFrame:
             f"{where}: index_col = {source.index_col} is past the table's last column; "
             f"fix [source] index_col in {manifest.path}."
         ) from None
+
+
+def _installed_version(package: str) -> str:
+    """`` (version X)`` of the distribution that provides ``package``, or ``""`` if unknown."""
+    import importlib.metadata
+
+    top = package.split(".")[0]
+    names = importlib.metadata.packages_distributions().get(top, [top])
+    for name in names:
+        try:
+            return f" (version {importlib.metadata.version(name)})"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
 
 
 def load_dataset(

@@ -108,10 +108,13 @@ def with_target(frame: pd.DataFrame, bins: TargetBins, target: str, where: str) 
     """
     columns = [str(c) for c in frame.columns]
     if target in columns:
+        fix = (f"drop {target!r} from the batch: its class is cut from {bins.column!r}, as for "
+               "the catalog's file" if where.startswith("batch ") else
+               "rename 'target' in the manifest, or remove [target_bins] to use that column as "
+               "it is")
         raise DatasetError(f"{where}: the table already has a column {target!r}, which "
                            f"[target_bins] would replace with classes of {bins.column!r}; "
-                           "rename 'target' in the manifest, or remove [target_bins] to use "
-                           "that column as it is.")
+                           f"{fix}.")
     if bins.column not in columns:
         raise DatasetError(f"{where}: column {bins.column!r} ([target_bins] column) is not in "
                            f"the table; it has {', '.join(repr(c) for c in columns)}. Fix "

@@ -92,6 +92,22 @@ def test_missing_source_file(tmp_path: Path):
         load_dataset(find_manifest(str(path)))
 
 
+def test_a_file_the_installed_package_does_not_ship(tmp_path: Path):
+    """The package is there but not the file (a release from before it shipped it): the
+    message names the installed version and the upgrade."""
+    import importlib.metadata
+
+    path = write_dataset(tmp_path, separable_frame())
+    text = path.read_text().replace('kind = "csv"\npath = "data.csv"',
+                                    'kind = "package"\npackage = "river"\n'
+                                    'resource = "datasets/no-such-file.csv.gz"')
+    path.write_text(text)
+    version = importlib.metadata.version("river")
+    with pytest.raises(DatasetError, match=rf"'datasets/no-such-file.csv.gz' is not in the "
+                       rf"installed package 'river' \(version {version}\).*pip install -U river"):
+        load_dataset(find_manifest(str(path)))
+
+
 def test_frame_with_index_col(tmp_path: Path):
     frame = separable_frame()
     entry = tmp_path / "idx"

@@ -67,7 +67,8 @@ def test_appended_batches_carry_the_column_and_are_cut_by_the_same_rule(tmp_path
     assert grown.labels[100:].tolist() == (batch["r"] > 0).astype(int).tolist()
     # A batch that already holds the class column would be cut over: refused, nothing kept.
     batch.assign(t=batch["t"] + 40, direction="up").to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DatasetError, match="already has a column 'direction'"):
+    with pytest.raises(DatasetError, match="already has a column 'direction'.*drop 'direction' "
+                       "from the batch"):
         append_batch(manifest, tmp_path / "bad.csv", home)
     assert load_dataset(manifest, home).n_rows == 140
 
