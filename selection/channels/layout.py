@@ -35,6 +35,15 @@ def version_name(channel: str, history_id: int, sha256: str) -> str:
     return f"{channel}-{history_id}-{sha256[:12]}"
 
 
+def version_history_id(channel: str, version: str | None) -> int | None:
+    """The history row a version name of ``channel`` carries (None: not one of its names)."""
+    prefix = f"{channel}-"
+    if not version or not version.startswith(prefix):
+        return None
+    row, _, sha = version[len(prefix):].rpartition("-")
+    return int(row) if row.isdigit() and len(sha) == 12 else None
+
+
 def resolve_channel(channels_dir: Path, channel: str) -> Path | None:
     """The version directory ``channels_dir/channel`` leads to; None if there is no link.
 

@@ -14,10 +14,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selection.channels import promotion
-from selection.channels.layout import MANIFEST_FILE, MODEL_FILE, VERSIONS_DIR, version_name
+from selection.channels.layout import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VERSIONS_DIR,
+    version_history_id,
+    version_name,
+)
 from selection.errors import IntegrityError, NotFoundError
+from selection.fleet.devices import Device
 from selection.fleet.rollout import Rollout, load_rollout
 from selection.runtime.remote import Offer, artifact_path
 from selection.signing import SIGNATURE_FILE
@@ -47,6 +55,28 @@ class FleetState:
                 and not rollout.in_canary(device_id):
             return self.previous
         return self.current
+
+    def device_row(self, device: Device, channel: str, now: float) -> dict[str, Any]:
+        """What ``GET /v1/fleet`` and ``shadow fleet list`` show of one device.
+
+        ``ahead_of_store``: the device runs a newer history row than the store's current one
+        (the store was restored from an older backup, or replaced): devices never go back to
+        an older row (``runtime.remote``), so it waits until the channel's row passes its own.
+        """
+        served = self.for_device(device.device_id)
+        assigned = served.offer.version if served else None
+        rollout = self.rollout
+        running_row = version_history_id(channel, device.running)
+        current_row = self.current.offer.history_id if self.current else None
+        return {
+            "device_id": device.device_id, "running": device.running, "assigned": assigned,
+            "in_sync": assigned is not None and device.running == assigned,
+            "ahead_of_store": running_row is not None
+            and (current_row is None or running_row > current_row),
+            "canary": bool(rollout and rollout.active and rollout.in_canary(device.device_id)),
+            "last_seen": device.last_seen, "seen_s_ago": round(now - device.last_seen_s, 3),
+            "polls": device.polls, "rollout": rollout.state if rollout else None,
+            "address": device.address}
 
     def shas(self) -> frozenset[str]:
         """The models whose counts matter now: on offer, or either side of the rollout."""

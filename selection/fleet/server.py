@@ -307,16 +307,8 @@ def fleet_view(server: FleetServer) -> dict[str, Any]:
     state = server.state()
     now = time.time()
     rollout = state.rollout
-    devices = []
-    for device in server.registry.devices():
-        served = state.for_device(device.device_id)
-        devices.append({
-            "device_id": device.device_id, "running": device.running,
-            "assigned": served.offer.version if served else None,
-            "in_sync": served is not None and device.running == served.offer.version,
-            "canary": bool(rollout and rollout.active and rollout.in_canary(device.device_id)),
-            "last_seen": device.last_seen, "seen_s_ago": round(now - device.last_seen_s, 3),
-            "polls": device.polls, "address": device.address})
+    devices = [state.device_row(device, server.channel, now)
+               for device in server.registry.devices()]
     return {"channel": server.channel, "devices": devices, "counts": dict(server.counts),
             "rollout": rollout.to_json() if rollout else None,
             "current": state.current.offer.version if state.current else None,

@@ -256,22 +256,20 @@ def run_fleet_list(args: argparse.Namespace) -> int:
         state = OfferBook(store, args.channel).refresh()
     rollout = state.rollout
     now = time.time()
-    rows = []
-    for device in devices:
-        served = state.for_device(device.device_id)
-        assigned = served.offer.version if served else None
-        rows.append({
-            "device_id": device.device_id, "running": device.running, "assigned": assigned,
-            "in_sync": device.running == assigned,
-            "canary": bool(rollout and rollout.active and rollout.in_canary(device.device_id)),
-            "last_seen": device.last_seen[:19] if args.format == "table" else device.last_seen,
-            "seen_s_ago": round(now - device.last_seen_s, 1), "polls": device.polls,
-            "rollout": rollout.state if rollout else None,
-            "address": device.address})
-    columns = ["device_id", "running", "assigned", "in_sync", "canary", "last_seen", "seen_s_ago",
-               "polls", "rollout", "address"]
+    rows = [state.device_row(device, args.channel, now) for device in devices]
+    if args.format == "table":
+        for row in rows:
+            row["last_seen"], row["seen_s_ago"] = row["last_seen"][:19], round(row["seen_s_ago"], 1)
+    columns = ["device_id", "running", "assigned", "in_sync", "ahead_of_store", "canary",
+               "last_seen", "seen_s_ago", "polls", "rollout", "address"]
     render_frame(pd.DataFrame(rows, columns=columns, dtype=object), args.format,
                  table_columns=columns[:-1])
+    ahead = [row["device_id"] for row in rows if row["ahead_of_store"]]
+    if ahead:
+        note(f"{len(ahead)} device(s) run a newer history row than the store's current one "
+             f"({', '.join(ahead[:5])}{', ...' if len(ahead) > 5 else ''}): was the store restored "
+             "from an older backup? Devices never go back to an older row; promote until the "
+             "channel's row passes theirs, or clear their caches to start them over")
     if rollout is not None and args.format == "table":
         note(f"rollout {rollout.rollout_id} of {rollout.candidate_id}: {rollout.state}, "
              f"{rollout.share:.0%} of devices on the new model ({rollout.last_reason})")

@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from selection import Store, promote
+from selection.fleet.server import fleet_view
 from selection.home import Home
 from selection.runtime.remote import FleetClient, install
 from selection.signing import TrustedKeys
+from tests.bad_inputs.contract import run_cli
 from tests.selection.fleet.conftest import Fleet, start_server
 from tests.selection.fleet.test_serve_follow import ROW, wait_for
 
 
-def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(fleet: Fleet) -> None:
+def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str],
+) -> None:
     stale_root = fleet.tmp / "stale-home"
     with fleet.device("dev-1") as runtime:
         assert runtime.model.candidate_id == "c-a"  # history row 1
@@ -38,6 +44,13 @@ def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(fleet: F
                 assert runtime.model.candidate_id == "c-b"  # still serving the newest it had
                 assert runtime.predict(ROW)["candidate_id"] == "c-b"
                 assert os.readlink(cache / "production") == linked
+                # The stale server's operator is told why the device will not take its model.
+                row = next(d for d in fleet_view(stale)["devices"] if d["device_id"] == "dev-1")
+                assert row["ahead_of_store"] and not row["in_sync"]
+                listed = run_cli(capsys, "fleet", "list", "--home", str(stale_root))
+                assert listed.code == 0, listed.stderr
+                assert "1 device(s) run a newer history row than the store's" in listed.stderr
+                assert "restored from an older backup?" in listed.stderr
                 # Another model under a row number the device already runs: refused too.
                 promote(stale_store, "c-c")  # row 2 of the stale copy, another model
                 wait_for(lambda: "claims history row 2" in
@@ -47,6 +60,8 @@ def test_an_older_signed_version_is_refused_and_a_newer_one_still_lands(fleet: F
                 promote(stale_store, "c-a")  # row 3
                 wait_for(lambda: runtime.model.candidate_id == "c-a")
                 assert runtime.status()["remote"]["failures"] == 0
+                wait_for(lambda: not next(d for d in fleet_view(stale)["devices"]
+                                          if d["device_id"] == "dev-1")["ahead_of_store"])
         finally:
             stale.shutdown()
             stale.server_close()
