@@ -35,17 +35,12 @@ warnings.filterwarnings("ignore")
 
 from shadow.errors import ShadowError  # noqa: E402
 from shadow.loop.backtest import (  # noqa: E402
-    BacktestResult,
     BacktestSettings,
-    backtest_record,
-    markdown,
-    plot,
     replay_config,
     run_backtest,
     summarize,
 )
-from shadow.loop.backtest.margins import across_runs  # noqa: E402
-from shadow.loop.backtest.report import dataset_label, seeds_markdown  # noqa: E402
+from shadow.loop.backtest.report import dataset_label, write_backtest, write_seeds  # noqa: E402
 from shadow.sweep.config import config_from_dict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -115,19 +110,6 @@ def stem(args: argparse.Namespace, seed: int | None) -> str:
     return name + ("_seeds" if seed is None else f"_seed{seed}" if seed else "")
 
 
-def write_results(result: BacktestResult, summary: dict[str, Any], args: argparse.Namespace,
-                  command: str, seed: int) -> list[Path]:
-    """The JSON record, the markdown table and the plot; returns their paths."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / stem(args, seed)
-    record = backtest_record(result, summary, command)
-    paths = [base.with_suffix(".json"), base.with_suffix(".md"), base.with_suffix(".png")]
-    paths[0].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(result, summary, command), encoding="utf-8")
-    plot(result, paths[2])
-    return paths
-
-
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -150,7 +132,7 @@ def run_one(args: argparse.Namespace, seed: int, command: str) -> dict[str, Any]
     summary = summarize(result)
     summary["quick"] = args.quick
     summary["seed"] = seed
-    for path in write_results(result, summary, args, command, seed):
+    for path in write_backtest(args.out / stem(args, seed), result, summary, command):
         log(f"wrote {path}")
     return summary
 
@@ -167,13 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is None:
         print(json.dumps(summaries[0]))
         return 0
-    across = across_runs(summaries)
     base = args.out / stem(args, None)
-    record = {"command": command.strip(), "seeds": seeds, "across_seeds": across,
-              "runs": summaries}
-    base.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    base.with_suffix(".md").write_text(seeds_markdown(summaries, across, command.strip()),
-                                       encoding="utf-8")
+    record, _ = write_seeds(base, summaries, command.strip())
+    across = record["across_seeds"]
     log(f"wrote {base.with_suffix('.json')} and {base.with_suffix('.md')}")
     keys = ("system_post", "best_rule", "best_rule_post", "no_change_post", "arf_post",
             "oracle_refit_post", "regret_refit")

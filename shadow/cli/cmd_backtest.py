@@ -173,14 +173,8 @@ def _check_fresh(out: Path) -> None:
 def _run_one(args: argparse.Namespace, seed: int | None,
              out: Path) -> tuple[Any, dict[str, Any]]:
     """One backtest with ``seed`` into ``out``: its files written, its result and summary."""
-    from shadow.loop.backtest import (
-        BacktestSettings,
-        backtest_record,
-        markdown,
-        plot,
-        run_backtest,
-        summarize,
-    )
+    from shadow.loop.backtest import BacktestSettings, run_backtest, summarize
+    from shadow.loop.backtest.report import write_backtest
 
     config = _config(args, seed)
     # One seed for both: the sweeps' (the file's when --seed is not given) and river's.
@@ -196,28 +190,18 @@ def _run_one(args: argparse.Namespace, seed: int | None,
     summary = summarize(result)
     summary["quick"] = args.quick
     summary["seed"] = config.seed
-    record = backtest_record(result, summary, command)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "backtest.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (out / "backtest.md").write_text(markdown(result, summary, command), encoding="utf-8")
-    plot(result, out / "backtest.png")
-    note(f"wrote {out / 'backtest.json'}, {out / 'backtest.md'}, {out / 'backtest.png'}; "
-         f"the controller's events: shadow events --home {home}")
+    paths = write_backtest(out / "backtest", result, summary, command)
+    note(f"wrote {', '.join(map(str, paths))}; the controller's events: shadow events --home "
+         f"{home}")
     return result, summary
 
 
 def _write_seeds(args: argparse.Namespace, out: Path, summaries: list[dict[str, Any]]) -> int:
-    from shadow.loop.backtest.margins import across_runs
-    from shadow.loop.backtest.report import seeds_markdown
+    from shadow.loop.backtest.report import write_seeds
 
-    across = across_runs(summaries)
-    command = _command(args, None, args.out)
-    record = {"command": command, "seeds": [s["seed"] for s in summaries],
-              "across_seeds": across, "runs": summaries}
-    (out / SEEDS_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n",
-                                  encoding="utf-8")
-    text = seeds_markdown(summaries, across, command)
-    (out / "seeds.md").write_text(text, encoding="utf-8")
+    record, text = write_seeds(out / Path(SEEDS_FILE).stem, summaries,
+                               _command(args, None, args.out))
+    across = record["across_seeds"]
     note(f"wrote {out / SEEDS_FILE} and {out / 'seeds.md'}")
     if args.format == "json":
         json.dump(record, sys.stdout, indent=2, default=str)

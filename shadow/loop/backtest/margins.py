@@ -95,6 +95,18 @@ def run_margins(periods: Sequence[Mapping[str, float]], best_rule: str | None) -
     return out
 
 
+def _over_runs(interval: tuple[float, float] | None, pooled: tuple[float, float] | None,
+               run_verdicts: list[str | None]) -> str | None:
+    """The verdict over runs: both intervals must agree; without a pooled one (the runs scored
+    other periods), the seeds' interval and every run's own verdict must."""
+    if pooled is not None:
+        return _both(interval, pooled)
+    verdict = _verdict(interval)
+    if verdict in (None, "tie"):
+        return verdict
+    return verdict if all(v == verdict for v in run_verdicts) else "tie"
+
+
 def across_runs(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """What several runs (seeds) say together: each margin per run, its mean, spread and verdict.
 
@@ -121,9 +133,6 @@ def across_runs(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out[peer] = {"points": points, "mean": round(float(np.mean(points)), 2),
                      "min": round(min(points), 2), "max": round(max(points), 2),
                      "ci95": _rounded(interval), "pooled_ci95": _rounded(pooled),
-                     "verdict": _both(interval, pooled) if pooled is not None else
-                     ("tie" if _verdict(interval) not in (None, "tie")
-                      and any(r["verdict"] != _verdict(interval) for r in runs)
-                      else _verdict(interval)),
+                     "verdict": _over_runs(interval, pooled, [r["verdict"] for r in runs]),
                      "run_verdicts": [r["verdict"] for r in runs]}
     return out

@@ -8,12 +8,13 @@ the manifest's documented drift (``_post``; on a dataset without one, every peri
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shadow.loop.backtest.margins import PEERS, run_margins
+from shadow.loop.backtest.margins import PEERS, across_runs, run_margins
 from shadow.loop.backtest.runner import BacktestResult, PeriodResult
 
 #: Approaches in the order the table and plot show them, with their labels.
@@ -119,6 +120,32 @@ def backtest_record(result: BacktestResult, summary: dict[str, Any], command: st
                  "serving": p.serving_id, "serving_slice": p.serving_slice,
                  "chosen_slices": p.chosen, "accuracy": p.accuracy, **asdict(p.step)}
                 for p in result.periods]}
+
+
+def write_backtest(base: Path, result: BacktestResult, summary: dict[str, Any],
+                   command: str) -> list[Path]:
+    """The run's record, table and plot as ``base`` + ``.json``, ``.md``, ``.png``; their paths."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = [base.with_suffix(suffix) for suffix in (".json", ".md", ".png")]
+    record = backtest_record(result, summary, command)
+    paths[0].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(result, summary, command), encoding="utf-8")
+    plot(result, paths[2])
+    return paths
+
+
+def write_seeds(base: Path, summaries: list[dict[str, Any]],
+                command: str) -> tuple[dict[str, Any], str]:
+    """Several seeds' runs judged together, as ``base`` + ``.json`` and ``.md``: the record
+    (command, seeds, ``across_seeds``, every run's summary) and the markdown table."""
+    across = across_runs(summaries)
+    record = {"command": command, "seeds": [s.get("seed") for s in summaries],
+              "across_seeds": across, "runs": summaries}
+    base.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                         encoding="utf-8")
+    text = seeds_markdown(summaries, across, command)
+    base.with_suffix(".md").write_text(text, encoding="utf-8")
+    return record, text
 
 
 def targets(s: dict[str, Any]) -> dict[str, bool | None]:
