@@ -16,6 +16,11 @@ TRAINING_PARAMS = [
     Param("weight_decay", float, default=0.0, low=0.0, high=1.0, high_open=True),
     Param("epochs", int, default=20, low=1, high=10_000),
     Param("batch_size", int, default=128, low=1, high=1_000_000),
+    Param("min_steps", int, default=400, low=0, high=10_000_000,
+          help="optimizer steps at least, whatever epochs say (a small slice needs more epochs)"),
+    Param("early_stopping", float, default=0.2, low=0.0, high=0.5,
+          help="newest share of the rows held out to choose the step count, then trained on "
+               "all rows for it (0: train the whole budget)"),
 ]
 
 

@@ -185,6 +185,9 @@ def run_candidate(spec: CandidateSpec, data: SweepData) -> CandidateOutcome:
         onnx_bytes = export_onnx(trained.module, holdout_x)
         lineage["onnx_max_abs_diff"] = verify_onnx(onnx_bytes, trained.module, holdout_x[:VERIFY_ROWS])
         lineage["final_loss"] = trained.final_loss
+        lineage["train_steps"] = trained.steps
+        if trained.stopping is not None:
+            lineage["early_stopping"] = trained.stopping
     except Exception as exc:  # a candidate's failure is a row, never a crashed sweep
         return CandidateOutcome(
             CandidateRecord(**base, status="failed", error=describe_error(exc),

@@ -106,4 +106,10 @@ def test_the_controller_follows_the_record_and_stores_it_with_the_gate(
         assert set(c["scores"]) >= {HOLDOUT, "all", "recent-100", "recent-200"}
         assert c["periods"][HOLDOUT] >= 2 and 0 <= min(c["scores"].values())
         leader = max(c["scores"].values())
-        assert c["scores"][c["expert"]] == leader
+        if min(c["periods"].values()) < 2:
+            # A slice the first sweep dropped as a duplicate of another (recent-200 is all
+            # history while only 200 rows precede the holdout) has one period less: short.
+            assert c["expert"] == HOLDOUT and "record is short" in c["reason"], c
+        else:
+            assert c["scores"][c["expert"]] == leader, c
+    assert any(min(c["periods"].values()) >= 2 for c in chosen[2:]), "no gate had a full record"

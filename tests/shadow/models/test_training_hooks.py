@@ -49,10 +49,14 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return data.data.astype(np.float32)[:500], data.target[:500]
 
 
+#: The step floor and the stopping rule off: the loop is then the one before the hooks.
+_EPOCHS_ONLY = {"min_steps": 0, "early_stopping": 0.0}
+
+
 @pytest.mark.parametrize(("family", "params"), [
-    ("mlp", {"epochs": 3, "width": 16, "dropout": 0.1, "batch_size": 50}),
-    ("mlp", {"epochs": 2, "hidden_layers": 0, "weight_decay": 1e-3}),
-    ("cnn", {"epochs": 1, "blocks": 2, "channels": 4, "batch_size": 64}),
+    ("mlp", {"epochs": 3, "width": 16, "dropout": 0.1, "batch_size": 50, **_EPOCHS_ONLY}),
+    ("mlp", {"epochs": 2, "hidden_layers": 0, "weight_decay": 1e-3, **_EPOCHS_ONLY}),
+    ("cnn", {"epochs": 1, "blocks": 2, "channels": 4, "batch_size": 64, **_EPOCHS_ONLY}),
 ])
 def test_builtins_train_bit_for_bit_as_before_the_hooks(
     family: str, params: dict[str, Any], digits: tuple[np.ndarray, np.ndarray],
