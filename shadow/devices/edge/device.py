@@ -89,8 +89,10 @@ class EdgeDevice(Device):
         extra_artifacts: dict[str, bytes] = {}
         if emulated and profile.qnn is not None:
             compiled = qnn.compile_model(static_batch(device_bytes), profile.qnn, numerics)
+            # The batched copy only pays when more rows than the cross-check are checked.
+            batched = static_batch(device_bytes, qnn.CHECK_BATCH) if len(checks) > qnn.CROSS_CHECK_ROWS else b""
             on_device, extra["emulator_check_mode"] = qnn.check_top1(
-                compiled, static_batch(device_bytes, qnn.CHECK_BATCH), profile.qnn, numerics, features[checks])
+                compiled, batched, profile.qnn, numerics, features[checks])
             fallback = compiled.cpu_nodes({n.name for n in stats.nodes})
             # What the compiler folded away costs nothing on the device.
             stats, dropped = drop_absent(stats, {name for _, _, name in compiled.placement})

@@ -114,30 +114,35 @@ class Compiled:
         return np.asarray(out).reshape(len(x), -1).argmax(axis=1).astype(np.int64)
 
 
-def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str, keep_warm: bool = True) -> Compiled:
+def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str, keep_warm: bool = True,
+                  context: bool = True) -> Compiled:
     """Compile a static-shape model for the profile's HTP; ConversionError if the EP refuses it.
 
     ``keep_warm``: keep this session as the one that holds the backend loaded (a batch-1
     model, small; the batched check copy is not kept, its activations can be large).
+    ``context``: also write the EPContext model an edge app loads (``context_bytes``); the
+    batched check copy is never shipped, so it skips serializing its binary.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the plugin warns about Windows-only features on every session
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    write_context = context
     with tempfile.TemporaryDirectory(prefix="shadow-qnn-") as tmp:
-        source, context = Path(tmp) / "model.onnx", Path(tmp) / "model_ctx.onnx"
+        source, context_path = Path(tmp) / "model.onnx", Path(tmp) / "model_ctx.onnx"
         source.write_bytes(model_bytes)
-        options.add_session_config_entry("ep.context_enable", "1")
-        options.add_session_config_entry("ep.context_file_path", str(context))
-        # Embedded: one self-contained file is what an edge app (and our store) wants.
-        options.add_session_config_entry("ep.context_embed_mode", "1")
+        if write_context:
+            options.add_session_config_entry("ep.context_enable", "1")
+            options.add_session_config_entry("ep.context_file_path", str(context_path))
+            # Embedded: one self-contained file is what an edge app (and our store) wants.
+            options.add_session_config_entry("ep.context_embed_mode", "1")
         try:
             options.add_provider_for_devices(_devices(), provider_options(qnn, numerics))
             session = ort.InferenceSession(str(source), options)
         except Exception as exc:
             raise ConversionError(f"QNN HTP compilation failed: {type(exc).__name__}: {exc}") from exc
-        context_bytes = context.read_bytes() if context.exists() else b""
+        context_bytes = context_path.read_bytes() if context_path.exists() else b""
     if keep_warm:
         with _lock:
             # While one session lives the backend stays loaded: the next compile skips reloading it.
@@ -153,8 +158,10 @@ def check_top1(compiled: Compiled, batched_model: bytes, qnn: Mapping[str, Any],
                features: np.ndarray) -> tuple[np.ndarray, str]:
     """Top-1 class of each row on the emulator, as ``compiled`` (batch 1) computes it, and how it ran.
 
-    ``batched_model`` is the same model with the batch fixed to :data:`CHECK_BATCH`: compiled
-    for the same SoC, it runs the rows a batch per call. It is used only if it places every
+    ``batched_model`` is the same model with the batch fixed to :data:`CHECK_BATCH` (unused,
+    so a caller may pass ``b""``, when there are no more rows than :data:`CROSS_CHECK_ROWS`):
+    compiled for the same SoC, without the EPContext file (it is never shipped), it runs the
+    rows a batch per call. It is used only if it places every
     node where ``compiled`` does and gives bit-identical outputs on :data:`CROSS_CHECK_ROWS`
     sampled rows run one per call through ``compiled``; otherwise (or if it fails to compile
     or to run) every row runs one per call through ``compiled`` (``"per-row"``), as an edge app
@@ -164,7 +171,7 @@ def check_top1(compiled: Compiled, batched_model: bytes, qnn: Mapping[str, Any],
     if len(x) <= CROSS_CHECK_ROWS:
         return compiled.predict(x), "per-row"
     try:
-        batched = compile_model(batched_model, qnn, numerics, keep_warm=False)
+        batched = compile_model(batched_model, qnn, numerics, keep_warm=False, context=False)
         if sorted(batched.placement) != sorted(compiled.placement):
             return compiled.predict(x), "per-row"
         outputs = _run_batches(batched.session, x)
