@@ -21,9 +21,15 @@ and nothing is promoted:
   the leaderboard's device rules, ``selection.ranking.eligibility.DEVICE_RULES``);
 * on the holdout rows it was trained on it scores no more than ``max_drop``
   below its parent's out-of-sample accuracy (a refit that cannot even fit the
-  rows it saw has gone wrong: a diverged run, a bad seed). The default, 0.05,
-  is over twice the standard error of an accuracy on 365 rows: a drift replay
-  with 0.02 refused a sound refit that merely landed 0.025 lower by chance.
+  rows it saw has gone wrong: a diverged run, a bad seed). By default the
+  allowed drop is scaled to the holdout: 2.5 standard errors of the parent's
+  accuracy on that many rows, and at least 0.05 (:func:`allowed_drop`). A fixed
+  0.05 was over twice the standard error on 365 rows (a drift replay with 0.02
+  refused a sound refit that merely landed 0.025 lower by chance), but under one
+  on a 63-row holdout, where the parent's accuracy is also the best of several
+  candidates on those very rows and so lucky by itself; and a refit that stops
+  training early on a noisy stream (``early_stopping``) rightly does not
+  memorize the rows it saw.
 
 The refit's id is deterministic (parent and rows), so asking twice returns the
 stored one.
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -67,8 +74,18 @@ from shadow.sweep.task import CandidateOutcome, SweepData, run_candidate
 from shadow.sweep.warm_start import LINEAGE_KEY as WARM_LINEAGE
 from shadow.sweep.warm_start import continued_from, warm_rows
 
-#: Default for ``max_drop``: the most a refit may score below its parent on rows it trained on.
-DEFAULT_MAX_DROP = 0.05
+#: The least a refit may score below its parent on rows it trained on, whatever the holdout's size.
+MIN_DROP = 0.05
+#: Standard errors of the parent's holdout accuracy a refit may score below it (see the docstring).
+DROP_STANDARD_ERRORS = 2.5
+
+
+def allowed_drop(parent_accuracy: float, holdout_rows: int) -> float:
+    """How far below its parent's accuracy a sound refit may score in-sample on ``holdout_rows``."""
+    if holdout_rows <= 0:
+        return MIN_DROP
+    p = min(max(parent_accuracy, 0.0), 1.0)
+    return max(MIN_DROP, DROP_STANDARD_ERRORS * math.sqrt(p * (1 - p) / holdout_rows))
 #: Suffix of a refit's slice id (its rows are the parent slice's plus holdout rows).
 SLICE_SUFFIX = "+holdout"
 
@@ -111,8 +128,11 @@ _DEVICE_FIT = RankingPolicy(name="refit device fit", within_memory_budget=True,
                             allow_cpu_fallback=False, respect_device_eligibility=True)
 
 
-def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float) -> dict[str, Any]:
+def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float | None,
+           holdout_rows: int = 0) -> dict[str, Any]:
     """Per device: parent's accuracy, the refit's in-sample one; RefitError if a check fails.
+
+    ``max_drop`` None: :func:`allowed_drop` for the parent's accuracy on ``holdout_rows``.
 
     The device checks are the leaderboard's own rules (``DEVICE_RULES``:
     device eligibility, CPU fallback, memory budget), read from the same
@@ -138,16 +158,18 @@ def _check(parent: CandidateRecord, refit: CandidateRecord, max_drop: float) -> 
             )
         if before.accuracy is not None and after.accuracy is not None:
             drop = before.accuracy - after.accuracy
-            if drop > max_drop:
+            allowed = max_drop if max_drop is not None else allowed_drop(before.accuracy, holdout_rows)
+            if drop > allowed:
                 raise RefitError(
                     f"the refit of {parent.candidate_id} scores {after.accuracy:.4f} on device "
                     f"{before.device!r} on holdout rows it trained on, {drop:.4f} below its "
-                    f"parent's {before.accuracy:.4f} on rows it never saw (allowed: {max_drop:g}); "
+                    f"parent's {before.accuracy:.4f} on rows it never saw (allowed: {allowed:.4g}); "
                     "the refit did not train properly; nothing was promoted; promote the parent "
                     "without --refit"
                 )
             checks[before.device] = {"parent_accuracy": before.accuracy,
-                                     "in_sample_accuracy": after.accuracy}
+                                     "in_sample_accuracy": after.accuracy,
+                                     "allowed_drop": round(allowed, 6)}
     return checks
 
 
@@ -225,7 +247,7 @@ def plan_refit(
 
 
 def finish_refit(
-    store: Store, plan: RefitPlan, outcome: CandidateOutcome, *, max_drop: float = DEFAULT_MAX_DROP,
+    store: Store, plan: RefitPlan, outcome: CandidateOutcome, *, max_drop: float | None = None,
 ) -> CandidateRecord:
     """Check the trained refit against its parent, label it and store it (only the driver writes)."""
     if plan.stored is not None:
@@ -239,7 +261,7 @@ def finish_refit(
         "of": parent.candidate_id, "slice_id": parent.slice_id, "rows": plan.rows,
         "holdout_rows_added": plan.holdout_rows_added, "holdout": [holdout.start, holdout.stop],
         "holdout_data_sha256": holdout.data_sha256, "max_drop": max_drop,
-        "checks": _check(parent, record, max_drop),
+        "checks": _check(parent, record, max_drop, holdout.n_rows),
     }
     if parent.lineage.get("trial") is not None:
         refit["trial"] = parent.lineage["trial"]
@@ -259,7 +281,7 @@ def finish_refit(
 
 
 def refit_candidate(
-    store: Store, candidate_id: str, *, max_drop: float = DEFAULT_MAX_DROP,
+    store: Store, candidate_id: str, *, max_drop: float | None = None,
     config_path: Path | None = None, on_train: Callable[[RefitPlan], None] | None = None,
 ) -> CandidateRecord:
     """Refit ``candidate_id`` on its slice plus the holdout, in this process; store and return it.
@@ -303,7 +325,7 @@ def _ensemble_plan(store: Store, parent: CandidateRecord,
     return RefitPlan(parent, spec, data, int(len(rows)), int(added), stored), members
 
 
-def _refit_ensemble(store: Store, parent: CandidateRecord, max_drop: float, config_path: Path | None,
+def _refit_ensemble(store: Store, parent: CandidateRecord, max_drop: float | None, config_path: Path | None,
                     on_train: Callable[[RefitPlan], None] | None) -> CandidateRecord:
     """Refit each member (stored refits reused), combine them with the parent's weights, check, store."""
     plan, member_plans = _ensemble_plan(store, parent, prepare_stored_sweep(store, parent, config_path))
@@ -328,5 +350,5 @@ def _refit_ensemble(store: Store, parent: CandidateRecord, max_drop: float, conf
     return finish_refit(store, plan, outcome, max_drop=max_drop)
 
 
-__all__ = ["DEFAULT_MAX_DROP", "RefitPlan", "finish_refit", "plan_refit", "refit_candidate", "refit_id",
+__all__ = ["allowed_drop", "RefitPlan", "finish_refit", "plan_refit", "refit_candidate", "refit_id",
            "refit_rows"]

@@ -30,7 +30,7 @@ from shadow.cli.main import main
 from shadow.errors import RefitError
 from shadow.sweep import config_from_dict, prepare_sweep
 from shadow.sweep.prepare import check_resumable
-from shadow.sweep.refit import finish_refit, plan_refit, refit_candidate, refit_rows
+from shadow.sweep.refit import allowed_drop, finish_refit, plan_refit, refit_candidate, refit_rows
 from shadow.sweep.task import run_candidate
 from tests.shadow.cli.test_cli_errors import assert_user_error, snapshot
 from tests.shadow.conftest import separable_frame, write_dataset
@@ -92,7 +92,9 @@ def test_refit_trains_on_slice_plus_holdout_and_is_never_ranked(swept, tmp_path)
     check = info["checks"]["host-cpu"]
     assert check["in_sample_accuracy"] == result.accuracy
     assert check["parent_accuracy"] == parent.device("host-cpu").accuracy
-    assert result.accuracy >= check["parent_accuracy"] - info["max_drop"]
+    assert info["max_drop"] is None  # scaled to the holdout (allowed_drop)
+    assert check["allowed_drop"] == pytest.approx(allowed_drop(check["parent_accuracy"], len(labels)), abs=1e-6)
+    assert result.accuracy >= check["parent_accuracy"] - check["allowed_drop"]
     assert result.extra["accuracy_in_sample"] is True
 
 
