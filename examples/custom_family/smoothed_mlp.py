@@ -40,7 +40,7 @@ class SmoothedMLP(ModelFamily):
               help="share of each target spread evenly over the classes"),
         Param("warmup_fraction", float, default=0.0, low=0.0, high=1.0, high_open=True,
               help="share of the steps spent ramping the learning rate up linearly"),
-        *TRAINING_PARAMS,  # lr, weight_decay, epochs, batch_size: what the training loop reads
+        *TRAINING_PARAMS,  # lr, weight_decay, epochs, batch_size, min_steps, early_stopping
     ]
 
     def build(

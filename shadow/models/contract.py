@@ -42,6 +42,12 @@ DRY_RUN_ROWS = 16
 LOOP_PARAMS = ("epochs", "batch_size")
 #: What the default optimizer (:meth:`ModelFamily.make_optimizer`) reads.
 OPTIMIZER_PARAMS = ("lr", "weight_decay")
+#: Names the training loop reads when a family declares them (kind, lowest, highest, meaning):
+#: a family's own setting of that name with another meaning would be silently reinterpreted.
+STOPPING_PARAMS: dict[str, tuple[type, float, float | None, str]] = {
+    "min_steps": (int, 0, None, "a floor of optimizer steps"),
+    "early_stopping": (float, 0.0, 0.5, "the newest share of the rows held out to choose the step count"),
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FIX_PARAMS = "e.g. params = [..., *TRAINING_PARAMS] with TRAINING_PARAMS from shadow.models"
 
@@ -74,6 +80,20 @@ def check_declaration(family: ModelFamily, at: str) -> None:
             f"{at}: params lacks {', '.join(map(repr, missing))}, which the training loop reads; "
             f"declare them ({_FIX_PARAMS}), or override make_optimizer if lr/weight_decay do not apply."
         )
+    by_name = {p.name: p for p in params}
+    for key, (kind, lowest, highest, meaning) in STOPPING_PARAMS.items():
+        declared = by_name.get(key)
+        if declared is None:
+            continue
+        fits = declared.kind is kind and declared.low is not None and declared.low >= lowest \
+            and (highest is None or (declared.high is not None and declared.high <= highest))
+        if not fits:
+            span = f"[{lowest:g}, {'inf' if highest is None else f'{highest:g}'}]"
+            raise ConfigError(
+                f"{at}: params declares {key!r} as {declared.rule()}, but the training loop reads "
+                f"{key!r} as {meaning} ({'an' if kind is int else 'a'} {kind.__name__} in {span}); "
+                f"rename your setting, or take the loop's from TRAINING_PARAMS."
+            )
     for hook in ("build", "make_optimizer", "make_scheduler", "loss"):
         if not callable(getattr(family, hook, None)):
             raise ConfigError(f"{at}: {hook} must be a method; define it as in shadow.models.ModelFamily.")

@@ -19,9 +19,13 @@ stream lost 3 points with 400 fixed steps). So the loop
 
 Both settings are hyper-parameters in :data:`shadow.models.mlp.TRAINING_PARAMS`; a
 user's family that does not declare them trains ``epochs`` epochs, as it always did.
+The held-out score is the family's own :meth:`~ModelFamily.loss` (what training
+minimises, label smoothing or a regulariser included), and both runs follow the
+learning-rate schedule of the whole budget, the final one stopping at the chosen step,
+so the model that ships is the one the step count was chosen on, trained on more rows.
 Written here rather than taken from a trainer library (Lightning, skorch) because the
-loop is twenty lines and the project's families' hooks (loss, optimizer, schedule)
-are its whole interface.
+loop is short and the project's families' hooks (loss, optimizer, schedule) are its
+whole interface.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ class TrainedModel:
     seconds: float
     final_loss: float
     #: Optimizer steps of the returned module's training.
-    steps: int = 0
-    #: How the step count was chosen (held-out rows, budget, best loss), or None without early stopping.
+    steps: int
+    #: How the step count was chosen (held-out rows, budget, best loss: None if it was never
+    #: finite), or None without early stopping.
     stopping: dict[str, Any] | None = None
 
 
@@ -88,12 +93,13 @@ def train(
     if held >= MIN_STOPPING_ROWS and len(x) - held >= MIN_STOPPING_ROWS:
         cut = len(x) - held
         scout = _Run(family, params, x[:cut], y[:cut], n_classes, seed, input_shape, initial, features)
-        best_loss, best_steps = scout.fit(budget, validation=(x[cut:], y[cut:]))
+        best_loss, best_steps = scout.fit(budget, budget, validation=(x[cut:], y[cut:]))
         steps = best_steps
+        # Never finite (diverged throughout): the whole budget, whose final run then says so.
         stopping = {"held_out_rows": held, "budget_steps": budget, "chosen_steps": best_steps,
-                    "best_held_out_loss": round(best_loss, 6)}
+                    "best_held_out_loss": round(best_loss, 6) if math.isfinite(best_loss) else None}
     run = _Run(family, params, x, y, n_classes, seed, input_shape, initial, features)
-    final, _ = run.fit(steps)
+    final, _ = run.fit(steps, budget)
     if not np.isfinite(final):
         raise FloatingPointError(
             f"training diverged (loss {final}); lower 'lr' or check the features' scale"
@@ -119,13 +125,14 @@ class _Run:
         self.family, self.params, self.x, self.y = family, params, x, y
         self.generator = torch.Generator().manual_seed(seed)
 
-    def fit(self, steps: int,
+    def fit(self, steps: int, schedule_steps: int,
             validation: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, int]:
-        """Train ``steps`` steps: (last batch's loss, steps) or, with ``validation``, (lowest
-        held-out loss at an epoch's end, the steps taken then)."""
+        """Train ``steps`` steps of a schedule made for ``schedule_steps``: (last batch's loss,
+        steps) or, with ``validation``, (lowest held-out loss at an epoch's end, the steps
+        taken then)."""
         family, params, module = self.family, self.params, self.module
         optimizer = family.make_optimizer(module, params)
-        scheduler = family.make_scheduler(optimizer, params, steps)
+        scheduler = family.make_scheduler(optimizer, params, schedule_steps)
         batch = min(params["batch_size"], len(self.x))
         loss, done = torch.zeros(()), 0
         best = (math.inf, steps)
@@ -152,8 +159,15 @@ class _Run:
         return float(loss.detach()), done
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The family's loss over held-out rows, a batch at a time (a fifth of a large image
+        slice in one forward pass would be a memory spike), weighted by rows."""
+        batch = max(1, min(self.params["batch_size"], len(x)))
+        total = 0.0
         self.module.eval()
         with torch.no_grad():
-            value = float(self.family.loss(self.module(x), y, self.params))
+            for begin in range(0, len(x), batch):
+                part = slice(begin, begin + batch)
+                total += float(self.family.loss(self.module(x[part]), y[part], self.params)) * len(x[part])
         self.module.train()
+        value = total / len(x)
         return value if math.isfinite(value) else math.inf

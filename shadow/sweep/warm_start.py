@@ -69,12 +69,14 @@ def warm_rows(holdout_start: int, rows: int) -> np.ndarray:
 def warm_params(params: dict[str, Any], settings: WarmStartConfig) -> dict[str, Any]:
     """The champion's params with the warm start's epochs and a smaller learning rate.
 
-    ``min_steps`` is dropped to 0 where the family has it: a warm start trains the epochs
-    ``[warm_start]`` asks for (seconds), not a fresh model's floor of steps.
+    ``min_steps`` and ``early_stopping`` are set to 0 where the family has them: a warm start
+    trains the epochs ``[warm_start]`` asks for (seconds), not a fresh model's floor of steps
+    and its scouting run.
     """
     out = {**params, "epochs": settings.epochs}
-    if "min_steps" in out:
-        out["min_steps"] = 0
+    for key in ("min_steps", "early_stopping"):
+        if key in out:
+            out[key] = 0
     if isinstance(out.get("lr"), (int, float)):
         out["lr"] = float(out["lr"]) * settings.lr_scale
     return out

@@ -128,11 +128,10 @@ def compile_model(model_bytes: bytes, qnn: Mapping[str, Any], numerics: str, kee
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    write_context = context
     with tempfile.TemporaryDirectory(prefix="shadow-qnn-") as tmp:
         source, context_path = Path(tmp) / "model.onnx", Path(tmp) / "model_ctx.onnx"
         source.write_bytes(model_bytes)
-        if write_context:
+        if context:
             options.add_session_config_entry("ep.context_enable", "1")
             options.add_session_config_entry("ep.context_file_path", str(context_path))
             # Embedded: one self-contained file is what an edge app (and our store) wants.

@@ -65,6 +65,35 @@ def test_few_rows_run_one_per_call():
     compiled = qnn.compile_model(static_batch(model), QNN, "a8w8")
     top1, mode = qnn.check_top1(compiled, static_batch(model, qnn.CHECK_BATCH), QNN, "a8w8", X[:5])
     assert mode == "per-row" and np.array_equal(top1, compiled.predict(X[:5]))
+    # No batched copy at all (what the device passes when it has this few rows): the same.
+    top1, mode = qnn.check_top1(compiled, b"", QNN, "a8w8", X[:5])
+    assert mode == "per-row" and np.array_equal(top1, compiled.predict(X[:5]))
+
+
+def test_a_copy_compiled_without_its_context_file_runs_the_same():
+    """The batched check copy skips the EPContext file: nothing to ship, the same numbers."""
+    model = static_batch(_quantized())
+    shipped, checked = qnn.compile_model(model, QNN, "a8w8"), qnn.compile_model(model, QNN, "a8w8", context=False)
+    assert shipped.context_bytes and checked.context_bytes == b""
+    assert sorted(checked.placement) == sorted(shipped.placement)
+    assert np.array_equal(checked.predict(X[:16]), shipped.predict(X[:16]))
+
+
+def test_a_device_with_few_check_rows_builds_no_batched_copy(monkeypatch):
+    from shadow.devices.edge import device
+
+    batches = []
+
+    def recording(model, batch=1):
+        batches.append(batch)
+        return static_batch(model, batch)
+
+    monkeypatch.setattr(device, "static_batch", recording)
+    extra = get_device("snapdragon-8-gen-2-htp").run(separable_model(), X[:6], Y[:6], CALIBRATION).result.extra
+    assert extra["check_rows"] == 6 and extra["emulator_check_mode"] == "per-row"
+    assert batches == [1]  # the batch-1 model only
+    get_device("snapdragon-8-gen-2-htp").run(separable_model(width=4), X, Y, CALIBRATION)
+    assert batches == [1, 1, qnn.CHECK_BATCH]
 
 
 def test_the_device_row_says_how_the_check_rows_ran():

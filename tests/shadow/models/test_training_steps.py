@@ -43,17 +43,99 @@ def test_early_stopping_chooses_the_steps_on_the_newest_rows_then_trains_on_all_
     torch.set_num_threads(1)
     mlp = get_family("mlp")
     x, y = _separable(300)
-    params = mlp.validate({"epochs": 2, "batch_size": 32, "min_steps": 200}, "t")
+    y = np.where(np.random.default_rng(9).random(300) < 0.3, 1 - y, y)  # 30 % of labels flipped
+    params = mlp.validate({"epochs": 2, "batch_size": 32, "min_steps": 200, "lr": 0.03}, "t")
     first = train(mlp, params, x, y, 2, 3)
     again = train(mlp, params, x, y, 2, 3)
     assert first.stopping is not None
     assert first.stopping["held_out_rows"] == 60 and first.stopping["budget_steps"] == 200
-    assert 1 <= first.steps == first.stopping["chosen_steps"] <= 200
+    assert first.steps == first.stopping["chosen_steps"] == _scouted_steps(mlp, params, x, y, 3)
+    assert first.steps < 200  # this scout's loss turned up before the budget ran out
     # Deterministic given the seed: the same rows and params give the same weights.
     for (name, a), (_, b) in zip(first.module.state_dict().items(), again.module.state_dict().items()):
         assert torch.equal(a, b), name
     # The returned model saw every row: its scaling is the whole slice's, not the scouting part's.
     assert torch.allclose(first.module[0].mean, torch.from_numpy(x).mean(0))
+
+
+def _scouted_steps(family: ModelFamily, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
+                   seed: int) -> int:
+    """The step count early stopping should choose, found by hand: train on all but the newest
+    fifth for the budget, the held-out cross-entropy after each epoch, the lowest one's steps."""
+    cut = len(x) - int(round(len(x) * params["early_stopping"]))
+    xt, yt = torch.from_numpy(x[:cut]), torch.from_numpy(y[:cut])
+    xv, yv = torch.from_numpy(x[cut:]), torch.from_numpy(y[cut:])
+    torch.manual_seed(seed)
+    module = family.build(params, x.shape[1], 2, xt.mean(0), xt.std(0, unbiased=False))
+    optimizer = torch.optim.Adam(module.parameters(), lr=params["lr"])
+    generator = torch.Generator().manual_seed(seed)
+    done, best = 0, (float("inf"), 0)
+    while done < params["min_steps"]:
+        order = torch.randperm(cut, generator=generator)
+        for begin in range(0, cut, params["batch_size"]):
+            idx = order[begin:begin + params["batch_size"]]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(module(xt[idx]), yt[idx]).backward()
+            optimizer.step()
+            done += 1
+            if done == params["min_steps"]:
+                break
+        with torch.no_grad():
+            held = float(torch.nn.functional.cross_entropy(module(xv), yv))
+        if held < best[0]:
+            best = (held, done)
+    return best[1]
+
+
+class _Decaying(ModelFamily):
+    """A linear model whose learning rate falls linearly to zero over the schedule's steps."""
+
+    name = "decaying"
+    params: ClassVar[list[Param]] = get_family("mlp").params
+
+    def build(self, params: dict[str, Any], n_features: int, n_classes: int,
+              mean: torch.Tensor, std: torch.Tensor, input_shape: tuple[int, ...] | None = None,
+              ) -> torch.nn.Module:
+        return torch.nn.Sequential(Standardize(mean, std), torch.nn.Linear(n_features, n_classes))
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, params: dict[str, Any],
+                       total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        self.seen.append(total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps))
+
+    seen: ClassVar[list[int]] = []
+
+
+def test_the_final_run_follows_the_schedule_the_step_count_was_chosen_on() -> None:
+    family = _Decaying()
+    family.seen.clear()
+    x, y = _separable(300)
+    trained = train(family, family.validate({"epochs": 1, "batch_size": 32, "min_steps": 100}, "t"),
+                    x, y, 2, 0)
+    assert trained.stopping is not None
+    # Both runs' schedules span the whole budget; the final one stops at the chosen step.
+    assert family.seen == [100, 100]
+
+
+def test_a_warm_start_scouts_from_the_champions_weights_too() -> None:
+    """With ``initial``, both runs start from the given weights, not a fresh module's."""
+    from shadow.models.export import export_onnx
+
+    torch.set_num_threads(1)
+    mlp = get_family("mlp")
+    x, y = _separable(300)
+    params = mlp.validate({"epochs": 1, "batch_size": 32, "min_steps": 60, "lr": 1e-4}, "t")
+    champion = train(mlp, params, x, y, 2, 0).module
+    flipped = y[::-1].copy()  # other labels: a fresh model would learn them from scratch
+    fresh = train(mlp, params, x, flipped, 2, 1)
+    warm = train(mlp, params, x, flipped, 2, 1, initial=export_onnx(champion, x[:8]))
+    assert warm.stopping is not None and fresh.stopping is not None
+    # At this small learning rate the warm model stays near the champion's weights.
+    near = [torch.dist(a, b) for a, b in zip(warm.module.state_dict().values(),
+                                            champion.state_dict().values())]
+    far = [torch.dist(a, b) for a, b in zip(fresh.module.state_dict().values(),
+                                           champion.state_dict().values())]
+    assert sum(near) < 0.5 * sum(far)
 
 
 def test_noise_is_stopped_early_and_signal_is_not() -> None:

@@ -39,6 +39,9 @@ def test_a_class_or_an_instance_resolves_to_one_shared_family() -> None:
     (f"{HERE}:NoEpochs", "params lacks 'epochs', which the training loop reads"),
     (f"{HERE}:TwiceDeclared", "params declares 'lr' more than once"),
     (f"{HERE}:NeedsArguments", "NeedsArguments() failed with TypeError"),
+    (f"{HERE}:PatienceAsEarlyStopping", "params declares 'early_stopping' as an int in the range "
+                                        "[1, 100], but the training loop reads 'early_stopping' "
+                                        "as the newest share of the rows held out"),
 ])
 def test_a_path_or_class_that_breaks_the_contract_is_one_line(path: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:

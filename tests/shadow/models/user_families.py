@@ -74,6 +74,15 @@ class TwiceDeclared(Tiny):
     params: ClassVar[list[Param]] = [*TRAINING_PARAMS, Param("lr", float, default=0.1)]
 
 
+class PatienceAsEarlyStopping(Tiny):
+    """Its own `early_stopping` (a patience in epochs): the loop would read it as a share."""
+
+    params: ClassVar[list[Param]] = [
+        *[p for p in TRAINING_PARAMS if p.name != "early_stopping"],
+        Param("early_stopping", int, default=5, low=1, high=100),
+    ]
+
+
 class NeedsArguments(Tiny):
     def __init__(self, depth: int) -> None:
         self.depth = depth

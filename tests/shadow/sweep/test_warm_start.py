@@ -64,8 +64,8 @@ def test_a_sweep_continues_its_champion_and_the_refit_continues_it_too(
         warm = store.get_candidate(second["warm_start"])
         assert warm.sweep_id == second["sweep_id"] and warm.slice_id == "warm-start-200"
         assert warm.family == champion.family
-        # Its own epochs, no fresh model's step floor, a smaller learning rate.
-        assert warm.params == {**champion.params, "epochs": 2, "min_steps": 0,
+        # Its own epochs (no fresh model's step floor or scouting run), a smaller learning rate.
+        assert warm.params == {**champion.params, "epochs": 2, "min_steps": 0, "early_stopping": 0,
                                "lr": champion.params["lr"] * 0.5}
         lineage = warm.lineage[LINEAGE_KEY]
         assert (lineage["from"], lineage["from_sha256"], lineage["rows"]) == (
