@@ -86,6 +86,8 @@ def allowed_drop(parent_accuracy: float, holdout_rows: int) -> float:
         return MIN_DROP
     p = min(max(parent_accuracy, 0.0), 1.0)
     return max(MIN_DROP, DROP_STANDARD_ERRORS * math.sqrt(p * (1 - p) / holdout_rows))
+
+
 #: Suffix of a refit's slice id (its rows are the parent slice's plus holdout rows).
 SLICE_SUFFIX = "+holdout"
 
