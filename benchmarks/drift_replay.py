@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
                    "top_k = K`; default 0: off)")
+    p.add_argument("--baseline", action="append", choices=("prior",), default=None,
+                   help="also train this baseline family on every slice (`[model] baselines`)")
     p.add_argument("--warm-start", action="store_true",
                    help="each sweep also continues the champion on the newest period "
                    "(`[warm_start]`)")
@@ -121,7 +123,7 @@ def run_one(args: argparse.Namespace, seed: int, command: str) -> dict[str, Any]
         args.dataset, args.period, trials=args.trials or (1 if args.quick else 3),
         epochs=args.epochs, seed=seed, latency_guard=args.latency_guard,
         refit=not args.no_refit, require=args.require, selection=args.selection,
-        ensemble=args.ensemble, warm_start=args.warm_start))
+        ensemble=args.ensemble, warm_start=args.warm_start, baselines=tuple(args.baseline or ())))
     # The trials are set above (1 with --quick), so the settings' quick only moves the start.
     settings = BacktestSettings(period=args.period, start=args.start, periods=args.periods,
                                 quick=args.quick, seed=seed)

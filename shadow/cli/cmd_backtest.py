@@ -23,6 +23,7 @@ examples:
   shadow backtest sweep.toml --period 365 --quick          # fewer boundaries, 1 trial per slice
   shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
   shadow backtest --dataset noaa-weather --period 365 --warm-start   # + the champion continued
+  shadow backtest --dataset sp500-direction --period 63 --baseline prior   # + the class prior
   shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
   shadow backtest --dataset noaa-weather --period 365 --quick --seeds 0 1 2   # is the lead real?
 
@@ -89,6 +90,10 @@ def add_parsers(verbs: Any) -> None:
                    help="skip river's online learners (minutes on long streams)")
     p.add_argument("--no-ablations", action="store_true",
                    help="skip the strict-gate ablation channels")
+    p.add_argument("--baseline", action="append", choices=("prior",), default=None,
+                   metavar="FAMILY", help="with --dataset: also train this baseline family on "
+                   "every slice ([model] baselines; prior: the class prior); in your own file, "
+                   "set [model] baselines there")
     p.add_argument("--warm-start", action="store_true",
                    help="with --dataset: each sweep also continues the champion on the newest "
                    "period ([warm_start]); in your own file, set [warm_start] there")
@@ -122,6 +127,10 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
         if args.warm_start:
             raise ConfigError("--warm-start sets [warm_start] in the preset of --dataset; with "
                               f"your own sweep file, add a [warm_start] table to {args.config}")
+        if args.baseline:
+            raise ConfigError("--baseline sets [model] baselines in the preset of --dataset; with "
+                              f"your own sweep file, add baselines = [\"prior\"] to its [model] "
+                              f"table in {args.config}")
         config = load_config(args.config)
         if seed is None or seed == config.seed:
             return config
@@ -130,7 +139,8 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
         return config_from_dict(raw, config.path)
     return config_from_dict(replay_config(args.dataset, args.period,
                                           seed=0 if seed is None else seed,
-                                          warm_start=args.warm_start))
+                                          warm_start=args.warm_start,
+                                          baselines=tuple(args.baseline or ())))
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:
@@ -236,6 +246,8 @@ def _command(args: argparse.Namespace, seed: int | None, out: Path | None) -> st
         words += ["--out", str(out)]
     words += [f"--{f.replace('_', '-')}" for f in ("quick", "no_online", "no_ablations",
                                                      "warm_start") if getattr(args, f)]
+    for family in args.baseline or ():
+        words += ["--baseline", family]
     return "shadow backtest " + shlex.join(words)
 
 

@@ -55,32 +55,40 @@ def strategy_keys(slices: Sequence[SliceRecord]) -> dict[str, str]:
     return keys
 
 
-def expert_picks(ranked: Sequence[tuple[str, str, int]],
+def expert_picks(ranked: Sequence[tuple[str, str, int] | tuple[str, str, int, str | None]],
                  slices: Sequence[SliceRecord]) -> dict[str, str]:
     """Expert key -> the candidate it picks from one sweep.
 
     ``ranked``: the sweep's eligible candidates as ``(candidate_id, slice_id, rank)`` under its
-    own ranking policy (refits are never ranked). ``holdout`` picks rank 1; a strategy's expert
-    picks the best-ranked candidate of its slice, so every expert honours the sweep's hard
-    constraints (latency, size) exactly as rank 1 does.
+    own ranking policy (refits are never ranked), with a fourth item naming the baseline family
+    (``[model] baselines``) of a baseline's candidate. ``holdout`` picks rank 1; a strategy's
+    expert picks the best-ranked candidate of its slice, so every expert honours the sweep's hard
+    constraints (latency, size) exactly as rank 1 does. A baseline on a slice is an expert of its
+    own, ``<strategy>/<family>`` (say ``all/prior``): the record can then learn that on this
+    stream the class prior beats every trained model, which the slice's expert alone could not.
     """
     keys = strategy_keys(slices)
     picks: dict[str, str] = {}
-    for candidate_id, slice_id, _ in sorted(ranked, key=lambda r: r[2]):
+    for row in sorted(ranked, key=lambda r: r[2]):
+        candidate_id, slice_id = row[0], row[1]
+        baseline = row[3] if len(row) > 3 else None
         picks.setdefault(HOLDOUT, candidate_id)
         if slice_id in keys:
-            picks.setdefault(keys[slice_id], candidate_id)
+            picks.setdefault(f"{keys[slice_id]}/{baseline}" if baseline else keys[slice_id], candidate_id)
     return picks
 
 
-def ranked_candidates(store: Store, sweep_id: str) -> list[tuple[str, str, int]]:
-    """The sweep's eligible, ranked candidates on the host: ``(candidate_id, slice_id, rank)``."""
+def ranked_candidates(store: Store, sweep_id: str) -> list[tuple[str, str, int, str | None]]:
+    """The sweep's eligible, ranked candidates on the host: ``(candidate_id, slice_id, rank,
+    baseline family or None)``."""
     from selection.leaderboard.frame import leaderboard
 
+    model = store.get_sweep(sweep_id).config.get("model") or {}
+    baselines = set(model.get("baselines") or ()) - {model.get("family")}
     frame = leaderboard(store, sweep=sweep_id, device=HOST_DEVICE)
     frame = frame[frame["rank"].notna()]
-    return [(str(c), str(s), int(r)) for c, s, r in
-            zip(frame["candidate_id"], frame["slice_id"], frame["rank"])]
+    return [(str(c), str(s), int(r), str(f) if f in baselines else None) for c, s, r, f in
+            zip(frame["candidate_id"], frame["slice_id"], frame["rank"], frame["family"])]
 
 
 def discounted_scores(history: Mapping[str, Sequence[tuple[int, int]]],

@@ -11,8 +11,9 @@ from shadow.models.base import FAMILIES, ModelFamily, Standardize, WithProbabili
 from shadow.models.cnn import CNNFamily
 from shadow.models.external import get_family
 from shadow.models.mlp import TRAINING_PARAMS, MLPFamily
+from shadow.models.prior import PriorFamily
 
-for _family in (CNNFamily, MLPFamily):
+for _family in (CNNFamily, MLPFamily, PriorFamily):
     FAMILIES.register(_family())
 del _family
 

@@ -60,7 +60,11 @@ _SWEEP = [
     Param("max_in_flight", int, default=0, low=0, high=100_000,
           help="candidates running at once (0: twice the cluster's CPUs)"),
 ]
-_MODEL = [Param("family", str), Param("params", dict, default={})]
+_MODEL = [Param("family", str), Param("params", dict, default={}),
+          Param("baselines", list, default=[],
+                help="built-in families also trained with their defaults on every slice")]
+#: Families a sweep may add as baselines (``[model] baselines``): cheap, parameter-free references.
+BASELINE_FAMILIES = ("prior",)
 #: Most members one ensemble may combine (each is one more model in the graph, on the device).
 MAX_ENSEMBLE = 16
 _ENSEMBLE = [
@@ -128,6 +132,9 @@ class SweepConfig:
     mlflow: MlflowSettings | None = None
     #: The champion continued on the newest rows (``[warm_start]``), if configured.
     warm_start: WarmStartConfig | None = None
+    #: Baseline families trained with their defaults on every slice beside the sweep's own
+    #: (``[model] baselines``), each with its validated params.
+    baselines: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -191,6 +198,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     )
     model = parse_table(raw["model"], _MODEL, f"{where} [model]")
     family = get_family(model["family"], f"{where} [model]")
+    baselines = _baselines(model["baselines"], model["family"], f"{where} [model] baselines")
     search = None
     if "search" in raw:
         listed = [k for k, v in model["params"].items() if isinstance(v, list)]
@@ -231,7 +239,22 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         ensemble=ensemble,
         mlflow=mlflow,
         warm_start=warm_start,
+        baselines=baselines,
     )
+
+
+def _baselines(names: list[Any], family: str, where: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """``[model] baselines``: known baseline families, each once, not the sweep's own family."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for name in names:
+        if name not in BASELINE_FAMILIES:
+            raise ConfigError(f"{where}: {name!r} is not a baseline family; the baselines are "
+                              f"{', '.join(map(repr, BASELINE_FAMILIES))}, e.g. baselines = [\"prior\"].")
+        if name == family or name in (n for n, _ in out):
+            raise ConfigError(f"{where}: {name!r} is listed twice (or is the sweep's [model] family); "
+                              "list each baseline once.")
+        out.append((name, get_family(name).validate({}, where)))
+    return tuple(out)
 
 
 def grid_size(params: dict[str, Any]) -> int:

@@ -8,7 +8,7 @@ starts or the store changes. :mod:`shadow.sweep.runner` then executes the plan.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -56,11 +56,14 @@ class PreparedSweep:
     candidates: list[CandidateSpec]
     #: Where the dataset's versions are kept (appended batches, recorded folder/table versions).
     home: Home | None = None
+    #: ``[model] baselines``: each baseline family on every slice, known up front.
+    baselines: list[CandidateSpec] = field(default_factory=list)
 
     @property
     def n_planned(self) -> int:
         search = self.config.search
-        return search.trials * len(self.slices) if search else len(self.candidates)
+        own = search.trials * len(self.slices) if search else len(self.candidates)
+        return own + len(self.baselines)
 
     @cached_property
     def holdout_data(self) -> bytes:
@@ -99,20 +102,46 @@ def prepare_sweep(
     candidates = [] if config.search else plan_candidates(
         sweep_id, dataset.fingerprint, slices, config.family, config.grid, config.seed
     )
-    return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates, home)
+    baselines = [spec for name, params in config.baselines for spec in plan_candidates(
+        sweep_id, dataset.fingerprint, slices, name, (params,), config.seed)]
+    return PreparedSweep(sweep_id, config, dataset, holdout, slices, candidates, home, baselines)
 
 
 def make_planner(prepared: PreparedSweep, stored: list[CandidateRecord]) -> Planner:
     """What to run next: the grid less what is stored, or Optuna studies fed what is stored."""
     config = prepared.config
+    done = {r.candidate_id for r in stored}
     if config.search is None:
-        done = {r.candidate_id for r in stored}
-        return GridPlanner([c for c in prepared.candidates if c.candidate_id not in done])
-    return SearchPlanner(
+        return GridPlanner([c for c in prepared.candidates + prepared.baselines
+                            if c.candidate_id not in done])
+    searched = SearchPlanner(
         config.search, prepared.slices, config.family, dict(config.fixed_params or {}),
         get_family(config.family), prepared.sweep_id, prepared.dataset.fingerprint,
-        config.seed, stored,
+        config.seed, [r for r in stored if r.family == config.family],
     )
+    return WithBaselines(searched, prepared.baselines, done) if prepared.baselines else searched
+
+
+class WithBaselines:
+    """A search planner plus the baselines: handed out first (those not ``done``), never told
+    to a study. ``total`` counts every planned candidate, stored ones too, as the search's does."""
+
+    def __init__(self, search: SearchPlanner, baselines: list[CandidateSpec], done: set[str]) -> None:
+        self.search = search
+        self.waiting = [c for c in baselines if c.candidate_id not in done]
+        self.ids = {c.candidate_id for c in baselines}
+
+    @property
+    def total(self) -> int:
+        return self.search.total + len(self.ids)
+
+    def ready(self) -> list[CandidateSpec]:
+        first, self.waiting = self.waiting, []
+        return first + self.search.ready()
+
+    def tell(self, spec: CandidateSpec, record: CandidateRecord) -> None:
+        if spec.candidate_id not in self.ids:
+            self.search.tell(spec, record)
 
 
 def sweep_record(prepared: PreparedSweep) -> SweepRecord:

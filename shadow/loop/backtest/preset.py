@@ -29,7 +29,7 @@ def replay_config(
     latency_guard: float | None = None, refit: bool = True, require: str | None = None,
     channel: str = "production", windows: tuple[int, ...] = WINDOWS,
     expanding_gap: int = EXPANDING_GAP, selection: str = "holdout", ensemble: int = 0,
-    warm_start: bool = False,
+    warm_start: bool = False, baselines: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The preset as a raw sweep config (``shadow.sweep.config_from_dict`` validates it).
 
@@ -41,6 +41,7 @@ def replay_config(
     combine each sweep's top this many candidates into one more (``[ensemble] top_k``; 0: off).
     ``warm_start``: each sweep also continues the champion on the newest period
     (``[warm_start]``, the defaults: as many rows as the holdout, 3 epochs, 0.3 x its lr).
+    ``baselines``: ``[model] baselines`` (e.g. ``("prior",)``: the class prior on every slice).
     """
     if period < MIN_PERIOD:
         raise ConfigError(f"the drift replay's sweep file measures its slices in periods, which "
@@ -58,7 +59,8 @@ def replay_config(
                   "seed": seed},
         "holdout": {"rows": period},
         "slices": slices,
-        "model": {"family": "mlp", "params": {"epochs": epochs}},
+        "model": {"family": "mlp", "params": {"epochs": epochs},
+                  **({"baselines": list(baselines)} if baselines else {})},
         "search": {
             "trials": trials,
             # One generation per slice: with a handful of trials TPE is still in its random

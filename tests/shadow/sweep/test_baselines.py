@@ -1,0 +1,134 @@
+"""Baselines in a sweep: the class prior on every slice, beside the sweep's own candidates.
+
+The prior family alone (it learns the class frequencies, exports and serves like any model);
+``[model] baselines`` validated in one line; planned on every slice by the grid and the search
+planners (never told to a study, counted, skipped on resume); a real sweep on Ray stores them and
+ranks them; the track record keys each as an expert of its own; the loop's challenger must beat
+the best baseline with evidence (a learnable stream: it does; coin tosses: the prior is chosen).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from selection.records import CandidateRecord, SliceRecord
+from selection.store import Store
+from shadow.cli.main import main
+from shadow.errors import ConfigError
+from shadow.loop.simplest import simplest_first
+from shadow.loop.track_record import HOLDOUT, expert_picks, ranked_candidates
+from shadow.models import get_family
+from shadow.models.export import export_onnx, verify_onnx
+from shadow.models.training import train
+from shadow.sweep.config import config_from_dict
+from shadow.sweep.prepare import WithBaselines, make_planner, prepare_sweep
+from tests.shadow.conftest import separable_frame, write_dataset
+from tests.shadow.sweep.test_sweep_search import BASE, with_search
+
+
+def test_the_prior_learns_the_class_frequencies_whatever_the_features() -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = rng.choice(3, size=400, p=[0.2, 0.5, 0.3])
+    prior = get_family("prior")
+    model = train(prior, prior.validate({}, "t"), x, y, 3, 0).module
+    with torch.no_grad():
+        probabilities = torch.softmax(model(torch.from_numpy(-x * 100)), dim=1).numpy()
+    assert np.allclose(probabilities, np.bincount(y, minlength=3) / len(y), atol=1e-3)
+    assert verify_onnx(export_onnx(model, x[:8]), model, x[:8]) < 1e-6
+
+
+@pytest.mark.parametrize(("baselines", "fragment"), [
+    (["majority"], "'majority' is not a baseline family; the baselines are 'prior'"),
+    (["prior", "prior"], "'prior' is listed twice"),
+    ("prior", "'baselines' must be"),
+])
+def test_bad_baselines_are_one_line(baselines: object, fragment: str) -> None:
+    raw = {**BASE, "model": {**BASE["model"], "baselines": baselines}}
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_dict(raw)
+
+
+def test_both_planners_hand_out_the_baselines_once_and_never_tell_a_study() -> None:
+    grid = prepare_sweep(config_from_dict({**BASE, "model": {**BASE["model"], "baselines": ["prior"]}}))
+    assert [(c.slice_id, c.family) for c in grid.baselines] == [("recent-730", "prior"),
+                                                                ("recent-2000", "prior")]
+    assert grid.n_planned == len(grid.candidates) + 2
+    assert {c.family for c in make_planner(grid, []).ready()} == {"mlp", "prior"}
+
+    searched = prepare_sweep(config_from_dict({**with_search(), "model": {**BASE["model"],
+                                                                          "baselines": ["prior"]}}))
+    planner = make_planner(searched, [])
+    assert isinstance(planner, WithBaselines) and planner.total == 4 * 2 + 2
+    first = planner.ready()
+    assert [c.family for c in first].count("prior") == 2
+    for spec in first:  # a baseline's result is not a trial: telling it must not reach Optuna
+        planner.tell(spec, CandidateRecord(spec.candidate_id, searched.sweep_id, spec.slice_id,
+                                           spec.family, spec.params, 5, "ok",
+                                           lineage={"trial": spec.trial, "validation_accuracy": 0.6}))
+    told = [t for s in planner.search.studies.values() for t in s.trials if t.state.is_finished()]
+    assert len(told) == 4  # the four trials of the first generation, not the two baselines
+    assert all(c.family == "mlp" for c in planner.ready())
+    # Resumed with the baselines stored: they are not handed out again, and still counted.
+    stored = [CandidateRecord(c.candidate_id, searched.sweep_id, c.slice_id, c.family, c.params, 5,
+                              "ok") for c in first if c.family == "prior"]
+    resumed = make_planner(searched, stored)
+    assert resumed.total == 10 and all(c.family == "mlp" for c in resumed.ready())
+
+
+def test_a_baseline_is_an_expert_of_its_own() -> None:
+    slices = [SliceRecord(sweep_id="s", slice_id="all", strategy="all", params={}, n_rows=10,
+                          rows_sha256="x")]
+    ranked = [("c-prior", "all", 1, "prior"), ("c-mlp", "all", 2, None)]
+    assert expert_picks(ranked, slices) == {HOLDOUT: "c-prior", "all/prior": "c-prior", "all": "c-mlp"}
+
+
+def _sweep_with_prior(tmp_path: Path, frame: pd.DataFrame, capsys: pytest.CaptureFixture[str],
+                      ) -> tuple[Path, dict]:
+    from tests.shadow.sweep.test_ensemble import CONFIG
+
+    dataset = write_dataset(tmp_path / "catalog", frame)
+    config = tmp_path / "sweep.toml"
+    config.write_text(CONFIG.format(dataset=dataset, ensemble="").replace(
+        'family = "mlp"', 'family = "mlp"\nbaselines = ["prior"]'))
+    home = tmp_path / "home"
+    capsys.readouterr()
+    assert main(["sweep", "run", str(config), "--home", str(home), "--format", "json", "--quiet"]) == 0
+    return home, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.integration
+def test_a_sweep_with_the_prior_stores_and_ranks_it_and_a_trained_model_must_beat_it(
+        tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]) -> None:
+    home, summary = _sweep_with_prior(tmp_path / "signal", separable_frame(600, seed=4), capsys)
+    assert summary["planned"] == summary["ok"] == 4 + 2, summary
+    with Store.open(home) as store:
+        priors = [c for c in store.list_candidates(summary["sweep_id"]) if c.family == "prior"]
+        assert sorted(c.slice_id for c in priors) == ["all", "recent-150"]
+        ranked = ranked_candidates(store, summary["sweep_id"])
+        # On a learnable stream the MLPs beat the prior, which is still ranked, as a baseline.
+        assert ranked[0][3] is None and {r[3] for r in ranked} == {None, "prior"}
+        check = simplest_first(store, summary["sweep_id"], ranked[0][0])
+    assert check is not None and check.challenger == ranked[0][0]
+    assert check.evidence["kept"] == "challenger" and check.evidence["p_value"] < 0.05
+    assert check.evidence["baseline_accuracy"] < check.evidence["challenger_accuracy"]
+
+    # Coin tosses: no model can beat the prior with evidence, so the baseline is the challenger.
+    rng = np.random.default_rng(7)
+    noise = pd.DataFrame({"x0": rng.normal(size=600), "x1": rng.normal(size=600),
+                          "label": (rng.random(600) < 0.6).astype(int)})
+    home, summary = _sweep_with_prior(tmp_path / "noise", noise, capsys)
+    with Store.open(home) as store:
+        ranked = ranked_candidates(store, summary["sweep_id"])
+        trained = next(cid for cid, _, _, family in ranked if family is None)
+        check = simplest_first(store, summary["sweep_id"], trained)
+        assert check is not None and check.evidence["kept"] == "baseline", check
+        assert store.get_candidate(check.challenger).family == "prior"
+        assert simplest_first(store, summary["sweep_id"], check.challenger) is None  # already one
