@@ -41,7 +41,7 @@ from shadow.loop.backtest import (  # noqa: E402
     summarize,
 )
 from shadow.loop.backtest.report import dataset_label, write_backtest, write_seeds  # noqa: E402
-from shadow.sweep.config import config_from_dict  # noqa: E402
+from shadow.sweep.config import BASELINE_FAMILIES, config_from_dict  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
                    "top_k = K`; default 0: off)")
-    p.add_argument("--baseline", action="append", choices=("prior",), default=None,
+    p.add_argument("--baseline", action="append", choices=BASELINE_FAMILIES, default=None,
                    help="also train this baseline family on every slice (`[model] baselines`)")
     p.add_argument("--warm-start", action="store_true",
                    help="each sweep also continues the champion on the newest period "

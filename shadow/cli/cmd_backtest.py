@@ -90,6 +90,7 @@ def add_parsers(verbs: Any) -> None:
                    help="skip river's online learners (minutes on long streams)")
     p.add_argument("--no-ablations", action="store_true",
                    help="skip the strict-gate ablation channels")
+    # shadow.sweep.config.BASELINE_FAMILIES, spelled out: that module is too heavy for --help.
     p.add_argument("--baseline", action="append", choices=("prior",), default=None,
                    metavar="FAMILY", help="with --dataset: also train this baseline family on "
                    "every slice ([model] baselines; prior: the class prior); in your own file, "

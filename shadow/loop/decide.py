@@ -43,6 +43,7 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
     from selection.gate.decision import evaluate_gate
     from selection.leaderboard.frame import best_candidate
     from shadow.loop.simplest import simplest_first
+    from shadow.loop.track_record import HOLDOUT
 
     store, channel = work.store, work.channel
     chosen: dict[str, Any] = {"policy": "holdout"}
@@ -57,7 +58,10 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
             note(f"track record: {record.reason}")
         else:
             challenger = best_candidate(store, sweep=sweep_id)
-        check = simplest_first(store, sweep_id, challenger)
+        # A record that follows a strategy's own expert has many periods of evidence: not
+        # overruled by one holdout's test.
+        check = None if chosen.get("expert", HOLDOUT) != HOLDOUT else \
+            simplest_first(store, sweep_id, challenger)
         if check is not None:
             chosen = {**chosen, "baseline": check.evidence}
             challenger = check.challenger

@@ -36,10 +36,17 @@ def ok_candidates(store: Store, sweep_id: str) -> list[CandidateRecord]:
     return keep
 
 
-def slice_bests(records: list[CandidateRecord]) -> dict[str, str]:
-    """Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys)."""
+def slice_bests(records: list[CandidateRecord], skip_families: frozenset[str] = frozenset(),
+                ) -> dict[str, str]:
+    """Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys).
+
+    ``skip_families``: the sweep's ``[model] baselines``: a fixed rule retrains the sweep's own
+    model on its slice, so it is the same rule with or without baselines in the sweep.
+    """
     best: dict[str, tuple[float, str]] = {}
     for record in records:
+        if record.family in skip_families:
+            continue
         accuracy = record.device(HOST_DEVICE).accuracy  # type: ignore[union-attr]
         assert accuracy is not None
         if record.slice_id not in best or accuracy > best[record.slice_id][0]:

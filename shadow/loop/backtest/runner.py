@@ -283,7 +283,8 @@ class _Walk:
         from dataclasses import replace
 
         records = ok_candidates(self.store, sweep_id)
-        bests = slice_bests(records)
+        model = self.store.get_sweep(sweep_id).config.get("model") or {}
+        bests = slice_bests(records, frozenset(model.get("baselines") or ()))
         refits: dict[str, str] = {}
         errors: dict[str, str] = {}
         if self.refit and records:
