@@ -132,3 +132,21 @@ def test_a_sweep_with_the_prior_stores_and_ranks_it_and_a_trained_model_must_bea
         assert check is not None and check.evidence["kept"] == "baseline", check
         assert store.get_candidate(check.challenger).family == "prior"
         assert simplest_first(store, summary["sweep_id"], check.challenger) is None  # already one
+
+
+def test_the_prior_runs_on_an_emulated_npu_like_any_model() -> None:
+    from shadow.devices import get_device
+    from shadow.devices.edge import qnn
+
+    if not qnn.emulator_status()[0]:
+        pytest.skip("the QNN HTP emulator is not available here")
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (rng.random(300) < 0.6).astype(np.int64)
+    prior = get_family("prior")
+    model = train(prior, prior.validate({}, "t"), x, y, 2, 0).module
+    result = get_device("snapdragon-8-gen-2-htp").run(export_onnx(model, x[:8]), x, y, x[:100]).result
+    assert result.status == "ok" and result.accuracy == pytest.approx(float((y == 1).mean()))
+    # Every check row agrees with the CPU run of the same quantized model: the commonest class.
+    assert result.extra["emulator_cpu_agreement"] == 1.0 and not result.extra["has_fallback"]
