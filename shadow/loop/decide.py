@@ -2,9 +2,7 @@
 
 The challenger is the sweep's rank 1 under its own ``[ranking]`` policy, or with
 ``[watch.selection] policy = "track-record"`` the pick of the expert with the best record
-(:mod:`shadow.loop.track_record`); with ``[model] baselines``, a trained pick must also beat the
-best baseline significantly, or the baseline is the challenger (:mod:`shadow.loop.simplest`).
-The gate's decision is stored as a ``gate`` event (with the
+(:mod:`shadow.loop.track_record`). The gate's decision is stored as a ``gate`` event (with the
 selection's record and reason); on a pass, ``mode = "auto"`` promotes (refit first when
 configured) with the ``promotion`` event in the promotion's own transaction, and
 ``mode = "propose"`` stores a ``proposal`` event instead. Split from the controller, which
@@ -42,8 +40,6 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
     """
     from selection.gate.decision import evaluate_gate
     from selection.leaderboard.frame import best_candidate
-    from shadow.loop.simplest import simplest_first
-    from shadow.loop.track_record import HOLDOUT
 
     store, channel = work.store, work.channel
     chosen: dict[str, Any] = {"policy": "holdout"}
@@ -58,14 +54,6 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
             note(f"track record: {record.reason}")
         else:
             challenger = best_candidate(store, sweep=sweep_id)
-        # A record that follows a strategy's own expert has many periods of evidence: not
-        # overruled by one holdout's test.
-        check = None if chosen.get("expert", HOLDOUT) != HOLDOUT else \
-            simplest_first(store, sweep_id, challenger)
-        if check is not None:
-            chosen = {**chosen, "baseline": check.evidence}
-            challenger = check.challenger
-            note(f"baseline check: {check.evidence['reason']}")
     except NotFoundError as exc:  # no eligible candidate: the champion keeps serving
         work.event("error", f"no challenger from sweep {sweep_id}: the champion keeps serving",
                    sweep_id=sweep_id, evidence={"error": " ".join(str(exc).split())})

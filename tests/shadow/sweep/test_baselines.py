@@ -3,8 +3,7 @@
 The prior family alone (it learns the class frequencies, exports and serves like any model);
 ``[model] baselines`` validated in one line; planned on every slice by the grid and the search
 planners (never told to a study, counted, skipped on resume); a real sweep on Ray stores them and
-ranks them; the track record keys each as an expert of its own; the loop's challenger must beat
-the best baseline with evidence (a learnable stream: it does; coin tosses: the prior is chosen).
+ranks them; the track record keys each as an expert of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from selection.records import CandidateRecord, SliceRecord
 from selection.store import Store
 from shadow.cli.main import main
 from shadow.errors import ConfigError
-from shadow.loop.simplest import simplest_first
 from shadow.loop.track_record import HOLDOUT, expert_picks, ranked_candidates
 from shadow.models import get_family
 from shadow.models.export import export_onnx, verify_onnx
@@ -105,7 +103,7 @@ def _sweep_with_prior(tmp_path: Path, frame: pd.DataFrame, capsys: pytest.Captur
 
 
 @pytest.mark.integration
-def test_a_sweep_with_the_prior_stores_and_ranks_it_and_a_trained_model_must_beat_it(
+def test_a_sweep_with_the_prior_stores_and_ranks_it_on_every_slice(
         tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str]) -> None:
     home, summary = _sweep_with_prior(tmp_path / "signal", separable_frame(600, seed=4), capsys)
     assert summary["planned"] == summary["ok"] == 4 + 2, summary
@@ -113,25 +111,20 @@ def test_a_sweep_with_the_prior_stores_and_ranks_it_and_a_trained_model_must_bea
         priors = [c for c in store.list_candidates(summary["sweep_id"]) if c.family == "prior"]
         assert sorted(c.slice_id for c in priors) == ["all", "recent-150"]
         ranked = ranked_candidates(store, summary["sweep_id"])
-        # On a learnable stream the MLPs beat the prior, which is still ranked, as a baseline.
-        assert ranked[0][3] is None and {r[3] for r in ranked} == {None, "prior"}
-        check = simplest_first(store, summary["sweep_id"], ranked[0][0])
-    assert check is not None and check.challenger == ranked[0][0]
-    assert check.evidence["kept"] == "challenger" and check.evidence["p_value"] < 0.05
-    assert check.evidence["baseline_accuracy"] < check.evidence["challenger_accuracy"]
+    # On a learnable stream the MLPs beat the prior, which is still ranked, as a baseline.
+    assert ranked[0][3] is None and {r[3] for r in ranked} == {None, "prior"}
+    assert max(c.device("host-cpu").accuracy for c in priors) < summary["best_accuracy"]  # type: ignore[union-attr]
 
-    # Coin tosses: no model can beat the prior with evidence, so the baseline is the challenger.
+    # Coin tosses: the prior predicts the commonest class, and scores its share of the holdout.
     rng = np.random.default_rng(7)
     noise = pd.DataFrame({"x0": rng.normal(size=600), "x1": rng.normal(size=600),
                           "label": (rng.random(600) < 0.6).astype(int)})
     home, summary = _sweep_with_prior(tmp_path / "noise", noise, capsys)
     with Store.open(home) as store:
-        ranked = ranked_candidates(store, summary["sweep_id"])
-        trained = next(cid for cid, _, _, family in ranked if family is None)
-        check = simplest_first(store, summary["sweep_id"], trained)
-        assert check is not None and check.evidence["kept"] == "baseline", check
-        assert store.get_candidate(check.challenger).family == "prior"
-        assert simplest_first(store, summary["sweep_id"], check.challenger) is None  # already one
+        priors = [c for c in store.list_candidates(summary["sweep_id"]) if c.family == "prior"]
+    holdout = noise["label"].to_numpy()[-120:]
+    for prior in priors:
+        assert prior.device("host-cpu").accuracy == pytest.approx(float((holdout == 1).mean()))  # type: ignore[union-attr]
 
 
 def test_the_prior_runs_on_an_emulated_npu_like_any_model() -> None:
