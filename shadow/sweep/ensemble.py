@@ -39,6 +39,7 @@ from selection.leaderboard.frame import leaderboard
 from selection.records import CandidateRecord
 from selection.store import Store
 from shadow.models.ensemble import EnsembleError, combine, normalize_weights
+from shadow.sweep.config import BASELINE_FAMILIES
 from shadow.sweep.prepare import PreparedSweep, sweep_data
 from shadow.sweep.task import CandidateOutcome, SweepData, describe_error, evaluate_on_devices
 
@@ -72,9 +73,11 @@ def choose_members(store: Store, sweep_id: str, top_k: int, device: str) -> list
     ranked = [str(c) for c in frame.sort_values("rank")["candidate_id"]]
     records = {cid: store.get_candidate(cid) for cid in ranked}
     # Neither refits (in-sample scores) nor warm starts (their rows are no slice the config
-    # cuts, and they are built after the ensemble: shadow.sweep.warm_start).
+    # cuts, and they are built after the ensemble: shadow.sweep.warm_start), nor baselines (a
+    # class prior adds nothing to a vote but a pull toward the commonest class).
     ranked = [cid for cid in ranked if not records[cid].refit_of
-              and "warm_start" not in (records[cid].lineage or {})]
+              and "warm_start" not in (records[cid].lineage or {})
+              and records[cid].family not in BASELINE_FAMILIES]
     chosen: list[str] = []
     seen: set[str] = set()
     for cid in ranked:  # distinct slices first

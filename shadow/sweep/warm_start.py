@@ -39,7 +39,7 @@ from selection.signature import ModelSignature
 from selection.store import Store
 from shadow.data.slicing.base import rows_sha256
 from shadow.models.external import is_family_path
-from shadow.sweep.config import WarmStartConfig
+from shadow.sweep.config import BASELINE_FAMILIES, WarmStartConfig
 from shadow.sweep.ensemble import ENSEMBLE_FAMILY
 from shadow.sweep.plan import CandidateSpec
 from shadow.sweep.prepare import PreparedSweep, sweep_data
@@ -166,6 +166,8 @@ def _seen_holdout(store: Store, champion: CandidateRecord, prepared: PreparedSwe
 def _unsuitable(champion: CandidateRecord, prepared: PreparedSweep) -> str | None:
     if champion.family == ENSEMBLE_FAMILY:
         return "is an ensemble (a weighted vote has no single model to train further)"
+    if champion.family in BASELINE_FAMILIES:
+        return f"is a baseline ({champion.family}: no weights on the features to train further)"
     if not champion.onnx_sha256:
         return "has no stored model"
     if is_family_path(champion.family) and champion.family != prepared.config.family:

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
+from selection.channels.promotion import promote
+from selection.home import Home
 from selection.records import CandidateRecord, SliceRecord
 from selection.store import Store
 from shadow.cli.main import main
@@ -24,8 +26,11 @@ from shadow.loop.track_record import HOLDOUT, expert_picks, ranked_candidates
 from shadow.models import get_family
 from shadow.models.export import export_onnx, verify_onnx
 from shadow.models.training import train
-from shadow.sweep.config import config_from_dict
+from shadow.sweep import load_config
+from shadow.sweep.config import WarmStartConfig, config_from_dict
+from shadow.sweep.ensemble import choose_members
 from shadow.sweep.prepare import WithBaselines, make_planner, prepare_sweep
+from shadow.sweep.warm_start import plan_warm_start
 from tests.shadow.conftest import separable_frame, write_dataset
 from tests.shadow.sweep.test_sweep_search import BASE, with_search
 
@@ -114,6 +119,15 @@ def test_a_sweep_with_the_prior_stores_and_ranks_it_on_every_slice(
     # On a learnable stream the MLPs beat the prior, which is still ranked, as a baseline.
     assert ranked[0][3] is None and {r[3] for r in ranked} == {None, "prior"}
     assert max(c.device("host-cpu").accuracy for c in priors) < summary["best_accuracy"]  # type: ignore[union-attr]
+    with Store.open(home) as store:
+        # Never an ensemble member, even when the ensemble could take every candidate.
+        members = choose_members(store, summary["sweep_id"], top_k=6, device="host-cpu")
+        assert len(members) == 4 and {m.family for m in members} == {"mlp"}
+        # A prior champion is not continued by a warm start: nothing on the features to train.
+        promote(store, priors[0].candidate_id, reason="test")
+        prepared = prepare_sweep(load_config(home.parent / "sweep.toml"), home=Home(home))
+        plan = plan_warm_start(store, prepared, WarmStartConfig())
+    assert plan.spec is None and plan.skipped is not None and "is a baseline (prior" in plan.skipped
 
     # Coin tosses: the prior predicts the commonest class, and scores its share of the holdout.
     rng = np.random.default_rng(7)
