@@ -82,9 +82,9 @@ def ranked_candidates(store: Store, sweep_id: str) -> list[tuple[str, str, int, 
     """The sweep's eligible, ranked candidates on the host: ``(candidate_id, slice_id, rank,
     baseline family or None)``."""
     from selection.leaderboard.frame import leaderboard
+    from shadow.sweep.config import stored_baselines
 
-    model = store.get_sweep(sweep_id).config.get("model") or {}
-    baselines = set(model.get("baselines") or ()) - {model.get("family")}
+    baselines = stored_baselines(store.get_sweep(sweep_id).config)
     frame = leaderboard(store, sweep=sweep_id, device=HOST_DEVICE)
     frame = frame[frame["rank"].notna()]
     return [(str(c), str(s), int(r), str(f) if f in baselines else None) for c, s, r, f in

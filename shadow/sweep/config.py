@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,13 @@ def _baselines(names: list[Any], family: str, where: str) -> tuple[tuple[str, di
                               "list each baseline once.")
         out.append((name, get_family(name).validate({}, where)))
     return tuple(out)
+
+
+def stored_baselines(config: Mapping[str, Any]) -> frozenset[str]:
+    """The baseline families of a stored sweep's config (``SweepRecord.config``), for readers of
+    its candidates: ``[model] baselines`` less the sweep's own family."""
+    model = config.get("model") or {}
+    return frozenset(model.get("baselines") or ()) - {model.get("family")}
 
 
 def grid_size(params: dict[str, Any]) -> int:

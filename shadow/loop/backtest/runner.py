@@ -49,7 +49,7 @@ from shadow.loop.backtest.rules import (
     slice_bests,
 )
 from shadow.loop.deployed import DeployedModel, accuracy, predict_labels, read_channel
-from shadow.sweep.config import SweepConfig, config_from_dict
+from shadow.sweep.config import SweepConfig, config_from_dict, stored_baselines
 
 Log = Callable[[str], None]
 
@@ -283,8 +283,7 @@ class _Walk:
         from dataclasses import replace
 
         records = ok_candidates(self.store, sweep_id)
-        model = self.store.get_sweep(sweep_id).config.get("model") or {}
-        bests = slice_bests(records, frozenset(model.get("baselines") or ()))
+        bests = slice_bests(records, stored_baselines(self.store.get_sweep(sweep_id).config))
         refits: dict[str, str] = {}
         errors: dict[str, str] = {}
         if self.refit and records:
