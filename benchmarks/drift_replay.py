@@ -42,6 +42,7 @@ from shadow.loop.backtest import (  # noqa: E402
 )
 from shadow.loop.backtest.report import dataset_label, write_backtest, write_seeds  # noqa: E402
 from shadow.sweep.config import BASELINE_FAMILIES, config_from_dict  # noqa: E402
+from shadow.sweep.watch_config import POLICIES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -73,8 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--require", choices=("no-regression", "improvement"), default=None,
                    help="what the production gate requires of a challenger (default: no-regression "
                    "with refit, improvement with --no-refit); the ablation channels run the strict gate")
-    p.add_argument("--selection", choices=("holdout", "track-record"), default="holdout",
-                   help="how the challenger is picked out of each sweep ([watch.selection] policy)")
+    p.add_argument("--selection", choices=POLICIES, default="holdout",
+                   help="how the challenger is picked out of each sweep ([watch.selection] policy; "
+                   "ensemble: the sweep's ensemble of its top 3, or of --ensemble K)")
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
                    "top_k = K`; default 0: off)")

@@ -24,6 +24,7 @@ examples:
   shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
   shadow backtest --dataset noaa-weather --period 365 --warm-start   # + the champion continued
   shadow backtest --dataset sp500-direction --period 63 --baseline prior   # + the class prior
+  shadow backtest --dataset noaa-weather --period 365 --selection ensemble  # serve the top 3's vote
   shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
   shadow backtest --dataset noaa-weather --period 365 --quick --seeds 0 1 2   # is the lead real?
 
@@ -95,6 +96,11 @@ def add_parsers(verbs: Any) -> None:
                    metavar="FAMILY", help="with --dataset: also train this baseline family on "
                    "every slice ([model] baselines; prior: the class prior); in your own file, "
                    "set [model] baselines there")
+    # shadow.sweep.watch_config.POLICIES, spelled out for the same reason.
+    p.add_argument("--selection", choices=("holdout", "track-record", "ensemble"), default=None,
+                   help="with --dataset: how the challenger is picked out of each sweep "
+                   "([watch.selection] policy; default holdout: rank 1; ensemble: the vote of the "
+                   "sweep's top 3); in your own file, set [watch.selection] there")
     p.add_argument("--warm-start", action="store_true",
                    help="with --dataset: each sweep also continues the champion on the newest "
                    "period ([warm_start]); in your own file, set [warm_start] there")
@@ -128,6 +134,10 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
         if args.warm_start:
             raise ConfigError("--warm-start sets [warm_start] in the preset of --dataset; with "
                               f"your own sweep file, add a [warm_start] table to {args.config}")
+        if args.selection:
+            raise ConfigError("--selection sets [watch.selection] policy in the preset of "
+                              f"--dataset; with your own sweep file, set it in {args.config} "
+                              "(policy = \"ensemble\" also needs an [ensemble] table)")
         if args.baseline:
             raise ConfigError("--baseline sets [model] baselines in the preset of --dataset; with "
                               f"your own sweep file, add baselines = [\"prior\"] to its [model] "
@@ -141,6 +151,7 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
     return config_from_dict(replay_config(args.dataset, args.period,
                                           seed=0 if seed is None else seed,
                                           warm_start=args.warm_start,
+                                          selection=args.selection or "holdout",
                                           baselines=tuple(args.baseline or ())))
 
 

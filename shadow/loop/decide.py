@@ -2,7 +2,12 @@
 
 The challenger is the sweep's rank 1 under its own ``[ranking]`` policy, or with
 ``[watch.selection] policy = "track-record"`` the pick of the expert with the best record
-(:mod:`shadow.loop.track_record`). The gate's decision is stored as a ``gate`` event (with the
+(:mod:`shadow.loop.track_record`), or with ``policy = "ensemble"`` the sweep's ensemble of its
+top candidates (``[ensemble]``; rank 1 when the sweep has no eligible ensemble, said so). Why
+serve the ensemble even where a member ranks above it: the members are ranked on the very
+holdout the ensemble is scored on, so the member's lead there is mostly that holdout's luck,
+while the vote of models trained on different windows keeps its lead on the rows that come
+next (docs/benchmarks.md measures both). The gate's decision is stored as a ``gate`` event (with the
 selection's record and reason); on a pass, ``mode = "auto"`` promotes (refit first when
 configured) with the ``promotion`` event in the promotion's own transaction, and
 ``mode = "propose"`` stores a ``proposal`` event instead. Split from the controller, which
@@ -27,7 +32,7 @@ if TYPE_CHECKING:
     from shadow.data.loader import Dataset
     from shadow.sweep.watch_config import WatchConfig
 
-__all__ = ["act", "gate_and_act"]
+__all__ = ["act", "ensemble_challenger", "gate_and_act"]
 
 
 def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_id: str,
@@ -36,7 +41,8 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
 
     The challenger is the sweep's rank 1 under its own [ranking] policy, or with
     ``[watch.selection] policy = "track-record"`` the pick of the expert with the best record
-    (:mod:`shadow.loop.track_record`), stored with the gate event as ``selection``.
+    (:mod:`shadow.loop.track_record`), or with ``policy = "ensemble"`` the sweep's ensemble;
+    the choice and its reason are stored with the gate event as ``selection``.
     """
     from selection.gate.decision import evaluate_gate
     from selection.leaderboard.frame import best_candidate
@@ -52,6 +58,9 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
                 discount=watch.selection.discount, min_record=watch.selection.min_record)
             chosen = record.to_json()
             note(f"track record: {record.reason}")
+        elif watch.selection.policy == "ensemble":
+            challenger, chosen = ensemble_challenger(store, sweep_id)
+            note(f"selection: {chosen['reason']}")
         else:
             challenger = best_candidate(store, sweep=sweep_id)
     except NotFoundError as exc:  # no eligible candidate: the champion keeps serving
@@ -69,6 +78,28 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
     if not decision.passed:
         return result
     return act(work, result, watch, sweep_id, challenger, decision.to_json(), decision, note)
+
+
+def ensemble_challenger(store: Store, sweep_id: str) -> tuple[str, dict[str, Any]]:
+    """The sweep's eligible ensemble and why; its rank 1 when it has none (NotFoundError if neither)."""
+    from selection.leaderboard.frame import best_candidate, leaderboard
+    from shadow.sweep.ensemble import ENSEMBLE_FAMILY
+
+    frame = leaderboard(store, sweep=sweep_id)
+    ours = frame[frame["family"] == ENSEMBLE_FAMILY]
+    ranked = ours[ours["rank"].notna()].sort_values("rank")
+    if not ranked.empty:
+        row = ranked.iloc[0]
+        return str(row["candidate_id"]), {
+            "policy": "ensemble", "expert": "ensemble",
+            "reason": f"the sweep's ensemble {row['candidate_id']} (rank {int(row['rank'])} on "
+                      "the holdout its members were chosen on)"}
+    errors = [str(e) for e in ours["error"] if isinstance(e, str) and e]
+    why = (f"its ensemble failed ({' '.join(errors[0].split())[:200]})" if errors
+           else "it has no eligible ensemble")
+    challenger = best_candidate(store, sweep=sweep_id)
+    return challenger, {"policy": "ensemble", "expert": "holdout",
+                        "reason": f"rank 1 of sweep {sweep_id}: {why}"}
 
 
 def act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_id: str, challenger: str,

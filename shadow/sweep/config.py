@@ -177,6 +177,11 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     if "warm_start" in raw:
         warm_start = WarmStartConfig(**parse_table(raw["warm_start"], _WARM_START,
                                                    f"{where} [warm_start]"))
+    if watch is not None and watch.selection.policy == "ensemble" and ensemble is None:
+        raise ConfigError(
+            f"{where} [watch.selection]: policy = \"ensemble\" gates the sweep's ensemble of its "
+            "top candidates, but the file has no [ensemble] table; add `[ensemble]` with "
+            "`top_k = 3`, or choose policy = \"holdout\"")
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")

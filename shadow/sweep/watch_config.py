@@ -23,6 +23,7 @@ Example::
     policy = "track-record"  # follow the strategy that did best on the data after its choices
     discount = 0.7           # weight of a period one sweep older than the next (recent counts most)
     min_record = 2           # scored periods every expert needs before the record is followed
+    # or: policy = "ensemble"  # gate the sweep's ensemble of its top candidates ([ensemble] table)
 
 Validated with ``selection.validation`` like the rest of the sweep file: unknown keys are
 errors listing the known ones, nan and inf are refused, and every message names the key,
@@ -56,8 +57,9 @@ _WATCH = [
     Param("selection", dict, default={}),
 ]
 
-#: How the challenger is picked out of a sweep: its rank 1, or by the track record.
-POLICIES = ("holdout", "track-record")
+#: How the challenger is picked out of a sweep: its rank 1, by the track record, or the
+#: sweep's ensemble of its top candidates.
+POLICIES = ("holdout", "track-record", "ensemble")
 
 _SELECTION = [
     Param("policy", str, default="holdout", choices=POLICIES),
@@ -70,7 +72,8 @@ _SELECTION = [
 @dataclass(frozen=True)
 class Selection:
     """``[watch.selection]``: ``holdout`` takes the sweep's rank 1; ``track-record`` follows the
-    expert with the best discounted record (:mod:`shadow.loop.track_record`)."""
+    expert with the best discounted record (:mod:`shadow.loop.track_record`); ``ensemble``
+    takes the sweep's ensemble candidate (``[ensemble]``; :mod:`shadow.loop.decide`)."""
 
     policy: str = "holdout"
     discount: float = 0.7

@@ -20,6 +20,9 @@ from shadow.errors import ConfigError
 WINDOWS = (2, 3, 5)
 #: The expanding slice stops this many periods before the holdout.
 EXPANDING_GAP = 5
+#: Members of the ensemble that ``selection = "ensemble"`` gates when no size is given: one per
+#: slice of the three best slices (measured against 2 in docs/benchmarks.md).
+ENSEMBLE_TOP_K = 3
 #: A period is also the smallest slice (the expanding one's first): at least a slice's rows.
 MIN_PERIOD = MIN_SLICE_ROWS
 
@@ -37,8 +40,9 @@ def replay_config(
     ``latency_guard``: allowed latency regression in % (None: off; host latencies of
     microsecond MLPs on a shared machine are noise). ``windows`` (recent slices) and
     ``expanding_gap`` are in periods. ``selection``: ``[watch.selection] policy`` (how the
-    challenger is picked out of each sweep: "holdout" or "track-record"). ``ensemble``:
-    combine each sweep's top this many candidates into one more (``[ensemble] top_k``; 0: off).
+    challenger is picked out of each sweep: "holdout", "track-record" or "ensemble").
+    ``ensemble``: combine each sweep's top this many candidates into one more (``[ensemble]
+    top_k``; 0: off, or :data:`ENSEMBLE_TOP_K` with ``selection = "ensemble"``).
     ``warm_start``: each sweep also continues the champion on the newest period
     (``[warm_start]``, the defaults: as many rows as the holdout, 3 epochs, 0.3 x its lr).
     ``baselines``: ``[model] baselines`` (e.g. ``("prior",)``: the class prior on every slice).
@@ -77,6 +81,8 @@ def replay_config(
         "watch": {"channel": channel, "mode": "auto", "refit": refit,
                   "triggers": {"new_rows": period}, "selection": {"policy": selection}},
     }
+    if ensemble == 0 and selection == "ensemble":
+        ensemble = ENSEMBLE_TOP_K
     if ensemble > 0:
         config["ensemble"] = {"top_k": ensemble}
     if warm_start:

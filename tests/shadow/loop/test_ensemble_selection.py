@@ -1,0 +1,141 @@
+"""``[watch.selection] policy = "ensemble"``: the loop gates the sweep's ensemble, not its rank 1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from selection.home import Home
+from selection.leaderboard.frame import best_candidate
+from selection.store import Store
+from shadow.loop.decide import ensemble_challenger
+from shadow.sweep.ensemble import ENSEMBLE_FAMILY
+from tests.bad_inputs.contract import assert_user_error, run_cli
+from tests.selection.conftest import Factory
+
+
+@pytest.fixture
+def factory(tmp_path: Path) -> Iterator[Factory]:
+    with Store.open(Home(tmp_path / "home")) as store:
+        made = Factory(store)
+        made.sweep("sw-1")
+        yield made
+
+
+def _ensemble(factory: Factory, cid: str, **kwargs: object) -> None:
+    record = factory.candidate(cid, store=False, **kwargs)  # type: ignore[arg-type]
+    assert record.onnx_sha256 is not None
+    factory.store.add_candidate(replace(record, family=ENSEMBLE_FAMILY, slice_id="ensemble-top2"),
+                                {record.onnx_sha256: factory.fake_onnx(cid)})
+
+
+def test_the_ensemble_is_chosen_even_where_a_member_ranks_above_it(factory: Factory) -> None:
+    factory.candidate("c-member", accuracy=0.91)
+    factory.candidate("c-other", accuracy=0.80)
+    _ensemble(factory, "c-ens", accuracy=0.88)
+    assert best_candidate(factory.store, sweep="sw-1") == "c-member"
+    challenger, chosen = ensemble_challenger(factory.store, "sw-1")
+    assert challenger == "c-ens"
+    assert chosen["policy"] == "ensemble" and chosen["expert"] == "ensemble"
+    assert "c-ens" in chosen["reason"] and "rank 2" in chosen["reason"]
+
+
+def test_a_failed_ensemble_falls_back_to_rank_1_and_says_why(factory: Factory) -> None:
+    factory.candidate("c-member", accuracy=0.91)
+    _ensemble(factory, "c-ens", status="failed")
+    challenger, chosen = ensemble_challenger(factory.store, "sw-1")
+    assert challenger == "c-member"
+    assert chosen["expert"] == "holdout"
+    assert "rank 1 of sweep sw-1" in chosen["reason"] and "ensemble failed" in chosen["reason"]
+
+
+def test_a_sweep_without_an_ensemble_gives_rank_1(factory: Factory) -> None:
+    factory.candidate("c-member", accuracy=0.91)
+    challenger, chosen = ensemble_challenger(factory.store, "sw-1")
+    assert challenger == "c-member"
+    assert chosen == {"policy": "ensemble", "expert": "holdout",
+                      "reason": "rank 1 of sweep sw-1: it has no eligible ensemble"}
+
+
+def test_the_policy_without_an_ensemble_table_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        '[sweep]\nname = "x"\ndataset = "noaa-weather"\n[holdout]\nrows = 100\n[[slices]]\n'
+        'strategy = "all"\n[model]\nfamily = "mlp"\n[watch]\n[watch.triggers]\nnew_rows = 10\n'
+        '[watch.selection]\npolicy = "ensemble"\n')
+    home = tmp_path / "home"
+    outcome = run_cli(capsys, "watch", str(config), "--once", "--home", str(home))
+    assert_user_error(outcome, "[watch.selection]", "[ensemble]")
+    assert not Home(home).db_path.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_controller_gates_and_promotes_the_ensemble_refit(
+    tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.shadow.conftest import write_dataset
+    from tests.shadow.loop.test_backtest import SWEEP, drifting_frame
+
+    manifest = write_dataset(tmp_path / "catalog", drifting_frame(n=600), name="flip")
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP.format(dataset=manifest)
+                      + '\n[watch.selection]\npolicy = "ensemble"\n\n[ensemble]\ntop_k = 2\n')
+    out = tmp_path / "bt"
+    outcome = run_cli(capsys, "backtest", str(config), "--period", "100", "--out", str(out),
+                      "--no-online", "--no-ablations", "--format", "json")
+    assert outcome.code == 0, outcome.stderr
+    summary = json.loads(outcome.stdout)
+    assert summary["sweeps"] >= 2
+    with Store.open(Home(out / "home")) as store:
+        gates = store.list_events(channel="production", kinds="gate")
+        promotions = store.list_events(channel="production", kinds="promotion")
+        assert len(gates) == summary["sweeps"]
+        for gate in gates:
+            judged = store.get_candidate(str(gate.candidate_id))
+            # Every sweep built its ensemble, so that is what the gate judged.
+            assert judged.family == ENSEMBLE_FAMILY, gate.evidence["selection"]
+            assert gate.evidence["selection"]["expert"] == "ensemble"
+        assert promotions
+        for promotion in promotions:
+            served = store.get_candidate(str(promotion.candidate_id))
+            # Refit: the ensemble of its members' refits, with the parent's weights.
+            assert served.family == ENSEMBLE_FAMILY and served.refit_of is not None
+            parent = store.get_candidate(served.refit_of)
+            assert served.params["weights"] == parent.params["weights"]
+            refits = [store.get_candidate(c) for c in served.lineage["ensemble"]["member_refits"]]
+            assert [r.refit_of for r in refits] == parent.params["members"]
+
+
+def test_the_preset_adds_the_ensemble_the_policy_gates() -> None:
+    from shadow.loop.backtest import replay_config
+    from shadow.loop.backtest.preset import ENSEMBLE_TOP_K
+    from shadow.sweep.config import config_from_dict
+
+    config = config_from_dict(replay_config("noaa-weather", 365, selection="ensemble"))
+    assert config.watch is not None and config.watch.selection.policy == "ensemble"
+    assert config.ensemble is not None and config.ensemble.top_k == ENSEMBLE_TOP_K
+    sized = config_from_dict(replay_config("noaa-weather", 365, selection="ensemble", ensemble=2))
+    assert sized.ensemble is not None and sized.ensemble.top_k == 2
+    plain = config_from_dict(replay_config("noaa-weather", 365))
+    assert plain.ensemble is None and plain.watch is not None
+    assert plain.watch.selection.policy == "holdout"
+
+
+def test_backtest_selection_flag_with_a_sweep_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_text('[sweep]\nname = "x"\ndataset = "noaa-weather"\n[holdout]\nrows = 100\n'
+                      '[[slices]]\nstrategy = "all"\n[model]\nfamily = "mlp"\n')
+    out = tmp_path / "bt"
+    outcome = run_cli(capsys, "backtest", str(config), "--period", "365", "--selection", "ensemble",
+                      "--out", str(out))
+    assert_user_error(outcome, "--selection", str(config))
+    assert not out.exists()
