@@ -19,6 +19,7 @@ from selection.gate.policy import gate_from_config
 from selection.records import HOST_DEVICE, CandidateRecord
 from selection.store import Store
 from shadow.errors import RefitError
+from shadow.sweep.ensemble import ENSEMBLE_FAMILY
 
 #: Ablation channel suffix -> (refit?, gate requirement).
 ABLATIONS = {"refit-improvement": (True, "improvement"), "gate-only": (False, "improvement")}
@@ -41,11 +42,13 @@ def slice_bests(records: list[CandidateRecord], skip_families: frozenset[str] = 
     """Slice id -> its candidate with the best holdout accuracy (what retraining on it deploys).
 
     ``skip_families``: the sweep's ``[model] baselines``: a fixed rule retrains the sweep's own
-    model on its slice, so it is the same rule with or without baselines in the sweep.
+    model on its slice, so it is the same rule with or without baselines in the sweep. The
+    sweep's ensemble is never a rule either: it is a choice among the slices (the system's, with
+    ``[watch.selection] policy = "ensemble"``), not one slice retrained.
     """
     best: dict[str, tuple[float, str]] = {}
     for record in records:
-        if record.family in skip_families:
+        if record.family in skip_families or record.family == ENSEMBLE_FAMILY:
             continue
         accuracy = record.device(HOST_DEVICE).accuracy  # type: ignore[union-attr]
         assert accuracy is not None
@@ -82,7 +85,7 @@ def refit_all(store: Store, parents: list[str]) -> tuple[dict[str, str], dict[st
             errors[plan.parent.candidate_id] = str(exc)
     # An ensemble refits its members (single trainings, mostly done above) and recombines them:
     # the product's own path, in the driver.
-    for parent in [p for p in errors if store.get_candidate(p).family == "ensemble"]:
+    for parent in [p for p in errors if store.get_candidate(p).family == ENSEMBLE_FAMILY]:
         try:
             done[parent] = refit_candidate(store, parent).candidate_id
         except RefitError as exc:
