@@ -40,6 +40,7 @@ from shadow.loop.backtest import (  # noqa: E402
     run_backtest,
     summarize,
 )
+from shadow.loop.backtest.preset import DEFAULT_SELECTION  # noqa: E402
 from shadow.loop.backtest.report import dataset_label, write_backtest, write_seeds  # noqa: E402
 from shadow.sweep.config import BASELINE_FAMILIES, config_from_dict  # noqa: E402
 from shadow.sweep.watch_config import POLICIES  # noqa: E402
@@ -74,9 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--require", choices=("no-regression", "improvement"), default=None,
                    help="what the production gate requires of a challenger (default: no-regression "
                    "with refit, improvement with --no-refit); the ablation channels run the strict gate")
-    p.add_argument("--selection", choices=POLICIES, default="holdout",
+    p.add_argument("--selection", choices=POLICIES, default=None,
                    help="how the challenger is picked out of each sweep ([watch.selection] policy; "
-                   "ensemble: the sweep's ensemble of its top 3, or of --ensemble K)")
+                   "default ensemble: the sweep's ensemble of its top 3, or of --ensemble K; "
+                   "holdout with --warm-start)")
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
                    "top_k = K`; default 0: off)")
@@ -98,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer; got {value}")
+    if args.selection is None:  # the preset's, unless a warm start asks for a rank-1 loop
+        args.selection = "holdout" if args.warm_start else DEFAULT_SELECTION
     if args.seeds is not None and len(set(args.seeds)) < 2:
         p.error(f"--seeds needs at least two different seeds; got {args.seeds}")
     if args.home is not None and args.seeds is not None:
@@ -111,6 +115,8 @@ def stem(args: argparse.Namespace, seed: int | None) -> str:
     if args.dataset != "noaa-weather":
         name += "_" + dataset_label(args.dataset)
     name += "_quick" if args.quick else ""
+    # Another policy never overwrites the default's results.
+    name += "" if args.selection == DEFAULT_SELECTION else "_" + args.selection.replace("-", "_")
     return name + ("_seeds" if seed is None else f"_seed{seed}" if seed else "")
 
 
@@ -136,6 +142,7 @@ def run_one(args: argparse.Namespace, seed: int, command: str) -> dict[str, Any]
     summary = summarize(result)
     summary["quick"] = args.quick
     summary["seed"] = seed
+    summary["selection"] = args.selection
     for path in write_backtest(args.out / stem(args, seed), result, summary, command):
         log(f"wrote {path}")
     return summary

@@ -24,7 +24,7 @@ examples:
   shadow backtest --dataset noaa-weather --period 365      # the drift replay's own sweep file
   shadow backtest --dataset noaa-weather --period 365 --warm-start   # + the champion continued
   shadow backtest --dataset sp500-direction --period 63 --baseline prior   # + the class prior
-  shadow backtest --dataset noaa-weather --period 365 --selection ensemble  # serve the top 3's vote
+  shadow backtest --dataset noaa-weather --period 365 --selection holdout   # rank 1, not the top 3's vote
   shadow backtest sweep.toml --period 500 --start 4000 --periods 6 --format json
   shadow backtest --dataset noaa-weather --period 365 --quick --seeds 0 1 2   # is the lead real?
 
@@ -99,8 +99,9 @@ def add_parsers(verbs: Any) -> None:
     # shadow.sweep.watch_config.POLICIES, spelled out for the same reason.
     p.add_argument("--selection", choices=("holdout", "track-record", "ensemble"), default=None,
                    help="with --dataset: how the challenger is picked out of each sweep "
-                   "([watch.selection] policy; default holdout: rank 1; ensemble: the vote of the "
-                   "sweep's top 3); in your own file, set [watch.selection] there")
+                   "([watch.selection] policy; default ensemble: the vote of the sweep's top 3, "
+                   "or holdout with --warm-start; holdout: rank 1); in your own file, set "
+                   "[watch.selection] there")
     p.add_argument("--warm-start", action="store_true",
                    help="with --dataset: each sweep also continues the champion on the newest "
                    "period ([warm_start]); in your own file, set [warm_start] there")
@@ -151,8 +152,15 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
     return config_from_dict(replay_config(args.dataset, args.period,
                                           seed=0 if seed is None else seed,
                                           warm_start=args.warm_start,
-                                          selection=args.selection or "holdout",
+                                          selection=args.selection or _preset_selection(args),
                                           baselines=tuple(args.baseline or ())))
+
+
+def _preset_selection(args: argparse.Namespace) -> str:
+    """The preset's policy unless --warm-start asks for one an ensemble champion would leave idle."""
+    from shadow.loop.backtest.preset import DEFAULT_SELECTION
+
+    return "holdout" if args.warm_start else DEFAULT_SELECTION
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:

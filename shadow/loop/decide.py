@@ -81,11 +81,16 @@ def gate_and_act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_i
 
 
 def ensemble_challenger(store: Store, sweep_id: str) -> tuple[str, dict[str, Any]]:
-    """The sweep's eligible ensemble and why; its rank 1 when it has none (NotFoundError if neither)."""
+    """The sweep's eligible ensemble and why; its rank 1 when it has none (NotFoundError if neither).
+
+    Judged on the host, as the gate and rank 1 are: an ensemble ranked on an edge device but not
+    eligible on the host is not taken.
+    """
     from selection.leaderboard.frame import best_candidate, leaderboard
+    from selection.records import HOST_DEVICE
     from shadow.sweep.ensemble import ENSEMBLE_FAMILY
 
-    frame = leaderboard(store, sweep=sweep_id)
+    frame = leaderboard(store, sweep=sweep_id, device=HOST_DEVICE)
     ours = frame[frame["family"] == ENSEMBLE_FAMILY]
     ranked = ours[ours["rank"].notna()].sort_values("rank")
     if not ranked.empty:
@@ -94,12 +99,18 @@ def ensemble_challenger(store: Store, sweep_id: str) -> tuple[str, dict[str, Any
             "policy": "ensemble", "expert": "ensemble",
             "reason": f"the sweep's ensemble {row['candidate_id']} (rank {int(row['rank'])} on "
                       "the holdout its members were chosen on)"}
-    errors = [str(e) for e in ours["error"] if isinstance(e, str) and e]
-    why = (f"its ensemble failed ({' '.join(errors[0].split())[:200]})" if errors
-           else "it has no eligible ensemble")
     challenger = best_candidate(store, sweep=sweep_id)
     return challenger, {"policy": "ensemble", "expert": "holdout",
-                        "reason": f"rank 1 of sweep {sweep_id}: {why}"}
+                        "reason": f"rank 1 of sweep {sweep_id}: {_why_no_ensemble(ours)}"}
+
+
+def _why_no_ensemble(rows: Any) -> str:
+    """Why a sweep's leaderboard rows of family ensemble (maybe none) offer no eligible one."""
+    for column, what in (("error", "failed"), ("ineligible_reason", "is not eligible")):
+        reasons = [str(e) for e in rows[column] if isinstance(e, str) and e]
+        if reasons:
+            return f"its ensemble {what} ({' '.join(reasons[0].split())[:200]})"
+    return "it has no eligible ensemble"
 
 
 def act(work: PassWork, result: PassResult, watch: WatchConfig, sweep_id: str, challenger: str,

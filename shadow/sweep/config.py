@@ -177,14 +177,11 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
     if "warm_start" in raw:
         warm_start = WarmStartConfig(**parse_table(raw["warm_start"], _WARM_START,
                                                    f"{where} [warm_start]"))
-    if watch is not None and watch.selection.policy == "ensemble" and ensemble is None:
-        raise ConfigError(
-            f"{where} [watch.selection]: policy = \"ensemble\" gates the sweep's ensemble of its "
-            "top candidates, but the file has no [ensemble] table; add `[ensemble]` with "
-            "`top_k = 3`, or choose policy = \"holdout\"")
     for required in ("sweep", "holdout", "slices", "model"):
         if required not in raw:
             raise ConfigError(f"{where}: missing [{required}] section; see datasets/*/sweep.toml.")
+    if watch is not None and watch.selection.policy == "ensemble":
+        _check_ensemble_policy(ensemble, warm_start, where)
     sweep = parse_table(raw["sweep"], _SWEEP, f"{where} [sweep]")
     devices = tuple(sweep["devices"])
     if not devices or not all(isinstance(d, str) for d in devices) or len(set(devices)) != len(devices):
@@ -247,6 +244,23 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> SweepConf
         warm_start=warm_start,
         baselines=baselines,
     )
+
+
+def _check_ensemble_policy(ensemble: EnsembleConfig | None, warm_start: WarmStartConfig | None,
+                           where: str) -> None:
+    """``[watch.selection] policy = "ensemble"`` needs an ensemble, and leaves a warm start idle."""
+    if ensemble is None:
+        raise ConfigError(
+            f"{where} [watch.selection]: policy = \"ensemble\" gates the sweep's ensemble of its "
+            "top candidates, but the file has no [ensemble] table; add `[ensemble]` with "
+            "`top_k = 3`, or choose policy = \"holdout\"")
+    if warm_start is not None:
+        # The champion would be an ensemble, which is never warm-started: the table would
+        # only look like an experiment.
+        raise ConfigError(
+            f"{where} [warm_start]: it continues the champion, but under [watch.selection] "
+            "policy = \"ensemble\" the champion is an ensemble, which is never warm-started; "
+            "remove [warm_start], or choose policy = \"holdout\"")
 
 
 def _baselines(names: list[Any], family: str, where: str) -> tuple[tuple[str, dict[str, Any]], ...]:

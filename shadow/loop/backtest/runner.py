@@ -50,6 +50,7 @@ from shadow.loop.backtest.rules import (
 )
 from shadow.loop.deployed import DeployedModel, accuracy, predict_labels, read_channel
 from shadow.sweep.config import SweepConfig, config_from_dict, stored_baselines
+from shadow.sweep.ensemble import ENSEMBLE_FAMILY
 
 Log = Callable[[str], None]
 
@@ -289,8 +290,11 @@ class _Walk:
         if self.refit and records:
             # Rank 1 too: on a tie in accuracy the policy's tie-breakers may pick another of its
             # slice's candidates than slice_bests does, and always-promote deploys rank 1's refit.
+            # The sweep's ensemble too, whatever the selection policy: the oracle over refits
+            # then chooses among the same refits under every policy.
+            ensembles = [r.candidate_id for r in records if r.family == ENSEMBLE_FAMILY]
             refits, errors = refit_all(self.store, list(dict.fromkeys(
-                [*([challenger] if challenger else []), *bests.values()])))
+                [*([challenger] if challenger else []), *bests.values(), *ensembles])))
         ablations = {}
         if self.settings.ablations and challenger is not None:
             ablations = gate_ablations(self.store, challenger, self.channel, refits,

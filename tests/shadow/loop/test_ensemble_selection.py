@@ -61,6 +61,26 @@ def test_a_sweep_without_an_ensemble_gives_rank_1(factory: Factory) -> None:
                       "reason": "rank 1 of sweep sw-1: it has no eligible ensemble"}
 
 
+def test_an_ineligible_ensemble_falls_back_and_says_why(factory: Factory) -> None:
+    factory.candidate("c-member", accuracy=0.91)
+    _ensemble(factory, "c-ens", accuracy=None)
+    challenger, chosen = ensemble_challenger(factory.store, "sw-1")
+    assert challenger == "c-member"
+    assert "its ensemble is not eligible (no accuracy" in chosen["reason"], chosen
+
+
+def test_an_ensemble_ranked_only_on_an_edge_device_is_not_taken(factory: Factory) -> None:
+    # The gate judges on the host: an ensemble with no host result must not be the challenger,
+    # even though it is rank 1 on its own device's board.
+    from selection import DeviceResult
+
+    factory.candidate("c-member", accuracy=0.91)
+    edge = DeviceResult(device="snapdragon-8-gen-2-htp", status="ok", accuracy=0.95, latency_ms=1.0)
+    _ensemble(factory, "c-ens", devices=(edge,))
+    challenger, chosen = ensemble_challenger(factory.store, "sw-1")
+    assert challenger == "c-member" and chosen["expert"] == "holdout"
+
+
 def test_the_policy_without_an_ensemble_table_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -93,6 +113,8 @@ def test_the_controller_gates_and_promotes_the_ensemble_refit(
     assert outcome.code == 0, outcome.stderr
     summary = json.loads(outcome.stdout)
     assert summary["sweeps"] >= 2
+    # The ensemble is the system's pick, never one of the fixed rules it is measured against.
+    assert summary["rules_post"] and not any("ensemble" in rule for rule in summary["rules_post"])
     with Store.open(Home(out / "home")) as store:
         gates = store.list_events(channel="production", kinds="gate")
         promotions = store.list_events(channel="production", kinds="promotion")
@@ -123,7 +145,10 @@ def test_the_preset_adds_the_ensemble_the_policy_gates() -> None:
     assert config.ensemble is not None and config.ensemble.top_k == ENSEMBLE_TOP_K
     sized = config_from_dict(replay_config("noaa-weather", 365, selection="ensemble", ensemble=2))
     assert sized.ensemble is not None and sized.ensemble.top_k == 2
-    plain = config_from_dict(replay_config("noaa-weather", 365))
+    default = config_from_dict(replay_config("noaa-weather", 365))
+    assert default.watch is not None and default.watch.selection.policy == "ensemble"
+    assert default.ensemble is not None and default.ensemble.top_k == ENSEMBLE_TOP_K
+    plain = config_from_dict(replay_config("noaa-weather", 365, selection="holdout"))
     assert plain.ensemble is None and plain.watch is not None
     assert plain.watch.selection.policy == "holdout"
 
@@ -139,3 +164,35 @@ def test_backtest_selection_flag_with_a_sweep_file_is_one_line(
                       "--out", str(out))
     assert_user_error(outcome, "--selection", str(config))
     assert not out.exists()
+
+
+def test_the_policy_with_a_warm_start_is_one_line() -> None:
+    from shadow.errors import ConfigError
+    from shadow.loop.backtest import replay_config
+    from shadow.sweep.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r"\[warm_start\].*never warm-started.*remove \[warm_start\]"):
+        config_from_dict(replay_config("noaa-weather", 365, selection="ensemble", warm_start=True))
+
+
+def test_backtest_selection_flag_reaches_the_preset_and_lists_every_policy() -> None:
+    import argparse
+
+    from shadow.cli.cmd_backtest import _config, add_parsers
+    from shadow.sweep.watch_config import POLICIES
+
+    args = argparse.Namespace(config=None, dataset="noaa-weather", period=365, warm_start=False,
+                              baseline=None, selection="ensemble")
+    config = _config(args, 0)
+    assert config.watch is not None and config.watch.selection.policy == "ensemble"
+    assert config.ensemble is not None
+    # Without --selection: the preset's vote, or rank 1 for a warm start (never idle).
+    for warm, policy in ((False, "ensemble"), (True, "holdout")):
+        unset = argparse.Namespace(**{**vars(args), "selection": None, "warm_start": warm})
+        chosen = _config(unset, 0)
+        assert chosen.watch is not None and chosen.watch.selection.policy == policy
+        assert (chosen.warm_start is not None) is warm
+    verbs = argparse.ArgumentParser().add_subparsers()
+    add_parsers(verbs)
+    flag = next(a for a in verbs.choices["backtest"]._actions if a.dest == "selection")
+    assert tuple(flag.choices or ()) == POLICIES  # spelled out in the CLI for a fast --help
