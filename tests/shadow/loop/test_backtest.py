@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,20 @@ def drifting_frame(n: int = 1000, flip: int = 400, seed: int = 0) -> pd.DataFram
     x = rng.normal(size=(n, 2))
     rule = np.where(np.arange(n) < flip, x[:, 0] + x[:, 1], x[:, 0] - x[:, 1])
     return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "label": (rule > 0).astype(int)})
+
+
+def backtest_with(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, n: int,
+                  ) -> tuple[dict[str, Any], Path]:
+    """``shadow backtest`` of SWEEP plus ``extra`` TOML over a drifting stream of ``n`` rows
+    (periods of 100, no online learners or ablations): its JSON summary and its results folder."""
+    manifest = write_dataset(tmp_path / "catalog", drifting_frame(n=n), name="flip")
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP.format(dataset=manifest) + extra)
+    out = tmp_path / "bt"
+    outcome = run_cli(capsys, "backtest", str(config), "--period", "100", "--out", str(out),
+                      "--no-online", "--no-ablations", "--format", "json")
+    assert outcome.code == 0, outcome.stderr
+    return json.loads(outcome.stdout), out
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -81,37 +80,15 @@ def test_an_ensemble_ranked_only_on_an_edge_device_is_not_taken(factory: Factory
     assert challenger == "c-member" and chosen["expert"] == "holdout"
 
 
-def test_the_policy_without_an_ensemble_table_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-) -> None:
-    config = tmp_path / "sweep.toml"
-    config.write_text(
-        '[sweep]\nname = "x"\ndataset = "noaa-weather"\n[holdout]\nrows = 100\n[[slices]]\n'
-        'strategy = "all"\n[model]\nfamily = "mlp"\n[watch]\n[watch.triggers]\nnew_rows = 10\n'
-        '[watch.selection]\npolicy = "ensemble"\n')
-    home = tmp_path / "home"
-    outcome = run_cli(capsys, "watch", str(config), "--once", "--home", str(home))
-    assert_user_error(outcome, "[watch.selection]", "[ensemble]")
-    assert not Home(home).db_path.exists()
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 def test_the_controller_gates_and_promotes_the_ensemble_refit(
     tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.shadow.conftest import write_dataset
-    from tests.shadow.loop.test_backtest import SWEEP, drifting_frame
+    from tests.shadow.loop.test_backtest import backtest_with
 
-    manifest = write_dataset(tmp_path / "catalog", drifting_frame(n=600), name="flip")
-    config = tmp_path / "sweep.toml"
-    config.write_text(SWEEP.format(dataset=manifest)
-                      + '\n[watch.selection]\npolicy = "ensemble"\n\n[ensemble]\ntop_k = 2\n')
-    out = tmp_path / "bt"
-    outcome = run_cli(capsys, "backtest", str(config), "--period", "100", "--out", str(out),
-                      "--no-online", "--no-ablations", "--format", "json")
-    assert outcome.code == 0, outcome.stderr
-    summary = json.loads(outcome.stdout)
+    summary, out = backtest_with(
+        tmp_path, capsys, '\n[watch.selection]\npolicy = "ensemble"\n\n[ensemble]\ntop_k = 2\n', n=600)
     assert summary["sweeps"] >= 2
     # The ensemble is the system's pick, never one of the fixed rules it is measured against.
     assert summary["rules_post"] and not any("ensemble" in rule for rule in summary["rules_post"])

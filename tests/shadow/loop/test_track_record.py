@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -52,6 +51,8 @@ def test_discounted_scores_weigh_recent_periods_and_rows() -> None:
     ("discount = 0", "discount"),
     ("min_record = 0", "min_record"),
     ("learning_rate = 1", "learning_rate"),
+    # The ensemble policy gates the sweep's [ensemble], which this file lacks.
+    ('policy = "ensemble"', "[ensemble]"),
 ])
 def test_bad_selection_tables_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str, fragment: str,
@@ -73,18 +74,11 @@ def test_the_controller_follows_the_record_and_stores_it_with_the_gate(
     tmp_path: Path, ray_local: None, capsys: pytest.CaptureFixture[str],
 ) -> None:
     from selection.leaderboard.frame import best_candidate
-    from tests.shadow.conftest import write_dataset
-    from tests.shadow.loop.test_backtest import SWEEP, drifting_frame
+    from tests.shadow.loop.test_backtest import backtest_with
 
-    manifest = write_dataset(tmp_path / "catalog", drifting_frame(n=800), name="flip")
-    config = tmp_path / "sweep.toml"
-    config.write_text(SWEEP.format(dataset=manifest)
-                      + '\n[watch.selection]\npolicy = "track-record"\nmin_record = 2\n')
-    out = tmp_path / "bt"
-    outcome = run_cli(capsys, "backtest", str(config), "--period", "100", "--out", str(out),
-                      "--no-online", "--no-ablations", "--format", "json")
-    assert outcome.code == 0, outcome.stderr
-    assert json.loads(outcome.stdout)["sweeps"] == 5
+    summary, out = backtest_with(
+        tmp_path, capsys, '\n[watch.selection]\npolicy = "track-record"\nmin_record = 2\n', n=800)
+    assert summary["sweeps"] == 5
     with Store.open(Home(out / "home")) as store:
         gates = list(reversed(store.list_events(channel="production", kinds="gate")))
         # What the gate judged is the followed expert's pick out of that sweep.
