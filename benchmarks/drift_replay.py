@@ -40,7 +40,7 @@ from shadow.loop.backtest import (  # noqa: E402
     run_backtest,
     summarize,
 )
-from shadow.loop.backtest.preset import DEFAULT_SELECTION  # noqa: E402
+from shadow.loop.backtest.preset import preset_selection  # noqa: E402
 from shadow.loop.backtest.report import dataset_label, write_backtest, write_seeds  # noqa: E402
 from shadow.sweep.config import BASELINE_FAMILIES, config_from_dict  # noqa: E402
 from shadow.sweep.watch_config import POLICIES  # noqa: E402
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "holdout with --warm-start)")
     p.add_argument("--ensemble", type=int, default=0, metavar="K",
                    help="each sweep also combines its top K candidates into one (`[ensemble] "
-                   "top_k = K`; default 0: off)")
+                   "top_k = K`; default 0: none, or 3 under --selection ensemble, the default)")
     p.add_argument("--baseline", action="append", choices=BASELINE_FAMILIES, default=None,
                    help="also train this baseline family on every slice (`[model] baselines`)")
     p.add_argument("--warm-start", action="store_true",
@@ -100,8 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} must be a positive integer; got {value}")
-    if args.selection is None:  # the preset's, unless a warm start asks for a rank-1 loop
-        args.selection = "holdout" if args.warm_start else DEFAULT_SELECTION
+    try:  # the preset's policy unless given (rank 1 beside a warm start)
+        args.selection = preset_selection(args.selection, args.warm_start)
+    except ShadowError as exc:
+        p.error(str(exc))
     if args.seeds is not None and len(set(args.seeds)) < 2:
         p.error(f"--seeds needs at least two different seeds; got {args.seeds}")
     if args.home is not None and args.seeds is not None:
@@ -115,8 +117,12 @@ def stem(args: argparse.Namespace, seed: int | None) -> str:
     if args.dataset != "noaa-weather":
         name += "_" + dataset_label(args.dataset)
     name += "_quick" if args.quick else ""
-    # Another policy never overwrites the default's results.
-    name += "" if args.selection == DEFAULT_SELECTION else "_" + args.selection.replace("-", "_")
+    # Another setting never overwrites the default's results (a warm start implies rank 1).
+    if args.selection != preset_selection(None, args.warm_start):
+        name += "_" + args.selection.replace("-", "_")
+    name += "_warm_start" if args.warm_start else ""
+    name += f"_ensemble{args.ensemble}" if args.ensemble else ""
+    name += "".join(f"_baseline_{family}" for family in args.baseline or ())
     return name + ("_seeds" if seed is None else f"_seed{seed}" if seed else "")
 
 

@@ -152,15 +152,8 @@ def _config(args: argparse.Namespace, seed: int | None) -> Any:
     return config_from_dict(replay_config(args.dataset, args.period,
                                           seed=0 if seed is None else seed,
                                           warm_start=args.warm_start,
-                                          selection=args.selection or _preset_selection(args),
+                                          selection=args.selection,
                                           baselines=tuple(args.baseline or ())))
-
-
-def _preset_selection(args: argparse.Namespace) -> str:
-    """The preset's policy unless --warm-start asks for one an ensemble champion would leave idle."""
-    from shadow.loop.backtest.preset import DEFAULT_SELECTION
-
-    return "holdout" if args.warm_start else DEFAULT_SELECTION
 
 
 def run_backtest_verb(args: argparse.Namespace) -> int:

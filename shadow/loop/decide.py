@@ -27,6 +27,8 @@ from shadow.loop.outcome import PassResult
 from shadow.loop.pass_work import Note, PassWork
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from selection.gate.record import GateDecision
     from selection.store import Store
     from shadow.data.loader import Dataset
@@ -104,7 +106,7 @@ def ensemble_challenger(store: Store, sweep_id: str) -> tuple[str, dict[str, Any
                         "reason": f"rank 1 of sweep {sweep_id}: {_why_no_ensemble(ours)}"}
 
 
-def _why_no_ensemble(rows: Any) -> str:
+def _why_no_ensemble(rows: pd.DataFrame) -> str:
     """Why a sweep's leaderboard rows of family ensemble (maybe none) offer no eligible one."""
     for column, what in (("error", "failed"), ("ineligible_reason", "is not eligible")):
         reasons = [str(e) for e in rows[column] if isinstance(e, str) and e]

@@ -148,8 +148,14 @@ def test_the_policy_with_a_warm_start_is_one_line() -> None:
     from shadow.loop.backtest import replay_config
     from shadow.sweep.config import config_from_dict
 
+    with pytest.raises(ConfigError, match=r"never warm-started; pass --selection holdout"):
+        replay_config("noaa-weather", 365, selection="ensemble", warm_start=True)
+    # A sweep file with both tables, as a user would write it.
+    raw = replay_config("noaa-weather", 365, selection="holdout", warm_start=True)
+    raw["watch"]["selection"]["policy"] = "ensemble"
+    raw["ensemble"] = {"top_k": 3}
     with pytest.raises(ConfigError, match=r"\[warm_start\].*never warm-started.*remove \[warm_start\]"):
-        config_from_dict(replay_config("noaa-weather", 365, selection="ensemble", warm_start=True))
+        config_from_dict(raw)
 
 
 def test_backtest_selection_flag_reaches_the_preset_and_lists_every_policy() -> None:
@@ -173,3 +179,33 @@ def test_backtest_selection_flag_reaches_the_preset_and_lists_every_policy() -> 
     add_parsers(verbs)
     flag = next(a for a in verbs.choices["backtest"]._actions if a.dest == "selection")
     assert tuple(flag.choices or ()) == POLICIES  # spelled out in the CLI for a fast --help
+
+
+def test_drift_replay_names_results_by_setting_and_refuses_the_vote_beside_a_warm_start(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "drift_replay.py"
+    spec = importlib.util.spec_from_file_location("drift_replay_under_test", path)
+    assert spec is not None and spec.loader is not None
+    replay = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = replay
+    spec.loader.exec_module(replay)
+
+    def name(*argv: str, seed: int | None = 0) -> str:
+        return str(replay.stem(replay.parse_args(list(argv)), seed))
+
+    # The default policy (the vote) keeps the plain names; every other setting has its own.
+    assert name("--quick") == "drift_replay_quick"
+    assert name("--quick", "--selection", "holdout", seed=None) == "drift_replay_quick_holdout_seeds"
+    assert name("--quick", "--warm-start") == "drift_replay_quick_warm_start"  # rank 1 implied
+    assert name("--quick", "--ensemble", "2", seed=1) == "drift_replay_quick_ensemble2_seed1"
+    assert name("--dataset", "sp500-direction", "--period", "63", "--baseline", "prior") == (
+        "drift_replay_sp500-direction_baseline_prior")
+    assert name("--selection", "track-record") == "drift_replay_track_record"
+    with pytest.raises(SystemExit) as exit_info:
+        replay.parse_args(["--selection", "ensemble", "--warm-start"])
+    assert exit_info.value.code == 2
+    assert "--selection holdout" in capsys.readouterr().err
