@@ -160,11 +160,18 @@ def test_metrics_in_prometheus_text(served: tuple[ModelServer, PredictionLog]) -
         _call(srv, "POST", "/predict", {"rows": [ROW]})
     _call(srv, "POST", "/predict", b"{bad")
     status, body, headers = _call(srv, "GET", "/metrics")
-    text = body["text"]
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert 'shadow_serve_requests_total{code="200",endpoint="/predict"} 3.0' in text
-    assert 'shadow_serve_errors_total{endpoint="/predict",kind="client"} 1.0' in text
-    assert "shadow_serve_predict_latency_seconds_count 3.0" in text
+    # A request is counted once its answer is written (its latency ends there), so the client
+    # can read its answer, and ask for /metrics, a moment before the handler counts it.
+    counted = ('shadow_serve_requests_total{code="200",endpoint="/predict"} 3.0',
+               'shadow_serve_errors_total{endpoint="/predict",kind="client"} 1.0',
+               "shadow_serve_predict_latency_seconds_count 3.0")
+    text = body["text"]
+    deadline = time.monotonic() + 10
+    while not all(line in text for line in counted):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+        text = _call(srv, "GET", "/metrics")[1]["text"]
     assert 'shadow_serve_model_info{candidate_id="c-a"' in text
     assert "shadow_serve_shadow_models 2.0" in text and "shadow_serve_swaps_total 0.0" in text
     assert "shadow_serve_shadow_skipped_total" in text
