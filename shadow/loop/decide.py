@@ -6,9 +6,11 @@ The challenger is the sweep's rank 1 under its own ``[ranking]`` policy, or with
 top candidates (``[ensemble]``; rank 1 when the sweep has no eligible ensemble, said so). Why
 serve the ensemble even where a member ranks above it: the members are ranked on the very
 holdout the ensemble is scored on, so the member's lead there is mostly that holdout's luck,
-while the vote of models trained on different windows keeps its lead on the rows that come
-next (docs/benchmarks.md measures both). The gate's decision is stored as a ``gate`` event (with the
-selection's record and reason); on a pass, ``mode = "auto"`` promotes (refit first when
+while the vote of models trained on different windows tends to keep its edge on the rows that
+come next (docs/benchmarks.md: up on NOAA in every run, a tie on two short-period streams).
+
+The gate's decision is stored as a ``gate`` event (with the selection's record and reason); on
+a pass, ``mode = "auto"`` promotes (refit first when
 configured) with the ``promotion`` event in the promotion's own transaction, and
 ``mode = "propose"`` stores a ``proposal`` event instead. Split from the controller, which
 decides *whether* to sweep; this module decides what the sweep's result changes.
