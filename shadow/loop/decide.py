@@ -10,10 +10,10 @@ while the vote of models trained on different windows tends to keep its edge on 
 come next (docs/benchmarks.md: up on NOAA in every run, a tie on two short-period streams).
 
 The gate's decision is stored as a ``gate`` event (with the selection's record and reason); on
-a pass, ``mode = "auto"`` promotes (refit first when
-configured) with the ``promotion`` event in the promotion's own transaction, and
-``mode = "propose"`` stores a ``proposal`` event instead. Split from the controller, which
-decides *whether* to sweep; this module decides what the sweep's result changes.
+a pass, ``mode = "auto"`` promotes (refit first when configured) with the ``promotion`` event
+in the promotion's own transaction, and ``mode = "propose"`` stores a ``proposal`` event instead.
+Split from the controller, which decides *whether* to sweep; this module decides what the
+sweep's result changes.
 """
 
 from __future__ import annotations
